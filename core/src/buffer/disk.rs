@@ -1,0 +1,1 @@
+//! The disk buffer: filled in by its own change.

@@ -1,0 +1,21 @@
+//! Shared parts of Vigil: what two or more of its binaries use.
+//!
+//! - [`signal`]: the three OTLP signals and how they are named everywhere.
+//! - [`otlp`]: decoding and inspecting OTLP export requests (protobuf and JSON).
+//! - [`buffer`]: the [`buffer::Buffer`] trait, the seam between receivers and exporters, and
+//!   its embedded implementations: [`buffer::disk`] (the default) and [`buffer::memory`].
+//! - [`remote_write`]: OTLP metrics → Prometheus remote write 1.0.
+//! - [`loki`]: OTLP logs → Grafana Loki push.
+//! - [`config`]: YAML loading with `${ENV}` substitution, byte sizes, durations, and error
+//!   collection so a config reports every problem at once, each with its path.
+//! - [`retry`]: exponential backoff with jitter.
+
+pub mod buffer;
+pub mod config;
+pub mod loki;
+pub mod otlp;
+pub mod remote_write;
+pub mod retry;
+pub mod signal;
+
+pub use signal::Signal;

@@ -1,0 +1,1 @@
+//! OTLP logs → Grafana Loki push: filled in by its own change.
