@@ -1,1 +1,278 @@
-//! Filled in next.
+//! Decoding and inspecting OTLP export requests.
+//!
+//! Receivers accept OTLP as protobuf or JSON; the buffer always stores protobuf, so JSON is
+//! decoded and re-encoded once, at the edge. Protobuf bodies are validated by decoding and
+//! then stored byte for byte as they came.
+//!
+//! OTLP/JSON per the OTLP specification: field names in lowerCamelCase, trace and span ids
+//! in hex, 64-bit integers as strings or numbers, enums as integers. Unknown fields are
+//! ignored, as the specification requires of receivers (forward compatibility).
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric::Data};
+use prost::Message;
+
+use crate::Signal;
+
+/// How a request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("invalid OTLP protobuf {message}: {source}")]
+    Protobuf {
+        message: &'static str,
+        source: prost::DecodeError,
+    },
+    #[error("invalid OTLP JSON {message}: {source}")]
+    Json {
+        message: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+/// A decoded request of any signal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+    Traces(ExportTraceServiceRequest),
+}
+
+/// What the receiver needs to know about a valid request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspected {
+    /// The request as protobuf: the body itself for protobuf, re-encoded for JSON.
+    pub protobuf: Bytes,
+    /// Data points, log records or spans in the request.
+    pub items: u64,
+    /// Metric data points no exporter can write as they are (delta temporality); the
+    /// receiver reports them as rejected in the OTLP partial-success answer.
+    pub unsupported_points: u64,
+}
+
+fn message_name(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Metrics => "ExportMetricsServiceRequest",
+        Signal::Logs => "ExportLogsServiceRequest",
+        Signal::Traces => "ExportTraceServiceRequest",
+    }
+}
+
+impl Request {
+    pub fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<Request, DecodeError> {
+        let message = message_name(signal);
+        match encoding {
+            Encoding::Protobuf => {
+                let wrap = |source| DecodeError::Protobuf { message, source };
+                Ok(match signal {
+                    Signal::Metrics => Request::Metrics(Message::decode(body).map_err(wrap)?),
+                    Signal::Logs => Request::Logs(Message::decode(body).map_err(wrap)?),
+                    Signal::Traces => Request::Traces(Message::decode(body).map_err(wrap)?),
+                })
+            }
+            Encoding::Json => {
+                let wrap = |source| DecodeError::Json { message, source };
+                Ok(match signal {
+                    Signal::Metrics => {
+                        Request::Metrics(serde_json::from_slice(body).map_err(wrap)?)
+                    }
+                    Signal::Logs => Request::Logs(serde_json::from_slice(body).map_err(wrap)?),
+                    Signal::Traces => Request::Traces(serde_json::from_slice(body).map_err(wrap)?),
+                })
+            }
+        }
+    }
+
+    pub fn signal(&self) -> Signal {
+        match self {
+            Request::Metrics(_) => Signal::Metrics,
+            Request::Logs(_) => Signal::Logs,
+            Request::Traces(_) => Signal::Traces,
+        }
+    }
+
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        match self {
+            Request::Metrics(r) => r.encode_to_vec(),
+            Request::Logs(r) => r.encode_to_vec(),
+            Request::Traces(r) => r.encode_to_vec(),
+        }
+    }
+
+    /// Data points, log records or spans.
+    pub fn items(&self) -> u64 {
+        match self {
+            Request::Metrics(r) => metric_points(r).0,
+            Request::Logs(r) => log_records(r),
+            Request::Traces(r) => spans(r),
+        }
+    }
+}
+
+/// Decodes and inspects a request body.
+pub fn inspect(signal: Signal, encoding: Encoding, body: Bytes) -> Result<Inspected, DecodeError> {
+    let request = Request::decode(signal, encoding, &body)?;
+    let (items, unsupported_points) = match &request {
+        Request::Metrics(r) => metric_points(r),
+        Request::Logs(r) => (log_records(r), 0),
+        Request::Traces(r) => (spans(r), 0),
+    };
+    let protobuf = match encoding {
+        Encoding::Protobuf => body,
+        Encoding::Json => Bytes::from(request.encode_to_vec()),
+    };
+    Ok(Inspected {
+        protobuf,
+        items,
+        unsupported_points,
+    })
+}
+
+/// (all data points, delta-temporality data points)
+pub fn metric_points(request: &ExportMetricsServiceRequest) -> (u64, u64) {
+    let delta = AggregationTemporality::Delta as i32;
+    let mut all = 0u64;
+    let mut delta_points = 0u64;
+    let metrics = request
+        .resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics);
+    for metric in metrics {
+        let (points, temporality) = match &metric.data {
+            Some(Data::Gauge(g)) => (g.data_points.len(), None),
+            Some(Data::Sum(s)) => (s.data_points.len(), Some(s.aggregation_temporality)),
+            Some(Data::Histogram(h)) => (h.data_points.len(), Some(h.aggregation_temporality)),
+            Some(Data::ExponentialHistogram(h)) => {
+                (h.data_points.len(), Some(h.aggregation_temporality))
+            }
+            Some(Data::Summary(s)) => (s.data_points.len(), None),
+            None => (0, None),
+        };
+        all += points as u64;
+        if temporality == Some(delta) {
+            delta_points += points as u64;
+        }
+    }
+    (all, delta_points)
+}
+
+pub fn log_records(request: &ExportLogsServiceRequest) -> u64 {
+    request
+        .resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .map(|sl| sl.log_records.len() as u64)
+        .sum()
+}
+
+pub fn spans(request: &ExportTraceServiceRequest) -> u64 {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len() as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METRICS_JSON: &str = r#"{
+      "resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]},
+        "scopeMetrics": [{
+          "scope": {"name": "demo"},
+          "metrics": [
+            {"name": "requests", "sum": {"aggregationTemporality": 2, "isMonotonic": true,
+              "dataPoints": [{"asInt": "5", "timeUnixNano": "1700000000000000000"},
+                             {"asInt": 7, "timeUnixNano": "1700000000000000000"}]}},
+            {"name": "inflight", "sum": {"aggregationTemporality": 1,
+              "dataPoints": [{"asDouble": 1.5, "timeUnixNano": "1700000000000000000"}]}},
+            {"name": "temp", "gauge": {"dataPoints": [{"asDouble": 21.5}]}, "futureField": true}
+          ]
+        }]
+      }]
+    }"#;
+
+    #[test]
+    fn json_is_decoded_counted_and_reencoded() {
+        let inspected = inspect(
+            Signal::Metrics,
+            Encoding::Json,
+            Bytes::from_static(METRICS_JSON.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(inspected.items, 4);
+        assert_eq!(inspected.unsupported_points, 1);
+        let back = ExportMetricsServiceRequest::decode(inspected.protobuf).unwrap();
+        let metrics = &back.resource_metrics[0].scope_metrics[0].metrics;
+        assert_eq!(metrics[0].name, "requests");
+        assert_eq!(metrics.len(), 3);
+    }
+
+    #[test]
+    fn protobuf_is_kept_byte_for_byte() {
+        let request =
+            Request::decode(Signal::Metrics, Encoding::Json, METRICS_JSON.as_bytes()).unwrap();
+        let body = Bytes::from(request.encode_to_vec());
+        let inspected = inspect(Signal::Metrics, Encoding::Protobuf, body.clone()).unwrap();
+        assert_eq!(inspected.protobuf, body);
+        assert_eq!(inspected.items, 4);
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_message() {
+        let err = inspect(
+            Signal::Logs,
+            Encoding::Protobuf,
+            Bytes::from_static(b"\xff\xff\xff\xff"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid OTLP protobuf ExportLogsServiceRequest"),
+            "{err}"
+        );
+        let err = inspect(
+            Signal::Traces,
+            Encoding::Json,
+            Bytes::from_static(b"{\"resourceSpans\": 3}"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid OTLP JSON ExportTraceServiceRequest"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn logs_and_spans_are_counted() {
+        let logs = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"a"}},{"body":{"stringValue":"b"}}]}]}]}"#;
+        let inspected = inspect(
+            Signal::Logs,
+            Encoding::Json,
+            Bytes::from_static(logs.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(inspected.items, 2);
+        let spans = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"GET /"}]}]}]}"#;
+        let inspected = inspect(
+            Signal::Traces,
+            Encoding::Json,
+            Bytes::from_static(spans.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(inspected.items, 1);
+    }
+}

@@ -100,9 +100,7 @@ impl Record {
         let tenant = bytes.split_to(tenant_len);
         let tenant = match tenant.is_empty() {
             true => None,
-            false => Some(
-                String::from_utf8(tenant.to_vec()).map_err(|_| RecordError::Tenant)?,
-            ),
+            false => Some(String::from_utf8(tenant.to_vec()).map_err(|_| RecordError::Tenant)?),
         };
         Ok(Record {
             signal,
