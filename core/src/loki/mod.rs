@@ -27,8 +27,14 @@
 //!   `max_structured_metadata_entries_count` / `_size`, 128 pairs / 64 KB). Loki refuses
 //!   entries over them with a 400, which the exporter treats as permanent.
 
+mod convert;
+#[cfg(test)]
+mod convert_tests;
 pub mod proto;
 
+pub use convert::{
+    Converted, LEVEL_LABEL, LabelRule, LokiOptions, UNKNOWN_SERVICE, convert, default_label_rules,
+};
 pub use proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
 
 use prost::Message;
