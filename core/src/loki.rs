@@ -1,1 +1,0 @@
-//! OTLP logs → Grafana Loki push: filled in by its own change.
