@@ -40,9 +40,12 @@
 //! - **Metadata**: one entry per metric family per request, the first one seen; its unit is
 //!   the Prometheus unit word (`seconds`), the same that suffixes the name.
 
+mod convert;
+mod labels;
 pub mod naming;
 pub mod proto;
 
+pub use convert::{ConvertOptions, Converted, DropReason, Dropped, STALE_NAN, convert};
 pub use proto::{Label, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
 
 use prost::Message;
