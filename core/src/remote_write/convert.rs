@@ -1,0 +1,601 @@
+//! OTLP export requests → one remote write request.
+//!
+//! The walk is resource → scope → metric → data point. What is the same for every series of
+//! a resource (`job`, `instance`, promoted attributes) or a scope (`otel_scope_*`) is built
+//! once, in [`super::labels`]; per data point only the attributes are added.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, DataPointFlags, ExponentialHistogramDataPoint, HistogramDataPoint,
+    Metric, NumberDataPoint, SummaryDataPoint, metric::Data, number_data_point,
+};
+
+use super::labels::{
+    Entry, FixedLabel, IDENTITY, Identity, PROMOTED, gather, push_fixed, series_labels,
+};
+use super::naming::{PromUnit, attribute_value, format_float, metric_name};
+use super::proto::{Label, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
+
+/// How OTLP metrics become Prometheus series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// Append the unit (`_seconds`) and, for counters, `_total` to metric names, as the
+    /// spec asks by default. Off keeps names as sanitised OTLP names.
+    pub add_suffixes: bool,
+    /// Write one `target_info` series per resource carrying its other attributes, so they
+    /// can be joined in PromQL without multiplying every series' labels.
+    pub target_info: bool,
+    /// Resource attributes (OTLP keys, e.g. `k8s.namespace.name`) also copied onto every
+    /// series of that resource, for the few that queries filter on all the time.
+    pub promote_resource_attributes: Vec<String>,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            add_suffixes: true,
+            target_info: true,
+            promote_resource_attributes: Vec::new(),
+        }
+    }
+}
+
+/// The result of [`convert`]: what to send, and what could not be sent and why.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Converted {
+    pub request: WriteRequest,
+    /// Samples in `request` (a histogram point gives several), for the exported counter.
+    pub samples: u64,
+    /// Data points not written, one entry per reason that occurred.
+    pub dropped: Vec<Dropped>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub reason: DropReason,
+    pub data_points: u64,
+}
+
+/// Why data points were not written. Dropping is final (retrying cannot help), so these
+/// are counted, never retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Delta sums and histograms: Prometheus series are cumulative, and writing a delta as
+    /// if it were cumulative would corrupt every `rate()` over it.
+    DeltaTemporality,
+    /// Sums and histograms whose temporality is unspecified (0) or unknown: invalid OTLP.
+    UnspecifiedTemporality,
+    /// A number point without a value.
+    InvalidValue,
+    /// Histogram buckets that do not fit their bounds (counts ≠ bounds + 1, bounds not
+    /// increasing or not finite), or an exponential scale outside OTLP's [-10, 20].
+    MalformedHistogram,
+    /// A metric name with nothing left after sanitising (an empty name).
+    InvalidMetricName,
+}
+
+impl DropReason {
+    /// Every reason, in the order [`Converted::dropped`] lists them.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::DeltaTemporality,
+        DropReason::UnspecifiedTemporality,
+        DropReason::InvalidValue,
+        DropReason::MalformedHistogram,
+        DropReason::InvalidMetricName,
+    ];
+
+    /// The reason as a metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::DeltaTemporality => "delta_temporality",
+            DropReason::UnspecifiedTemporality => "unspecified_temporality",
+            DropReason::InvalidValue => "invalid_value",
+            DropReason::MalformedHistogram => "malformed_histogram",
+            DropReason::InvalidMetricName => "invalid_metric_name",
+        }
+    }
+}
+
+/// Prometheus' staleness marker: a NaN with this exact payload tells it the series ended,
+/// which is what OTLP's "no recorded value" flag means.
+pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+
+const NO_RECORDED_VALUE: u32 = DataPointFlags::NoRecordedValueMask as u32;
+
+/// Converts OTLP metrics to one remote write request. Never fails: what cannot be written
+/// is counted in [`Converted::dropped`].
+pub fn convert(requests: &[ExportMetricsServiceRequest], opts: &ConvertOptions) -> Converted {
+    let mut out = Output::with_capacity(estimate_series(requests));
+    let mut targets_written: HashSet<(String, String)> = HashSet::new();
+    for resource_metrics in requests.iter().flat_map(|r| &r.resource_metrics) {
+        let attributes = resource_metrics
+            .resource
+            .as_ref()
+            .map_or(&[][..], |r| r.attributes.as_slice());
+        let identity = Identity::of(attributes);
+        let mut fixed = identity.labels();
+        for kv in attributes {
+            if opts.promote_resource_attributes.contains(&kv.key) {
+                push_fixed(
+                    &mut fixed,
+                    &kv.key,
+                    attribute_value(kv.value.as_ref()),
+                    PROMOTED,
+                );
+            }
+        }
+        out.latest_ms = None;
+        for scope_metrics in &resource_metrics.scope_metrics {
+            let mut scope_fixed = fixed.clone();
+            if let Some(InstrumentationScope { name, version, .. }) = &scope_metrics.scope {
+                push_fixed(
+                    &mut scope_fixed,
+                    "otel_scope_name",
+                    Cow::Borrowed(name),
+                    IDENTITY,
+                );
+                push_fixed(
+                    &mut scope_fixed,
+                    "otel_scope_version",
+                    Cow::Borrowed(version),
+                    IDENTITY,
+                );
+            }
+            let mut scratch = Vec::with_capacity(scope_fixed.len() + 8);
+            for metric in &scope_metrics.metrics {
+                MetricWriter {
+                    out: &mut out,
+                    fixed: &scope_fixed,
+                    scratch: &mut scratch,
+                    opts,
+                }
+                .write(metric);
+            }
+        }
+        if let (true, Some(ts)) = (opts.target_info, out.latest_ms) {
+            let key = (identity.job.clone(), identity.instance.clone());
+            if !targets_written.contains(&key)
+                && write_target_info(&mut out, &identity, attributes, ts)
+            {
+                targets_written.insert(key);
+            }
+        }
+    }
+    out.finish()
+}
+
+/// Where series, metadata and counts accumulate.
+struct Output {
+    series: Vec<TimeSeries>,
+    metadata: Vec<MetricMetadata>,
+    families: HashSet<String>,
+    samples: u64,
+    dropped: [u64; DropReason::ALL.len()],
+    /// Newest sample timestamp of the current resource: the `target_info` timestamp.
+    latest_ms: Option<i64>,
+}
+
+impl Output {
+    fn with_capacity(series: usize) -> Self {
+        Output {
+            series: Vec::with_capacity(series),
+            metadata: Vec::new(),
+            families: HashSet::new(),
+            samples: 0,
+            dropped: [0; DropReason::ALL.len()],
+            latest_ms: None,
+        }
+    }
+
+    fn push(&mut self, labels: Vec<Label>, value: f64, timestamp: i64) {
+        self.series.push(TimeSeries {
+            labels,
+            samples: vec![Sample { value, timestamp }],
+        });
+        self.samples += 1;
+        self.latest_ms = Some(self.latest_ms.map_or(timestamp, |t| t.max(timestamp)));
+    }
+
+    fn drop_points(&mut self, reason: DropReason, points: usize) {
+        if let Some(slot) = DropReason::ALL.iter().position(|r| *r == reason) {
+            self.dropped[slot] += points as u64;
+        }
+    }
+
+    /// Records a family's metadata the first time it is seen in this request; later
+    /// conflicting HELP or UNIT lose, as the spec allows.
+    fn metadata(&mut self, family: &str, kind: MetricType, help: &str, unit: String) {
+        if self.families.contains(family) {
+            return;
+        }
+        self.families.insert(family.to_owned());
+        self.metadata.push(MetricMetadata {
+            r#type: kind as i32,
+            metric_family_name: family.to_owned(),
+            help: help.to_owned(),
+            unit,
+        });
+    }
+
+    fn finish(self) -> Converted {
+        let dropped = DropReason::ALL
+            .iter()
+            .zip(self.dropped)
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, data_points)| Dropped {
+                reason: *reason,
+                data_points,
+            })
+            .collect();
+        Converted {
+            request: WriteRequest {
+                timeseries: self.series,
+                metadata: self.metadata,
+            },
+            samples: self.samples,
+            dropped,
+        }
+    }
+}
+
+/// Enough capacity for the usual case without walking the data twice in detail.
+fn estimate_series(requests: &[ExportMetricsServiceRequest]) -> usize {
+    let metrics = requests
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics);
+    metrics
+        .map(|m| match &m.data {
+            Some(Data::Gauge(g)) => g.data_points.len(),
+            Some(Data::Sum(s)) => s.data_points.len(),
+            Some(Data::Histogram(h)) => h
+                .data_points
+                .iter()
+                .map(|p| p.explicit_bounds.len() + 3)
+                .sum(),
+            Some(Data::ExponentialHistogram(h)) => h
+                .data_points
+                .iter()
+                .map(|p| {
+                    let positive = p.positive.as_ref().map_or(0, |b| b.bucket_counts.len());
+                    let negative = p.negative.as_ref().map_or(0, |b| b.bucket_counts.len());
+                    positive + negative + 4
+                })
+                .sum(),
+            Some(Data::Summary(s)) => s
+                .data_points
+                .iter()
+                .map(|p| p.quantile_values.len() + 2)
+                .sum(),
+            None => 0,
+        })
+        .sum()
+}
+
+fn millis(unix_nano: u64) -> i64 {
+    (unix_nano / 1_000_000) as i64
+}
+
+fn is_stale(flags: u32) -> bool {
+    flags & NO_RECORDED_VALUE != 0
+}
+
+/// Why a sum or histogram of this temporality cannot be written, if it cannot.
+fn temporality_problem(temporality: i32) -> Option<DropReason> {
+    match AggregationTemporality::try_from(temporality) {
+        Ok(AggregationTemporality::Cumulative) => None,
+        Ok(AggregationTemporality::Delta) => Some(DropReason::DeltaTemporality),
+        _ => Some(DropReason::UnspecifiedTemporality),
+    }
+}
+
+/// Writes `target_info` for a resource that has attributes besides the identifying ones;
+/// returns whether it wrote one.
+fn write_target_info(
+    out: &mut Output,
+    identity: &Identity,
+    attributes: &[KeyValue],
+    ts: i64,
+) -> bool {
+    let mut others = attributes
+        .iter()
+        .filter(|kv| !Identity::is_identifying(&kv.key))
+        .peekable();
+    if others.peek().is_none() {
+        return false;
+    }
+    let fixed = identity.labels();
+    let mut scratch = Vec::with_capacity(fixed.len() + attributes.len());
+    gather(&mut scratch, &fixed, others);
+    out.push(series_labels(&scratch, "target_info", None), 1.0, ts);
+    out.metadata(
+        "target_info",
+        MetricType::Gauge,
+        "Target metadata",
+        String::new(),
+    );
+    true
+}
+
+/// Writes the series of one metric.
+struct MetricWriter<'o, 's, 'a> {
+    out: &'o mut Output,
+    fixed: &'a [FixedLabel],
+    scratch: &'s mut Vec<Entry<'a>>,
+    opts: &'o ConvertOptions,
+}
+
+impl<'a> MetricWriter<'_, '_, 'a> {
+    fn write(mut self, metric: &'a Metric) {
+        let Some(data) = &metric.data else {
+            return;
+        };
+        let (points, problem) = match data {
+            Data::Gauge(g) => (g.data_points.len(), None),
+            Data::Sum(s) => (
+                s.data_points.len(),
+                temporality_problem(s.aggregation_temporality),
+            ),
+            Data::Histogram(h) => (
+                h.data_points.len(),
+                temporality_problem(h.aggregation_temporality),
+            ),
+            Data::ExponentialHistogram(h) => (
+                h.data_points.len(),
+                temporality_problem(h.aggregation_temporality),
+            ),
+            Data::Summary(s) => (s.data_points.len(), None),
+        };
+        if points == 0 {
+            return;
+        }
+        if let Some(reason) = problem {
+            self.out.drop_points(reason, points);
+            return;
+        }
+        let (kind, counter) = match data {
+            Data::Gauge(_) => (MetricType::Gauge, false),
+            Data::Sum(s) if s.is_monotonic => (MetricType::Counter, true),
+            Data::Sum(_) => (MetricType::Gauge, false),
+            Data::Histogram(_) | Data::ExponentialHistogram(_) => (MetricType::Histogram, false),
+            Data::Summary(_) => (MetricType::Summary, false),
+        };
+        let unit = PromUnit::from_otlp(&metric.unit, matches!(data, Data::Gauge(_)));
+        let Some(name) = metric_name(&metric.name, &unit, counter, self.opts.add_suffixes) else {
+            self.out.drop_points(DropReason::InvalidMetricName, points);
+            return;
+        };
+        self.out
+            .metadata(&name, kind, &metric.description, unit.word());
+        match data {
+            Data::Gauge(g) => self.numbers(&name, &g.data_points),
+            Data::Sum(s) => self.numbers(&name, &s.data_points),
+            Data::Histogram(h) => {
+                let names = SeriesNames::new(&name);
+                for p in &h.data_points {
+                    self.histogram(&names, p);
+                }
+            }
+            Data::ExponentialHistogram(h) => {
+                let names = SeriesNames::new(&name);
+                for p in &h.data_points {
+                    self.exponential_histogram(&names, p);
+                }
+            }
+            Data::Summary(s) => {
+                let names = SeriesNames::new(&name);
+                for p in &s.data_points {
+                    self.summary(&name, &names, p);
+                }
+            }
+        }
+    }
+
+    fn numbers(&mut self, name: &str, points: &'a [NumberDataPoint]) {
+        for p in points {
+            let value = match (&p.value, is_stale(p.flags)) {
+                (_, true) => STALE_NAN,
+                (Some(number_data_point::Value::AsDouble(d)), false) => *d,
+                (Some(number_data_point::Value::AsInt(i)), false) => *i as f64,
+                (None, false) => {
+                    self.out.drop_points(DropReason::InvalidValue, 1);
+                    continue;
+                }
+            };
+            gather(self.scratch, self.fixed, &p.attributes);
+            self.out.push(
+                series_labels(self.scratch, name, None),
+                value,
+                millis(p.time_unix_nano),
+            );
+        }
+    }
+
+    fn histogram(&mut self, names: &SeriesNames, p: &'a HistogramDataPoint) {
+        let bounds = &p.explicit_bounds;
+        let counts = &p.bucket_counts;
+        let fits = counts.is_empty() || counts.len() == bounds.len() + 1;
+        let increasing =
+            bounds.iter().all(|b| b.is_finite()) && bounds.windows(2).all(|w| w[0] < w[1]);
+        if !fits || !increasing {
+            self.out.drop_points(DropReason::MalformedHistogram, 1);
+            return;
+        }
+        let stale = is_stale(p.flags);
+        let ts = millis(p.time_unix_nano);
+        gather(self.scratch, self.fixed, &p.attributes);
+        let mut buckets = Buckets::new(self, names, stale, ts);
+        // Without bucket counts only the +Inf bucket (the count) is known.
+        if !counts.is_empty() {
+            for (bound, count) in bounds.iter().zip(counts) {
+                buckets.add(*bound, *count);
+            }
+        }
+        buckets.finish(p.count, p.sum);
+    }
+
+    /// Exponential buckets as classic ones. With base = 2^(2^-scale), positive bucket k
+    /// holds (base^k, base^(k+1)] and negative bucket k its mirror [-base^(k+1), -base^k);
+    /// the zero bucket holds [-zero_threshold, zero_threshold]. Walking from -Inf: negative
+    /// buckets from the highest index down (upper bound -base^k), then the zero bucket
+    /// (upper bound zero_threshold), then positive buckets (upper bound base^(k+1)). One
+    /// inexactness is inherent: a value of exactly -base^k sits in negative bucket k-1, so
+    /// `le="-base^k"` misses it; for positive values the bounds match exactly.
+    fn exponential_histogram(&mut self, names: &SeriesNames, p: &'a ExponentialHistogramDataPoint) {
+        if !(-10..=20).contains(&p.scale) {
+            self.out.drop_points(DropReason::MalformedHistogram, 1);
+            return;
+        }
+        // 2^-scale: exact for every allowed scale, so bounds at scale <= 0 are exact powers of
+        // two, and at any scale the same index always prints the same `le`.
+        let step = f64::powi(2.0, -p.scale);
+        let bound = |index: i64| f64::exp2(index as f64 * step);
+        let stale = is_stale(p.flags);
+        let ts = millis(p.time_unix_nano);
+        gather(self.scratch, self.fixed, &p.attributes);
+        let mut buckets = Buckets::new(self, names, stale, ts);
+        let negative = p
+            .negative
+            .as_ref()
+            .map_or(&[][..], |b| b.bucket_counts.as_slice());
+        let negative_offset = p.negative.as_ref().map_or(0, |b| i64::from(b.offset));
+        for (i, count) in negative.iter().enumerate().rev() {
+            buckets.add(-bound(negative_offset + i as i64), *count);
+        }
+        if p.zero_count > 0 || !negative.is_empty() {
+            let threshold = if p.zero_threshold > 0.0 {
+                p.zero_threshold
+            } else {
+                0.0
+            };
+            buckets.add(threshold, p.zero_count);
+        }
+        if let Some(positive) = &p.positive {
+            let offset = i64::from(positive.offset);
+            for (i, count) in positive.bucket_counts.iter().enumerate() {
+                buckets.add(bound(offset + i as i64 + 1), *count);
+            }
+        }
+        buckets.finish(p.count, p.sum);
+    }
+
+    fn summary(&mut self, name: &str, names: &SeriesNames, p: &'a SummaryDataPoint) {
+        let stale = is_stale(p.flags);
+        let value = |v: f64| if stale { STALE_NAN } else { v };
+        let ts = millis(p.time_unix_nano);
+        gather(self.scratch, self.fixed, &p.attributes);
+        for q in &p.quantile_values {
+            let quantile = format_float(q.quantile);
+            let labels = series_labels(self.scratch, name, Some(("quantile", &quantile)));
+            self.out.push(labels, value(q.value), ts);
+        }
+        self.out.push(
+            series_labels(self.scratch, &names.sum, None),
+            value(p.sum),
+            ts,
+        );
+        let count = value(p.count as f64);
+        self.out
+            .push(series_labels(self.scratch, &names.count, None), count, ts);
+    }
+}
+
+/// `_bucket`, `_sum` and `_count` names of a histogram or summary family, built once per
+/// metric rather than per point.
+struct SeriesNames {
+    bucket: String,
+    sum: String,
+    count: String,
+}
+
+impl SeriesNames {
+    fn new(name: &str) -> Self {
+        SeriesNames {
+            bucket: format!("{name}_bucket"),
+            sum: format!("{name}_sum"),
+            count: format!("{name}_count"),
+        }
+    }
+}
+
+/// Cumulative `_bucket` series of one histogram point, in increasing `le` order.
+struct Buckets<'w, 'o, 's, 'a> {
+    writer: &'w mut MetricWriter<'o, 's, 'a>,
+    names: &'w SeriesNames,
+    stale: bool,
+    ts: i64,
+    cumulative: u64,
+    last_le: f64,
+    le: String,
+}
+
+impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
+    fn new(
+        writer: &'w mut MetricWriter<'o, 's, 'a>,
+        names: &'w SeriesNames,
+        stale: bool,
+        ts: i64,
+    ) -> Self {
+        Buckets {
+            writer,
+            names,
+            stale,
+            ts,
+            cumulative: 0,
+            last_le: f64::NEG_INFINITY,
+            le: String::with_capacity(24),
+        }
+    }
+
+    fn value(&self, v: f64) -> f64 {
+        if self.stale { STALE_NAN } else { v }
+    }
+
+    /// Adds a bucket's count and writes its `le` series. A bound that is not finite or not
+    /// above the previous one (an exponential bound that overflowed, a zero threshold
+    /// above the first positive bounds) gets no series of its own; its count still reaches
+    /// the next one, so the cumulative counts never go down.
+    fn add(&mut self, upper: f64, count: u64) {
+        self.cumulative = self.cumulative.saturating_add(count);
+        if !upper.is_finite() || upper <= self.last_le {
+            return;
+        }
+        self.last_le = upper;
+        self.le.clear();
+        super::naming::push_float(&mut self.le, upper);
+        let labels = series_labels(
+            self.writer.scratch,
+            &self.names.bucket,
+            Some(("le", &self.le)),
+        );
+        let value = self.value(self.cumulative as f64);
+        self.writer.out.push(labels, value, self.ts);
+    }
+
+    /// Writes the `+Inf` bucket (the point's count, as the spec says), `_sum` when the
+    /// point has one, and `_count`.
+    fn finish(self, count: u64, sum: Option<f64>) {
+        let out = &mut *self.writer.out;
+        let scratch = &*self.writer.scratch;
+        let count = if self.stale { STALE_NAN } else { count as f64 };
+        out.push(
+            series_labels(scratch, &self.names.bucket, Some(("le", "+Inf"))),
+            count,
+            self.ts,
+        );
+        if let Some(sum) = sum {
+            let sum = if self.stale { STALE_NAN } else { sum };
+            out.push(series_labels(scratch, &self.names.sum, None), sum, self.ts);
+        }
+        out.push(
+            series_labels(scratch, &self.names.count, None),
+            count,
+            self.ts,
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! The labels of a series: who sent it (`job`, `instance`), which scope, which attributes,
+//! and which of them wins when two share a name.
+//!
+//! Per data point the labels are gathered into one reusable scratch vector of borrowed
+//! strings, sorted and merged there, and only then copied into the owned labels of each
+//! series; so a label string is allocated once per series and nowhere else.
+
+use std::borrow::Cow;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+
+use super::naming::{attribute_value, label_name};
+use super::proto::Label;
+
+// Precedence of labels with the same name, lowest first (see the module doc of the parent).
+pub(super) const PROMOTED: u8 = 0;
+pub(super) const ATTRIBUTE: u8 = 1;
+pub(super) const IDENTITY: u8 = 2;
+
+/// `job` and `instance` of a resource, from `service.namespace`/`service.name` and
+/// `service.instance.id`; empty when the resource lacks them.
+pub(super) struct Identity {
+    pub(super) job: String,
+    pub(super) instance: String,
+}
+
+impl Identity {
+    pub(super) fn of(attributes: &[KeyValue]) -> Self {
+        let (mut name, mut namespace, mut instance) = (None, None, None);
+        for kv in attributes {
+            let slot = match kv.key.as_str() {
+                "service.name" => &mut name,
+                "service.namespace" => &mut namespace,
+                "service.instance.id" => &mut instance,
+                _ => continue,
+            };
+            *slot = Some(attribute_value(kv.value.as_ref()));
+        }
+        let job = match (namespace, name) {
+            (Some(ns), Some(name)) if !ns.is_empty() => format!("{ns}/{name}"),
+            (_, Some(name)) => name.into_owned(),
+            (_, None) => String::new(),
+        };
+        Identity {
+            job,
+            instance: instance.map(Cow::into_owned).unwrap_or_default(),
+        }
+    }
+
+    pub(super) fn labels(&self) -> Vec<FixedLabel> {
+        let mut fixed = Vec::with_capacity(4);
+        push_fixed(&mut fixed, "job", Cow::Borrowed(&self.job), IDENTITY);
+        push_fixed(
+            &mut fixed,
+            "instance",
+            Cow::Borrowed(&self.instance),
+            IDENTITY,
+        );
+        fixed
+    }
+
+    pub(super) fn is_identifying(key: &str) -> bool {
+        matches!(
+            key,
+            "service.name" | "service.namespace" | "service.instance.id"
+        )
+    }
+}
+
+/// A label shared by every series of a resource or scope.
+#[derive(Clone)]
+pub(super) struct FixedLabel {
+    name: String,
+    value: String,
+    priority: u8,
+}
+
+pub(super) fn push_fixed(
+    fixed: &mut Vec<FixedLabel>,
+    key: &str,
+    value: Cow<'_, str>,
+    priority: u8,
+) {
+    if let (Some(name), false) = (label_name(key), value.is_empty()) {
+        fixed.push(FixedLabel {
+            name: name.into_owned(),
+            value: value.into_owned(),
+            priority,
+        });
+    }
+}
+
+/// One label of a data point before it is owned by a series.
+pub(super) struct Entry<'a> {
+    name: Cow<'a, str>,
+    /// The original key: the spec orders values joined by `;` by it.
+    key: &'a str,
+    value: Cow<'a, str>,
+    priority: u8,
+}
+
+/// Fills `scratch` with the labels of one data point, sorted by name, one per name.
+pub(super) fn gather<'a>(
+    scratch: &mut Vec<Entry<'a>>,
+    fixed: &'a [FixedLabel],
+    attributes: impl IntoIterator<Item = &'a KeyValue>,
+) {
+    scratch.clear();
+    scratch.extend(fixed.iter().map(|f| Entry {
+        name: Cow::Borrowed(&f.name),
+        key: &f.name,
+        value: Cow::Borrowed(&f.value),
+        priority: f.priority,
+    }));
+    for kv in attributes {
+        let Some(name) = label_name(&kv.key) else {
+            continue;
+        };
+        let value = attribute_value(kv.value.as_ref());
+        if !value.is_empty() {
+            scratch.push(Entry {
+                name,
+                key: &kv.key,
+                value,
+                priority: ATTRIBUTE,
+            });
+        }
+    }
+    scratch.sort_unstable_by(|a, b| {
+        (a.name.as_ref(), b.priority, a.key).cmp(&(b.name.as_ref(), a.priority, b.key))
+    });
+    // The first of each name has the highest priority; equals of the same priority (two
+    // attributes sanitised to one name) are joined, the rest give way.
+    scratch.dedup_by(|next, kept| {
+        if next.name != kept.name {
+            return false;
+        }
+        if next.priority == kept.priority && next.priority != IDENTITY {
+            let joined = kept.value.to_mut();
+            joined.push(';');
+            joined.push_str(&next.value);
+        }
+        true
+    });
+}
+
+/// The owned, sorted labels of one series: the gathered ones plus `__name__` and, for
+/// buckets and quantiles, one more. Those two win over a gathered label of the same name.
+pub(super) fn series_labels(
+    entries: &[Entry<'_>],
+    name: &str,
+    extra: Option<(&'static str, &str)>,
+) -> Vec<Label> {
+    let mut labels = Vec::with_capacity(entries.len() + 2);
+    let own = [Some(("__name__", name)), extra];
+    let mut own_iter = own.iter().flatten().peekable();
+    for e in entries {
+        while let Some((n, v)) = own_iter.next_if(|(n, _)| *n <= e.name.as_ref()) {
+            labels.push(Label::new(*n, *v));
+        }
+        if own.iter().flatten().any(|(n, _)| *n == e.name) {
+            continue;
+        }
+        labels.push(Label::new(e.name.as_ref(), e.value.as_ref()));
+    }
+    labels.extend(own_iter.map(|(n, v)| Label::new(*n, *v)));
+    labels
+}

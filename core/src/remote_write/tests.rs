@@ -1,0 +1,662 @@
+//! Conversion and wire tests with literal expected series, rendered one per line as
+//! `{labels in stored order} value @timestamp`.
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
+    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
+    SummaryDataPoint, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    summary_data_point::ValueAtQuantile,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+use super::naming::format_float;
+use super::*;
+
+const CUMULATIVE: i32 = AggregationTemporality::Cumulative as i32;
+const DELTA: i32 = AggregationTemporality::Delta as i32;
+/// 1 s after the epoch, in nanoseconds: 1000 ms on the wire.
+const T: u64 = 1_000_000_000;
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn s(key: &str, value: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(value.into()))
+}
+
+fn request(resource: Vec<KeyValue>, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "lib".into(),
+                    version: "1.2".into(),
+                    ..Default::default()
+                }),
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn metric(name: &str, unit: &str, data: Data) -> Metric {
+    Metric {
+        name: name.into(),
+        unit: unit.into(),
+        description: format!("about {name}"),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn number(value: f64, attributes: Vec<KeyValue>) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes,
+        time_unix_nano: T,
+        value: Some(number_data_point::Value::AsDouble(value)),
+        ..Default::default()
+    }
+}
+
+fn sum(monotonic: bool, temporality: i32, points: Vec<NumberDataPoint>) -> Data {
+    Data::Sum(Sum {
+        data_points: points,
+        aggregation_temporality: temporality,
+        is_monotonic: monotonic,
+    })
+}
+
+fn render(req: &WriteRequest) -> Vec<String> {
+    req.timeseries
+        .iter()
+        .map(|ts| {
+            let labels: Vec<String> = ts
+                .labels
+                .iter()
+                .map(|l| format!("{}=\"{}\"", l.name, l.value))
+                .collect();
+            let samples: Vec<String> = ts
+                .samples
+                .iter()
+                .map(|s| {
+                    let v = if s.value.to_bits() == STALE_NAN.to_bits() {
+                        "stale".into()
+                    } else {
+                        format_float(s.value)
+                    };
+                    format!("{v} @{}", s.timestamp)
+                })
+                .collect();
+            format!("{{{}}} {}", labels.join(","), samples.join(" "))
+        })
+        .collect()
+}
+
+/// Converts with no resource identity and no scope, so expected lines stay short.
+fn bare(metrics: Vec<Metric>) -> Converted {
+    let mut req = request(vec![], metrics);
+    req.resource_metrics[0].scope_metrics[0].scope = None;
+    convert(&[req], &ConvertOptions::default())
+}
+
+#[test]
+fn gauges_counters_and_updowncounters_with_job_instance_scope_and_target_info() {
+    let resource = vec![
+        s("service.name", "api"),
+        s("service.namespace", "shop"),
+        s("service.instance.id", "pod-1"),
+        s("host.name", "node-a"),
+        kv("k8s.pod.restarts", any_value::Value::IntValue(3)),
+    ];
+    let metrics = vec![
+        metric(
+            "memory.usage",
+            "By",
+            Data::Gauge(Gauge {
+                data_points: vec![number(512.0, vec![s("state", "used")])],
+            }),
+        ),
+        metric(
+            "http.requests",
+            "{request}",
+            sum(
+                true,
+                CUMULATIVE,
+                vec![number(7.0, vec![s("http.method", "GET")])],
+            ),
+        ),
+        metric(
+            "queue.depth",
+            "{item}",
+            sum(false, CUMULATIVE, vec![number(-2.0, vec![])]),
+        ),
+    ];
+    let converted = convert(&[request(resource, metrics)], &ConvertOptions::default());
+    let scope = r#"otel_scope_name="lib",otel_scope_version="1.2""#;
+    assert_eq!(
+        render(&converted.request),
+        [
+            format!(r#"{{__name__="memory_usage_bytes",instance="pod-1",job="shop/api",{scope},state="used"}} 512 @1000"#),
+            format!(r#"{{__name__="http_requests_total",http_method="GET",instance="pod-1",job="shop/api",{scope}}} 7 @1000"#),
+            format!(r#"{{__name__="queue_depth",instance="pod-1",job="shop/api",{scope}}} -2 @1000"#),
+            r#"{__name__="target_info",host_name="node-a",instance="pod-1",job="shop/api",k8s_pod_restarts="3"} 1 @1000"#.to_string(),
+        ]
+    );
+    assert_eq!(converted.samples, 4);
+    assert!(converted.dropped.is_empty());
+    let metadata: Vec<_> = converted
+        .request
+        .metadata
+        .iter()
+        .map(|m| {
+            (
+                m.r#type,
+                m.metric_family_name.as_str(),
+                m.help.as_str(),
+                m.unit.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        metadata,
+        [
+            (
+                MetricType::Gauge as i32,
+                "memory_usage_bytes",
+                "about memory.usage",
+                "bytes"
+            ),
+            (
+                MetricType::Counter as i32,
+                "http_requests_total",
+                "about http.requests",
+                ""
+            ),
+            (
+                MetricType::Gauge as i32,
+                "queue_depth",
+                "about queue.depth",
+                ""
+            ),
+            (
+                MetricType::Gauge as i32,
+                "target_info",
+                "Target metadata",
+                ""
+            ),
+        ]
+    );
+}
+
+#[test]
+fn options_turn_off_suffixes_and_target_info_and_promote_attributes() {
+    let resource = vec![s("service.name", "api"), s("k8s.namespace.name", "prod")];
+    let metrics = vec![metric(
+        "rpc.duration",
+        "s",
+        sum(true, CUMULATIVE, vec![number(1.5, vec![])]),
+    )];
+    let opts = ConvertOptions {
+        add_suffixes: false,
+        target_info: false,
+        promote_resource_attributes: vec!["k8s.namespace.name".into()],
+    };
+    let mut req = request(resource, metrics);
+    req.resource_metrics[0].scope_metrics[0].scope = None;
+    let converted = convert(&[req], &opts);
+    assert_eq!(
+        render(&converted.request),
+        [r#"{__name__="rpc_duration",job="api",k8s_namespace_name="prod"} 1.5 @1000"#]
+    );
+}
+
+#[test]
+fn histogram_buckets_are_cumulative_with_prometheus_le() {
+    let point = HistogramDataPoint {
+        time_unix_nano: T,
+        count: 10,
+        sum: Some(4.25),
+        bucket_counts: vec![2, 3, 0, 5],
+        explicit_bounds: vec![0.25, 0.5, 1.0],
+        attributes: vec![s("route", "/")],
+        ..Default::default()
+    };
+    let h = Histogram {
+        data_points: vec![point],
+        aggregation_temporality: CUMULATIVE,
+    };
+    let converted = bare(vec![metric(
+        "http.server.duration",
+        "s",
+        Data::Histogram(h),
+    )]);
+    assert_eq!(
+        render(&converted.request),
+        [
+            r#"{__name__="http_server_duration_seconds_bucket",le="0.25",route="/"} 2 @1000"#,
+            r#"{__name__="http_server_duration_seconds_bucket",le="0.5",route="/"} 5 @1000"#,
+            r#"{__name__="http_server_duration_seconds_bucket",le="1",route="/"} 5 @1000"#,
+            r#"{__name__="http_server_duration_seconds_bucket",le="+Inf",route="/"} 10 @1000"#,
+            r#"{__name__="http_server_duration_seconds_sum",route="/"} 4.25 @1000"#,
+            r#"{__name__="http_server_duration_seconds_count",route="/"} 10 @1000"#,
+        ]
+    );
+    assert_eq!(
+        converted.request.metadata[0].r#type,
+        MetricType::Histogram as i32
+    );
+    assert_eq!(converted.samples, 6);
+}
+
+#[test]
+fn histogram_without_sum_or_buckets_and_malformed_histograms() {
+    let ok = HistogramDataPoint {
+        time_unix_nano: T,
+        count: 4,
+        ..Default::default()
+    };
+    let wrong_len = HistogramDataPoint {
+        bucket_counts: vec![1, 2],
+        explicit_bounds: vec![1.0, 2.0],
+        ..Default::default()
+    };
+    let unordered = HistogramDataPoint {
+        bucket_counts: vec![1, 2, 3],
+        explicit_bounds: vec![2.0, 1.0],
+        ..Default::default()
+    };
+    let h = Histogram {
+        data_points: vec![ok, wrong_len, unordered],
+        aggregation_temporality: CUMULATIVE,
+    };
+    let converted = bare(vec![metric("h", "", Data::Histogram(h))]);
+    assert_eq!(
+        render(&converted.request),
+        [
+            r#"{__name__="h_bucket",le="+Inf"} 4 @1000"#,
+            r#"{__name__="h_count"} 4 @1000"#
+        ]
+    );
+    assert_eq!(
+        converted.dropped,
+        [Dropped {
+            reason: DropReason::MalformedHistogram,
+            data_points: 2
+        }]
+    );
+}
+
+#[test]
+fn exponential_histogram_becomes_classic_buckets() {
+    // Scale 0: base 2. Negative bucket 1 holds [-4, -2), zero bucket holds 0, positive
+    // buckets 0 and 1 hold (1, 2] and (2, 4].
+    let point = ExponentialHistogramDataPoint {
+        time_unix_nano: T,
+        count: 7,
+        sum: Some(9.0),
+        scale: 0,
+        zero_count: 1,
+        positive: Some(Buckets {
+            offset: 0,
+            bucket_counts: vec![2, 3],
+        }),
+        negative: Some(Buckets {
+            offset: 1,
+            bucket_counts: vec![1],
+        }),
+        ..Default::default()
+    };
+    let h = ExponentialHistogram {
+        data_points: vec![point],
+        aggregation_temporality: CUMULATIVE,
+    };
+    let converted = bare(vec![metric("latency", "ms", Data::ExponentialHistogram(h))]);
+    assert_eq!(
+        render(&converted.request),
+        [
+            r#"{__name__="latency_milliseconds_bucket",le="-2"} 1 @1000"#,
+            r#"{__name__="latency_milliseconds_bucket",le="0"} 2 @1000"#,
+            r#"{__name__="latency_milliseconds_bucket",le="2"} 4 @1000"#,
+            r#"{__name__="latency_milliseconds_bucket",le="4"} 7 @1000"#,
+            r#"{__name__="latency_milliseconds_bucket",le="+Inf"} 7 @1000"#,
+            r#"{__name__="latency_milliseconds_sum"} 9 @1000"#,
+            r#"{__name__="latency_milliseconds_count"} 7 @1000"#,
+        ]
+    );
+}
+
+#[test]
+fn exponential_histogram_at_negative_scale_and_out_of_range_scale() {
+    // Scale -1: base 4. Positive offset -1: buckets (0.25, 1] and (1, 4]; no zero bucket.
+    let point = ExponentialHistogramDataPoint {
+        time_unix_nano: T,
+        count: 3,
+        scale: -1,
+        positive: Some(Buckets {
+            offset: -1,
+            bucket_counts: vec![1, 2],
+        }),
+        ..Default::default()
+    };
+    let bad = ExponentialHistogramDataPoint {
+        scale: 21,
+        ..Default::default()
+    };
+    let h = ExponentialHistogram {
+        data_points: vec![point, bad],
+        aggregation_temporality: CUMULATIVE,
+    };
+    let converted = bare(vec![metric("size", "", Data::ExponentialHistogram(h))]);
+    assert_eq!(
+        render(&converted.request),
+        [
+            r#"{__name__="size_bucket",le="1"} 1 @1000"#,
+            r#"{__name__="size_bucket",le="4"} 3 @1000"#,
+            r#"{__name__="size_bucket",le="+Inf"} 3 @1000"#,
+            r#"{__name__="size_count"} 3 @1000"#,
+        ]
+    );
+    assert_eq!(converted.dropped[0].reason, DropReason::MalformedHistogram);
+}
+
+#[test]
+fn summary_gives_quantiles_sum_and_count() {
+    let point = SummaryDataPoint {
+        time_unix_nano: T,
+        count: 100,
+        sum: 42.5,
+        quantile_values: vec![
+            ValueAtQuantile {
+                quantile: 0.5,
+                value: 0.3,
+            },
+            ValueAtQuantile {
+                quantile: 0.99,
+                value: 1.2,
+            },
+        ],
+        ..Default::default()
+    };
+    let converted = bare(vec![metric(
+        "rpc.latency",
+        "s",
+        Data::Summary(Summary {
+            data_points: vec![point],
+        }),
+    )]);
+    assert_eq!(
+        render(&converted.request),
+        [
+            r#"{__name__="rpc_latency_seconds",quantile="0.5"} 0.3 @1000"#,
+            r#"{__name__="rpc_latency_seconds",quantile="0.99"} 1.2 @1000"#,
+            r#"{__name__="rpc_latency_seconds_sum"} 42.5 @1000"#,
+            r#"{__name__="rpc_latency_seconds_count"} 100 @1000"#,
+        ]
+    );
+    assert_eq!(
+        converted.request.metadata[0].r#type,
+        MetricType::Summary as i32
+    );
+}
+
+#[test]
+fn delta_and_unspecified_temporality_are_dropped_and_counted() {
+    let delta_hist = Histogram {
+        data_points: vec![HistogramDataPoint::default(); 3],
+        aggregation_temporality: DELTA,
+    };
+    let delta_exp = ExponentialHistogram {
+        data_points: vec![ExponentialHistogramDataPoint::default()],
+        aggregation_temporality: DELTA,
+    };
+    let converted = bare(vec![
+        metric(
+            "a",
+            "",
+            sum(true, DELTA, vec![number(1.0, vec![]), number(2.0, vec![])]),
+        ),
+        metric("b", "", Data::Histogram(delta_hist)),
+        metric("c", "", Data::ExponentialHistogram(delta_exp)),
+        metric("d", "", sum(true, 0, vec![number(1.0, vec![])])),
+        metric(
+            "e",
+            "",
+            Data::Gauge(Gauge {
+                data_points: vec![number(1.0, vec![])],
+            }),
+        ),
+    ]);
+    assert_eq!(render(&converted.request), [r#"{__name__="e"} 1 @1000"#]);
+    assert_eq!(
+        converted.dropped,
+        [
+            Dropped {
+                reason: DropReason::DeltaTemporality,
+                data_points: 6
+            },
+            Dropped {
+                reason: DropReason::UnspecifiedTemporality,
+                data_points: 1
+            },
+        ]
+    );
+    // No series, no metadata: a dropped family is not announced.
+    assert_eq!(converted.request.metadata.len(), 1);
+    assert_eq!(DropReason::DeltaTemporality.as_str(), "delta_temporality");
+}
+
+#[test]
+fn no_recorded_value_becomes_stale_nan_and_nan_passes() {
+    let mut stale = number(5.0, vec![]);
+    stale.flags = 1;
+    let mut stale_without_value = NumberDataPoint {
+        time_unix_nano: T,
+        flags: 1,
+        ..Default::default()
+    };
+    stale_without_value.attributes = vec![s("x", "1")];
+    let missing = NumberDataPoint::default();
+    let nan = number(f64::NAN, vec![s("x", "2")]);
+    let stale_hist = HistogramDataPoint {
+        time_unix_nano: T,
+        flags: 1,
+        bucket_counts: vec![1, 1],
+        explicit_bounds: vec![1.0],
+        count: 2,
+        sum: Some(1.0),
+        ..Default::default()
+    };
+    let converted = bare(vec![
+        metric(
+            "g",
+            "",
+            Data::Gauge(Gauge {
+                data_points: vec![stale, stale_without_value, missing, nan],
+            }),
+        ),
+        metric(
+            "h",
+            "",
+            Data::Histogram(Histogram {
+                data_points: vec![stale_hist],
+                aggregation_temporality: CUMULATIVE,
+            }),
+        ),
+    ]);
+    assert_eq!(
+        render(&converted.request),
+        [
+            r#"{__name__="g"} stale @1000"#,
+            r#"{__name__="g",x="1"} stale @1000"#,
+            r#"{__name__="g",x="2"} NaN @1000"#,
+            r#"{__name__="h_bucket",le="1"} stale @1000"#,
+            r#"{__name__="h_bucket",le="+Inf"} stale @1000"#,
+            r#"{__name__="h_sum"} stale @1000"#,
+            r#"{__name__="h_count"} stale @1000"#,
+        ]
+    );
+    // A plain NaN is not the staleness marker.
+    assert_ne!(
+        converted.request.timeseries[2].samples[0].value.to_bits(),
+        STALE_NAN.to_bits()
+    );
+    assert_eq!(
+        converted.dropped,
+        [Dropped {
+            reason: DropReason::InvalidValue,
+            data_points: 1
+        }]
+    );
+}
+
+#[test]
+fn labels_are_sanitised_joined_and_ordered_with_precedence() {
+    let resource = vec![s("service.name", "api"), s("team", "from-resource")];
+    let attributes = vec![
+        s("http.method", "GET"),
+        s("http_method", "POST"),
+        s("2xx", "yes"),
+        s("job", "spoofed"),
+        s("team", "from-point"),
+        s("__name__", "not-a-name"),
+        s("le", "spoofed"),
+        s("Upper", "u"),
+        s("empty", ""),
+        kv("ok", any_value::Value::BoolValue(true)),
+        kv("ratio", any_value::Value::DoubleValue(0.25)),
+    ];
+    let h = Histogram {
+        data_points: vec![HistogramDataPoint {
+            attributes,
+            time_unix_nano: T,
+            count: 1,
+            ..Default::default()
+        }],
+        aggregation_temporality: CUMULATIVE,
+    };
+    let opts = ConvertOptions {
+        promote_resource_attributes: vec!["team".into()],
+        target_info: false,
+        ..Default::default()
+    };
+    let mut req = request(resource, vec![metric("m", "", Data::Histogram(h))]);
+    req.resource_metrics[0].scope_metrics[0].scope = None;
+    let converted = convert(&[req], &opts);
+    let rendered = render(&converted.request);
+    // `http.method` and `http_method` both become `http_method`: joined by original key
+    // order. `job` from the resource beats the attribute; the attribute `team` beats the
+    // promoted one; `le` is the converter's own; `__name__` collapses to `_name_`.
+    assert_eq!(
+        rendered[0],
+        r#"{Upper="u",__name__="m_bucket",_name_="not-a-name",http_method="GET;POST",job="api",key_2xx="yes",le="+Inf",ok="true",ratio="0.25",team="from-point"}"#
+            .to_string()
+            + " 1 @1000"
+    );
+    for ts in &converted.request.timeseries {
+        assert!(
+            ts.labels.windows(2).all(|w| w[0].name < w[1].name),
+            "{:?}",
+            ts.labels
+        );
+    }
+}
+
+#[test]
+fn one_target_info_per_job_and_instance() {
+    let resource = vec![s("service.name", "api"), s("host.name", "a")];
+    let g = || {
+        metric(
+            "g",
+            "",
+            Data::Gauge(Gauge {
+                data_points: vec![number(1.0, vec![])],
+            }),
+        )
+    };
+    let first = request(resource.clone(), vec![g()]);
+    let second = request(resource, vec![g()]);
+    let converted = convert(&[first, second], &ConvertOptions::default());
+    let target_infos = render(&converted.request)
+        .iter()
+        .filter(|l| l.contains("target_info"))
+        .count();
+    assert_eq!(target_infos, 1);
+    // Metadata is announced once per family per request.
+    assert_eq!(converted.request.metadata.len(), 2);
+}
+
+#[test]
+fn encode_decode_round_trip() {
+    let converted = bare(vec![metric(
+        "g",
+        "s",
+        Data::Gauge(Gauge {
+            data_points: vec![number(0.5, vec![s("a", "b")])],
+        }),
+    )]);
+    let body = encode(&converted.request).expect("small request encodes");
+    // Snappy block format, not framed: the body starts with the varint length.
+    assert_eq!(
+        snap::raw::decompress_len(&body).ok(),
+        Some(converted.request.encoded_len())
+    );
+    let decoded = decode(&body, 1 << 20).expect("own encoding decodes");
+    assert_eq!(decoded, converted.request);
+    assert_eq!(HEADERS[2], ("X-Prometheus-Remote-Write-Version", "0.1.0"));
+}
+
+#[test]
+fn decode_refuses_oversized_and_garbage_bodies() {
+    let big = WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: vec![Label::new("__name__", "x".repeat(4096))],
+            samples: vec![Sample {
+                value: 1.0,
+                timestamp: 1,
+            }],
+        }],
+        metadata: vec![],
+    };
+    let body = encode(&big).expect("encodes");
+    assert!(matches!(
+        decode(&body, 1024),
+        Err(DecodeError::TooLarge { limit: 1024, .. })
+    ));
+    // A header that claims 2 GiB in five bytes is refused before any allocation.
+    let liar = [0x80, 0x80, 0x80, 0x80, 0x08];
+    assert!(matches!(
+        decode(&liar, 1 << 20),
+        Err(DecodeError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        decode(&[0xff; 16], 1 << 20),
+        Err(DecodeError::Snappy(_))
+    ));
+    assert!(matches!(
+        decode(&body[..body.len() / 2], 1 << 20),
+        Err(DecodeError::Snappy(_))
+    ));
+    let not_protobuf = snap::raw::Encoder::new()
+        .compress_vec(&[0xff; 32])
+        .expect("compresses");
+    assert!(matches!(
+        decode(&not_protobuf, 1 << 20),
+        Err(DecodeError::Protobuf(_))
+    ));
+    // Even an empty request compresses to one byte; an empty body is not snappy.
+    assert!(decode(&[], 1 << 20).is_err());
+}
