@@ -34,6 +34,9 @@ mod recovery;
 mod segment;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 
 use std::collections::HashMap;
 use std::io;
