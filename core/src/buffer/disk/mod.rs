@@ -37,7 +37,6 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
@@ -551,9 +550,7 @@ impl Consumer for DiskConsumer {
         let dir = {
             let mut state = self.shared.lock();
             let queue = &mut state.queues[slot];
-            let before = (queue.cursor, queue.acked.clone());
-            queue.ack(ids);
-            if (queue.cursor, &queue.acked) == (before.0, &before.1) {
+            if !queue.ack(ids) {
                 return Ok(());
             }
             queue.log.dir.clone()

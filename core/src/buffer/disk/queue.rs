@@ -202,14 +202,17 @@ impl Queue {
     }
 
     /// Marks delivered records acked; unknown ids (already acked, or never delivered) are
-    /// ignored. Returns whether the cursor moved.
+    /// ignored. Returns whether anything was newly acked (and so must be persisted).
     pub(super) fn ack(&mut self, ids: &[DeliveryId]) -> bool {
+        let mut any = false;
         for id in ids {
             if self.in_flight.remove(&id.0).is_some() {
                 self.acked.insert(id.0);
+                any = true;
             }
         }
-        self.advance_cursor()
+        self.advance_cursor();
+        any
     }
 
     /// Gives a dropped consumer's unacked records back, for the next consumer.

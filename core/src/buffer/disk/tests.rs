@@ -522,3 +522,69 @@ async fn invalid_options_are_refused() {
     assert_eq!(defaults.fsync, FsyncPolicy::Always);
     assert_eq!(DiskOptions::new(dir.path(), 4 << 20).segment_bytes, 1 << 20);
 }
+
+/// Set in the child process of the kill -9 test: the buffer directory to push into.
+const CHILD_DIR_ENV: &str = "VIGIL_DISK_BUFFER_KILL_TEST_DIR";
+
+/// The child side of `kill_9_mid_write_loses_no_acknowledged_push`; does nothing when run
+/// as an ordinary test.
+#[tokio::test]
+async fn kill_9_child() {
+    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
+        return;
+    };
+    let mut opts = DiskOptions::new(PathBuf::from(dir), 1 << 20);
+    opts.segment_bytes = 4096;
+    let buffer = DiskBuffer::open(opts).await.unwrap();
+    for n in 0u64.. {
+        buffer
+            .push(record(Signal::Logs, &format!("{n:08}")))
+            .await
+            .unwrap();
+        println!("acknowledged {n}");
+    }
+}
+
+#[tokio::test]
+async fn kill_9_mid_write_loses_no_acknowledged_push() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "buffer::disk::tests::kill_9_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last = None;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while last.is_none_or(|n| n < 300) {
+        let line = lines.next().expect("child ended early").unwrap();
+        if let Some(n) = line.strip_prefix("acknowledged ") {
+            last = Some(n.parse::<u64>().unwrap());
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let last = last.unwrap();
+
+    let mut opts = DiskOptions::new(dir.path(), 1 << 20);
+    opts.segment_bytes = 4096;
+    let buffer = DiskBuffer::open(opts).await.unwrap();
+    let pending = buffer.recovery().pending[Signal::Logs.index()];
+    assert!(
+        pending > last,
+        "{pending} records kept, {last} acknowledged"
+    );
+    let mut consumer = buffer.consumer(Signal::Logs).await.unwrap();
+    let batch = read_n(&mut consumer, pending as usize).await;
+    let expected: Vec<String> = (0..pending).map(|n| format!("{n:08}")).collect();
+    assert_eq!(texts(&batch), expected);
+}
