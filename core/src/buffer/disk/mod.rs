@@ -23,7 +23,9 @@
 //! the other seven eighths, which is what [`BufferStats::capacity_bytes`] reports and what
 //! [`BufferError::Full`] refers to. Space comes back when every record of a segment is acked
 //! and the segment is deleted; a record delivered and never acked holds back the reclaiming
-//! of its segment and every later one of its signal.
+//! of its segment and every later one of its signal. Acked records that share the open
+//! segment with newer ones wait for them, so up to one segment per signal may be acked yet
+//! still counted; a fully acked open segment is dropped as soon as a push needs its room.
 //!
 //! One process at a time: a second `open` of the same directory in this process waits for
 //! the first buffer to be closed or dropped. Nothing guards against two processes.
@@ -170,6 +172,8 @@ pub(super) struct Shared {
     /// One per signal: held while its cursor file is replaced.
     cursor_files: [Arc<tokio::sync::Mutex<()>>; 3],
     next_consumer: AtomicU64,
+    /// Group commits done (one write and fdatasync per touched file each), for tests.
+    commit_rounds: AtomicU64,
     /// Keeps a second `open` of this directory (in this process) waiting.
     open_guard: Mutex<Option<OwnedMutexGuard<()>>>,
 }
@@ -292,6 +296,7 @@ impl DiskBuffer {
             committed: Default::default(),
             cursor_files: Default::default(),
             next_consumer: AtomicU64::new(0),
+            commit_rounds: AtomicU64::new(0),
             open_guard: Mutex::new(Some(open_guard)),
         });
         let dead_segment_bytes = (dead_capacity / 4).clamp(1, opts.segment_bytes);

@@ -423,6 +423,23 @@ async fn concurrent_pushes_are_all_durable_and_ordered_per_pusher() {
 }
 
 #[tokio::test]
+async fn concurrent_pushes_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = open(dir.path()).await;
+    let pushes: Vec<_> = (0..64)
+        .map(|n| {
+            let buffer = buffer.clone();
+            tokio::spawn(async move { buffer.push(record(Signal::Logs, &format!("{n}"))).await })
+        })
+        .collect();
+    for push in pushes {
+        push.await.unwrap().unwrap();
+    }
+    let rounds = buffer.inner.shared.commit_rounds.load(Ordering::Relaxed);
+    assert!(rounds < 16, "64 pushes took {rounds} group commits");
+}
+
+#[tokio::test]
 async fn dead_letters_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let letter = DeadLetter {

@@ -396,6 +396,9 @@ async fn commit_round(
     .await;
     match joined {
         Ok((files, job, results)) => {
+            shared
+                .commit_rounds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             publish(shared, job.batches, results).await;
             Some(files)
         }
