@@ -123,6 +123,67 @@ pub struct DeadLetter {
     pub failed_at_ms: u64,
 }
 
+const DEAD_LETTER_VERSION: u8 = 1;
+
+impl DeadLetter {
+    /// Appends the dead letter's storage encoding: version, failed_at, exporter (u16 length
+    /// and bytes), reason (u32 length and bytes), then the record as [`Record::encode`]
+    /// writes it (the rest). Little-endian throughout. Over-long exporter names and reasons
+    /// are cut at their length field's limit, at a character boundary.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let exporter = cut_at_char_boundary(&self.exporter, u16::MAX as usize);
+        let reason = cut_at_char_boundary(&self.reason, u32::MAX as usize);
+        out.reserve(1 + 8 + 2 + exporter.len() + 4 + reason.len() + self.record.encoded_len());
+        out.put_u8(DEAD_LETTER_VERSION);
+        out.put_u64_le(self.failed_at_ms);
+        out.put_u16_le(exporter.len() as u16);
+        out.put_slice(exporter.as_bytes());
+        out.put_u32_le(reason.len() as u32);
+        out.put_slice(reason.as_bytes());
+        self.record.encode(out);
+    }
+
+    /// Decodes what [`DeadLetter::encode`] wrote. Exporter and reason are decoded lossily:
+    /// they are text for a human, and a damaged character is no reason to lose the record.
+    pub fn decode(mut bytes: Bytes) -> Result<DeadLetter, RecordError> {
+        if bytes.len() < 1 + 8 + 2 {
+            return Err(RecordError::Truncated);
+        }
+        let version = bytes.get_u8();
+        if version != DEAD_LETTER_VERSION {
+            return Err(RecordError::Version(version));
+        }
+        let failed_at_ms = bytes.get_u64_le();
+        let exporter_len = bytes.get_u16_le() as usize;
+        if bytes.len() < exporter_len + 4 {
+            return Err(RecordError::Truncated);
+        }
+        let exporter = String::from_utf8_lossy(&bytes.split_to(exporter_len)).into_owned();
+        let reason_len = bytes.get_u32_le() as usize;
+        if bytes.len() < reason_len {
+            return Err(RecordError::Truncated);
+        }
+        let reason = String::from_utf8_lossy(&bytes.split_to(reason_len)).into_owned();
+        Ok(DeadLetter {
+            record: Record::decode(bytes)?,
+            exporter,
+            reason,
+            failed_at_ms,
+        })
+    }
+}
+
+fn cut_at_char_boundary(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// A record handed to an exporter, with the id to ack it by.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -264,6 +325,36 @@ mod tests {
         let mut buf = Vec::new();
         record.encode(&mut buf);
         assert_eq!(Record::decode(Bytes::from(buf)).unwrap(), record);
+    }
+
+    #[test]
+    fn dead_letter_round_trips_and_rejects_truncation() {
+        let letter = DeadLetter {
+            record: Record::new(
+                Signal::Logs,
+                Some("team-a".into()),
+                3,
+                Bytes::from_static(b"p"),
+            ),
+            exporter: "loki".into(),
+            reason: "400 Bad Request: entry out of order — ünïcode".into(),
+            failed_at_ms: 1_700_000_000_999,
+        };
+        let mut buf = Vec::new();
+        letter.encode(&mut buf);
+        assert_eq!(DeadLetter::decode(Bytes::from(buf.clone())), Ok(letter));
+        for cut in [0, 5, 12, 20] {
+            assert_eq!(
+                DeadLetter::decode(Bytes::from(buf[..cut].to_vec())),
+                Err(RecordError::Truncated),
+                "cut at {cut}"
+            );
+        }
+        buf[0] = 2;
+        assert_eq!(
+            DeadLetter::decode(Bytes::from(buf)),
+            Err(RecordError::Version(2))
+        );
     }
 
     #[test]

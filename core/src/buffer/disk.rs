@@ -1,1 +1,0 @@
-//! The disk buffer: filled in by its own change.
