@@ -308,7 +308,7 @@ impl fmt::Display for ByteSize {
             (1 << 10, "KiB"),
         ];
         for (factor, unit) in UNITS {
-            if self.0 >= factor && self.0 % factor == 0 {
+            if self.0 >= factor && self.0.is_multiple_of(factor) {
                 return write!(f, "{}{unit}", self.0 / factor);
             }
         }

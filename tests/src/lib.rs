@@ -1,1 +1,58 @@
-//! Helpers for the whole-pipeline tests.
+//! Helpers for the whole-pipeline tests: real servers started on free loopback ports with
+//! temporary data directories, and in-test receivers for the backends that have no Debian
+//! package (Loki, Tempo), which decode exactly what was sent.
+//!
+//! - [`servers`]: VictoriaMetrics (real), started per test.
+//! - [`fakes`]: a Loki push receiver and a Tempo OTLP receiver.
+//! - [`collector`]: a collector in-process or as a child process (for kill -9).
+
+pub mod collector;
+pub mod fakes;
+pub mod servers;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+/// A free TCP port on 127.0.0.1. The port is free when this returns; a test binds it soon
+/// after, and the kernel does not hand a just-released ephemeral port out again at once.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a loopback port")
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The path of a required program, or a panic that says how to install it.
+pub fn require_program(program: &str, debian_package: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/sbin"), "/usr/bin".into()])
+    {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "`{program}` is not installed. Install it with `sudo apt-get install {debian_package}`, \
+         or run `scripts/test`, which installs every test dependency."
+    );
+}

@@ -1,0 +1,637 @@
+//! The collector's configuration: one YAML file, `--config PATH`.
+//!
+//! ```yaml
+//! receivers:
+//!   otlp: { grpc: { listen: "0.0.0.0:4317" }, http: { listen: "0.0.0.0:4318" } }
+//! buffer:
+//!   kind: disk                      # disk | memory
+//!   disk: { path: ./data/buffer, max_bytes: 1GiB }
+//! exporters:
+//!   victoriametrics: { endpoint: "http://127.0.0.1:8428/api/v1/write" }
+//!   loki: { endpoint: "http://127.0.0.1:3100/loki/api/v1/push" }
+//!   tempo: { endpoint: "http://127.0.0.1:4317", protocol: grpc }
+//! admin: { listen: "127.0.0.1:8888" }
+//! ```
+//!
+//! A signal whose exporter is absent is refused at the receiver, never buffered forever.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+use vigil_core::Signal;
+use vigil_core::config::{ByteSize, ConfigErrors, Errors, Validate, duration, join};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub receivers: Receivers,
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    #[serde(default)]
+    pub exporters: Exporters,
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+impl Config {
+    /// Loads a config from YAML text with `${ENV}` substitution from `env`.
+    pub fn from_yaml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        vigil_core::config::load(text, env)
+    }
+
+    /// Whether some exporter takes this signal.
+    pub fn exports(&self, signal: Signal) -> bool {
+        match signal {
+            Signal::Metrics => self.exporters.victoriametrics.is_some(),
+            Signal::Logs => self.exporters.loki.is_some(),
+            Signal::Traces => self.exporters.tempo.is_some(),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        self.receivers.validate(&join(path, "receivers"), errors);
+        self.buffer.validate(&join(path, "buffer"), errors);
+        self.exporters.validate(&join(path, "exporters"), errors);
+        if Signal::ALL.iter().all(|s| !self.exports(*s)) {
+            errors.add(
+                join(path, "exporters"),
+                "no exporter is configured: set at least one of victoriametrics, loki, tempo",
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receivers {
+    #[serde(default)]
+    pub otlp: OtlpReceiver,
+}
+
+impl Validate for Receivers {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        self.otlp.validate(&join(path, "otlp"), errors);
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiver {
+    /// OTLP/gRPC; `null` turns it off.
+    #[serde(default = "default_grpc")]
+    pub grpc: Option<Listen>,
+    /// OTLP/HTTP (`/v1/metrics`, `/v1/logs`, `/v1/traces`); `null` turns it off.
+    #[serde(default = "default_http")]
+    pub http: Option<Listen>,
+    /// Largest request body accepted as sent (compressed); larger gets 413.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: ByteSize,
+    /// Largest request once decompressed; a gzip bomb gets 413 instead of memory.
+    #[serde(default = "default_max_decompressed_bytes")]
+    pub max_decompressed_bytes: ByteSize,
+    /// Request header (HTTP) or metadata key (gRPC) naming the tenant.
+    #[serde(default = "default_tenant_header")]
+    pub tenant_header: String,
+    /// Tenant for requests that name none; without it they carry no tenant.
+    #[serde(default)]
+    pub default_tenant: Option<String>,
+}
+
+fn default_grpc() -> Option<Listen> {
+    Some(Listen {
+        listen: SocketAddr::from(([0, 0, 0, 0], 4317)),
+    })
+}
+
+fn default_http() -> Option<Listen> {
+    Some(Listen {
+        listen: SocketAddr::from(([0, 0, 0, 0], 4318)),
+    })
+}
+
+fn default_max_request_bytes() -> ByteSize {
+    ByteSize::mib(64)
+}
+
+fn default_max_decompressed_bytes() -> ByteSize {
+    ByteSize::mib(128)
+}
+
+fn default_tenant_header() -> String {
+    "X-Scope-OrgID".to_string()
+}
+
+impl Default for OtlpReceiver {
+    fn default() -> Self {
+        OtlpReceiver {
+            grpc: default_grpc(),
+            http: default_http(),
+            max_request_bytes: default_max_request_bytes(),
+            max_decompressed_bytes: default_max_decompressed_bytes(),
+            tenant_header: default_tenant_header(),
+            default_tenant: None,
+        }
+    }
+}
+
+impl Validate for OtlpReceiver {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        if self.grpc.is_none() && self.http.is_none() {
+            errors.add(
+                path,
+                "both grpc and http are off: nothing would receive data",
+            );
+        }
+        if self.max_request_bytes.0 == 0 {
+            errors.add(join(path, "max_request_bytes"), "must be greater than zero");
+        }
+        if self.max_decompressed_bytes < self.max_request_bytes {
+            errors.add(
+                join(path, "max_decompressed_bytes"),
+                format!(
+                    "must be at least max_request_bytes ({})",
+                    self.max_request_bytes
+                ),
+            );
+        }
+        if http::HeaderName::from_bytes(self.tenant_header.as_bytes()).is_err() {
+            errors.add(join(path, "tenant_header"), "not a valid header name");
+        }
+        if let Some(tenant) = &self.default_tenant
+            && let Err(e) = crate::receiver::check_tenant(tenant)
+        {
+            errors.add(join(path, "default_tenant"), e);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Address and port to bind, e.g. `0.0.0.0:4317`; port 0 picks a free one.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    /// Embedded, durable, survives kill -9: the default.
+    Disk,
+    /// Bounded, in memory, lost on exit: tests and throwaway runs.
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    #[serde(default = "default_buffer_kind")]
+    pub kind: BufferKind,
+    #[serde(default)]
+    pub disk: DiskConfig,
+    #[serde(default)]
+    pub memory: MemoryConfig,
+}
+
+fn default_buffer_kind() -> BufferKind {
+    BufferKind::Disk
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            kind: default_buffer_kind(),
+            disk: DiskConfig::default(),
+            memory: MemoryConfig::default(),
+        }
+    }
+}
+
+impl Validate for BufferConfig {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        match self.kind {
+            BufferKind::Disk => {
+                let path = join(path, "disk");
+                if self.disk.max_bytes.0 < (1 << 20) {
+                    errors.add(join(&path, "max_bytes"), "must be at least 1MiB");
+                }
+                if self.disk.path.as_os_str().is_empty() {
+                    errors.add(join(&path, "path"), "must not be empty");
+                }
+                if self.disk.fsync == Fsync::Interval && self.disk.fsync_interval.is_zero() {
+                    errors.add(join(&path, "fsync_interval"), "must be greater than zero");
+                }
+            }
+            BufferKind::Memory => {
+                if self.memory.max_bytes.0 == 0 {
+                    errors.add(join(path, "memory.max_bytes"), "must be greater than zero");
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// Every acknowledged request is on disk (concurrent requests share one fsync).
+    Always,
+    /// fsync every `fsync_interval`: survives a crash of the collector, not of the machine.
+    Interval,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    #[serde(default = "default_disk_path")]
+    pub path: PathBuf,
+    #[serde(default = "default_disk_max_bytes")]
+    pub max_bytes: ByteSize,
+    #[serde(default = "default_fsync")]
+    pub fsync: Fsync,
+    #[serde(default = "default_fsync_interval", with = "duration")]
+    pub fsync_interval: Duration,
+}
+
+fn default_disk_path() -> PathBuf {
+    PathBuf::from("./data/buffer")
+}
+
+fn default_disk_max_bytes() -> ByteSize {
+    ByteSize::gib(1)
+}
+
+fn default_fsync() -> Fsync {
+    Fsync::Always
+}
+
+fn default_fsync_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        DiskConfig {
+            path: default_disk_path(),
+            max_bytes: default_disk_max_bytes(),
+            fsync: default_fsync(),
+            fsync_interval: default_fsync_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    #[serde(default = "default_memory_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+fn default_memory_max_bytes() -> ByteSize {
+    ByteSize::mib(256)
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            max_bytes: default_memory_max_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exporters {
+    pub victoriametrics: Option<VictoriaMetricsConfig>,
+    pub loki: Option<LokiConfig>,
+    pub tempo: Option<TempoConfig>,
+}
+
+impl Validate for Exporters {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        if let Some(vm) = &self.victoriametrics {
+            let path = join(path, "victoriametrics");
+            check_http_url(&vm.endpoint, &join(&path, "endpoint"), errors);
+            vm.delivery().validate(&path, errors);
+        }
+        if let Some(loki) = &self.loki {
+            let path = join(path, "loki");
+            check_http_url(&loki.endpoint, &join(&path, "endpoint"), errors);
+            loki.delivery().validate(&path, errors);
+            for (i, rule) in loki.labels.iter().enumerate() {
+                let valid = !rule.label.is_empty()
+                    && !rule.label.starts_with(|c: char| c.is_ascii_digit())
+                    && rule
+                        .label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    errors.add(
+                        join(&path, &format!("labels.{i}.label")),
+                        format!("`{}` is not a valid Loki label name", rule.label),
+                    );
+                }
+            }
+        }
+        if let Some(tempo) = &self.tempo {
+            let path = join(path, "tempo");
+            check_http_url(&tempo.endpoint, &join(&path, "endpoint"), errors);
+            tempo.delivery().validate(&path, errors);
+        }
+    }
+}
+
+fn check_http_url(url: &str, path: &str, errors: &mut Errors) {
+    match Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(u) => errors.add(
+            path,
+            format!(
+                "invalid URL `{url}`: scheme must be http or https with a host, not `{}`",
+                u.scheme()
+            ),
+        ),
+        Err(e) => errors.add(path, format!("invalid URL `{url}`: {e}")),
+    }
+}
+
+/// How an exporter batches, retries and times out: the same knobs for every exporter.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Upper bound of one backend request's wait.
+    pub timeout: Duration,
+    pub batch: BatchConfig,
+    pub retry: RetryConfig,
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            timeout: default_timeout(),
+            batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Validate for Delivery {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        if self.timeout.is_zero() {
+            errors.add(join(path, "timeout"), "must be greater than zero");
+        }
+        if self.batch.max_records == 0 {
+            errors.add(join(path, "batch.max_records"), "must be greater than zero");
+        }
+        if self.batch.max_bytes.0 == 0 {
+            errors.add(join(path, "batch.max_bytes"), "must be greater than zero");
+        }
+        if let Err(e) = vigil_core::retry::Backoff::new(self.retry.initial, self.retry.max) {
+            errors.add(join(path, "retry"), e.to_string());
+        }
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                errors.add(
+                    join(path, &format!("headers.{name}")),
+                    "not a valid header name",
+                );
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                errors.add(
+                    join(path, &format!("headers.{name}")),
+                    "not a valid header value",
+                );
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most buffered requests merged into one backend request.
+    #[serde(default = "default_batch_records")]
+    pub max_records: usize,
+    /// Most payload bytes merged into one backend request (one larger request goes alone).
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: ByteSize,
+    /// How long to wait for more data before sending a batch that is not full.
+    #[serde(default = "default_linger", with = "duration")]
+    pub linger: Duration,
+}
+
+fn default_batch_records() -> usize {
+    256
+}
+
+fn default_batch_bytes() -> ByteSize {
+    ByteSize::mib(8)
+}
+
+fn default_linger() -> Duration {
+    Duration::from_millis(200)
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_records: default_batch_records(),
+            max_bytes: default_batch_bytes(),
+            linger: default_linger(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First backoff delay; doubles per attempt, with jitter.
+    #[serde(default = "default_retry_initial", with = "duration")]
+    pub initial: Duration,
+    /// Backoff cap.
+    #[serde(default = "default_retry_max", with = "duration")]
+    pub max: Duration,
+    /// Longest `Retry-After` honoured; a backend asking for more is retried after this.
+    #[serde(default = "default_max_retry_after", with = "duration")]
+    pub max_retry_after: Duration,
+}
+
+fn default_retry_initial() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_retry_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_retry_after() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial: default_retry_initial(),
+            max: default_retry_max(),
+            max_retry_after: default_max_retry_after(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VictoriaMetricsConfig {
+    /// Remote write URL, e.g. `http://victoriametrics:8428/api/v1/write`.
+    pub endpoint: String,
+    /// Append unit and `_total` suffixes to metric names, as the OTel spec says.
+    #[serde(default = "default_true")]
+    pub add_suffixes: bool,
+    /// Write resource attributes to a `target_info` series.
+    #[serde(default = "default_true")]
+    pub target_info: bool,
+    /// Resource attributes also copied onto every series as labels.
+    #[serde(default)]
+    pub promote_resource_attributes: Vec<String>,
+    /// Upper bound of one backend request's wait.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Extra request headers, e.g. `Authorization: Bearer ${TOKEN}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LokiConfig {
+    /// Push URL, e.g. `http://loki:3100/loki/api/v1/push`.
+    pub endpoint: String,
+    /// Attributes that become stream labels; the rest become structured metadata.
+    #[serde(default = "default_loki_labels")]
+    pub labels: Vec<LokiLabel>,
+    /// Send other attributes as structured metadata (needs Loki ≥ 2.9).
+    #[serde(default = "default_true")]
+    pub structured_metadata: bool,
+    /// Upper bound of one backend request's wait.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Extra request headers, e.g. `Authorization: Bearer ${TOKEN}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LokiLabel {
+    /// Resource or log attribute, e.g. `k8s.namespace.name`.
+    pub attribute: String,
+    /// Loki label name, e.g. `k8s_namespace_name`.
+    pub label: String,
+}
+
+fn default_loki_labels() -> Vec<LokiLabel> {
+    vigil_core::loki::LokiOptions::default()
+        .labels
+        .into_iter()
+        .map(|rule| LokiLabel {
+            attribute: rule.attribute,
+            label: rule.label,
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TempoProtocol {
+    Grpc,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TempoConfig {
+    /// OTLP endpoint of Tempo's distributor: `http://tempo:4317` for gRPC,
+    /// `http://tempo:4318` for HTTP (`/v1/traces` is appended when the path is empty).
+    pub endpoint: String,
+    #[serde(default = "default_tempo_protocol")]
+    pub protocol: TempoProtocol,
+    /// Upper bound of one backend request's wait.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Extra request headers, e.g. `Authorization: Bearer ${TOKEN}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_tempo_protocol() -> TempoProtocol {
+    TempoProtocol::Grpc
+}
+
+/// The delivery knobs every exporter config carries under the same names
+/// (`timeout`, `batch`, `retry`, `headers`). Serde's `flatten` would say this once but
+/// cannot be combined with `deny_unknown_fields`.
+macro_rules! delivery_of {
+    ($($exporter:ty),*) => {$(
+        impl $exporter {
+            pub fn delivery(&self) -> Delivery {
+                Delivery {
+                    timeout: self.timeout,
+                    batch: self.batch.clone(),
+                    retry: self.retry.clone(),
+                    headers: self.headers.clone(),
+                }
+            }
+        }
+    )*};
+}
+
+delivery_of!(VictoriaMetricsConfig, LokiConfig, TempoConfig);
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Serves /metrics, /healthz, /readyz.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8888))
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: default_admin_listen(),
+        }
+    }
+}

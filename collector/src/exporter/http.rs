@@ -1,0 +1,130 @@
+//! Sending one request to an HTTP backend and classifying its answer.
+
+use std::sync::Once;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+use vigil_core::retry::parse_retry_after;
+
+use super::ExportError;
+use crate::config::Delivery;
+
+/// How much of an error body is kept for logs and dead letters.
+const ERROR_BODY_LIMIT: usize = 1024;
+
+/// A configured HTTP endpoint: client, URL, fixed headers, timeout.
+#[derive(Clone)]
+pub struct HttpSender {
+    client: reqwest::Client,
+    endpoint: Url,
+    headers: HeaderMap,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid endpoint `{0}`: {1}")]
+    Endpoint(String, url::ParseError),
+    #[error("invalid header `{0}`")]
+    Header(String),
+    #[error("cannot build HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// TLS for every outgoing connection uses rustls with the ring provider; installing it
+/// once per process is enough.
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means another part of the process installed one first: that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl HttpSender {
+    pub fn new(
+        endpoint: &str,
+        delivery: &Delivery,
+        user_agent: &str,
+    ) -> Result<HttpSender, BuildError> {
+        install_crypto_provider();
+        let endpoint =
+            Url::parse(endpoint).map_err(|e| BuildError::Endpoint(endpoint.to_string(), e))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &delivery.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| BuildError::Header(name.clone()))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|_| BuildError::Header(name.to_string()))?;
+            headers.insert(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(user_agent)
+            .timeout(delivery.timeout)
+            .connect_timeout(delivery.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(HttpSender {
+            client,
+            endpoint,
+            headers,
+        })
+    }
+
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// POSTs `body` with the exporter's fixed headers plus `extra`, and classifies the
+    /// answer: 2xx is success; network errors, 408, 429 and 5xx are retryable (honouring
+    /// `Retry-After`); any other status is permanent.
+    pub async fn post(
+        &self,
+        body: Vec<u8>,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<(), ExportError> {
+        let mut request = self
+            .client
+            .post(self.endpoint.clone())
+            .headers(self.headers.clone());
+        for (name, value) in extra {
+            request = request.header(name, value);
+        }
+        let response = request.body(body).send().await.map_err(|e| {
+            ExportError::retryable(format!("{}: {}", self.endpoint, error_chain(&e)))
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let text = response.bytes().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text[..text.len().min(ERROR_BODY_LIMIT)]);
+        let reason = format!("{} answered {status}: {}", self.endpoint, text.trim());
+        let retryable =
+            status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error();
+        Err(match retryable {
+            true => ExportError::Retryable {
+                reason,
+                retry_after,
+            },
+            false => ExportError::Permanent { reason },
+        })
+    }
+}
+
+/// reqwest's top-level message ("error sending request") hides the cause; show it all.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,330 @@
+//! The loop around every exporter: read a batch from the buffer, send it per tenant,
+//! retry what can be retried, dead-letter what cannot, and ack only what the backend took.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+use vigil_core::buffer::{
+    BatchLimits, Buffer, Consumer, DeadLetter, Delivery, DeliveryId, Record, now_ms,
+};
+use vigil_core::retry::Backoff;
+
+use super::{ExportError, Exporter};
+use crate::config::Delivery as DeliveryConfig;
+use crate::telemetry::Telemetry;
+
+pub struct Pump {
+    exporter: Arc<dyn Exporter>,
+    buffer: Arc<dyn Buffer>,
+    config: DeliveryConfig,
+    backoff: Backoff,
+    telemetry: Telemetry,
+}
+
+/// How delivering one group ended.
+enum Outcome {
+    /// Delivered or dead-lettered: ack it.
+    Done,
+    /// Shutdown came first: leave it unacked, it is delivered again after restart.
+    Interrupted,
+}
+
+impl Pump {
+    pub fn new(
+        exporter: Arc<dyn Exporter>,
+        buffer: Arc<dyn Buffer>,
+        config: DeliveryConfig,
+        telemetry: Telemetry,
+    ) -> Result<Pump, vigil_core::retry::BackoffError> {
+        let backoff = Backoff::new(config.retry.initial, config.retry.max)?;
+        Ok(Pump {
+            exporter,
+            buffer,
+            config,
+            backoff,
+            telemetry,
+        })
+    }
+
+    /// Runs until `shutdown` turns true. Records not acked by then stay in the buffer.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let name = self.exporter.name();
+        let mut consumer = match self.open_consumer(&mut shutdown).await {
+            Some(c) => c,
+            None => return,
+        };
+        info!(exporter = name, "exporter started");
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                batch = self.fill_batch(consumer.as_mut()) => batch,
+            };
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(exporter = name, error = %e, "reading the buffer failed; retrying");
+                    if sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let mut acks = Vec::with_capacity(batch.len());
+            let mut interrupted = false;
+            for group in by_tenant(batch) {
+                match self.deliver(&group, &mut shutdown).await {
+                    Outcome::Done => acks.extend(group.iter().map(|d| d.id)),
+                    Outcome::Interrupted => {
+                        interrupted = true;
+                        break;
+                    }
+                }
+            }
+            self.ack(consumer.as_mut(), &acks, &mut shutdown).await;
+            if interrupted {
+                break;
+            }
+        }
+        info!(exporter = name, "exporter stopped");
+    }
+
+    async fn open_consumer(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Box<dyn Consumer>> {
+        let mut attempt = 0;
+        loop {
+            match self.buffer.consumer(self.exporter.signal()).await {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    warn!(exporter = self.exporter.name(), error = %e, "cannot open the buffer; retrying");
+                    if sleep_or_shutdown(self.backoff.delay(attempt), shutdown).await {
+                        return None;
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// One batch: what is ready now, topped up for at most `linger` while not full.
+    async fn fill_batch(
+        &self,
+        consumer: &mut dyn Consumer,
+    ) -> Result<Vec<Delivery>, vigil_core::buffer::BufferError> {
+        let max_records = self.config.batch.max_records;
+        let max_bytes = self.config.batch.max_bytes.0 as usize;
+        let mut batch = consumer
+            .next_batch(BatchLimits {
+                max_records,
+                max_bytes,
+            })
+            .await?;
+        let deadline = Instant::now() + self.config.batch.linger;
+        loop {
+            let bytes: usize = batch.iter().map(|d| d.record.payload.len()).sum();
+            if batch.len() >= max_records || bytes >= max_bytes {
+                return Ok(batch);
+            }
+            let limits = BatchLimits {
+                max_records: max_records - batch.len(),
+                max_bytes: max_bytes - bytes,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(batch),
+                more = consumer.next_batch(limits) => {
+                    // A consumer returns one record even when it alone exceeds the byte
+                    // limit, so a batch may exceed max_bytes by at most one record.
+                    batch.extend(more?);
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, group: &[Delivery], shutdown: &mut watch::Receiver<bool>) -> Outcome {
+        let records: Vec<Record> = group.iter().map(|d| d.record.clone()).collect();
+        match self.send_with_retry(&records, shutdown).await {
+            Ok(()) => Outcome::Done,
+            Err(None) => Outcome::Interrupted,
+            Err(Some(reason)) if records.len() > 1 => {
+                // One bad record must not take good ones down with it: send each alone.
+                warn!(exporter = self.exporter.name(), records = records.len(), %reason,
+                    "backend refused a batch; sending its records one by one");
+                for record in &records {
+                    match self
+                        .send_with_retry(std::slice::from_ref(record), shutdown)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(None) => return Outcome::Interrupted,
+                        Err(Some(reason)) => {
+                            if !self.dead_letter(record, reason, shutdown).await {
+                                return Outcome::Interrupted;
+                            }
+                        }
+                    }
+                }
+                Outcome::Done
+            }
+            Err(Some(reason)) => match self.dead_letter(&records[0], reason, shutdown).await {
+                true => Outcome::Done,
+                false => Outcome::Interrupted,
+            },
+        }
+    }
+
+    /// Ok when delivered; Err(Some(reason)) when permanently refused; Err(None) on shutdown.
+    async fn send_with_retry(
+        &self,
+        records: &[Record],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), Option<String>> {
+        let name = self.exporter.name();
+        let signal = self.exporter.signal();
+        let items: u64 = records.iter().map(|r| u64::from(r.items)).sum();
+        let tenant = records.first().and_then(|r| r.tenant.as_deref());
+        let mut attempt: u32 = 0;
+        loop {
+            let started = Instant::now();
+            let result = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return Err(None),
+                r = tokio::time::timeout(self.config.timeout, self.exporter.export(tenant, records)) => r,
+            };
+            let result = result.unwrap_or_else(|_| {
+                Err(ExportError::retryable(format!(
+                    "no answer within {:?}",
+                    self.config.timeout
+                )))
+            });
+            let outcome = match &result {
+                Ok(_) => "success",
+                Err(ExportError::Retryable { .. }) => "retryable",
+                Err(ExportError::Permanent { .. }) => "permanent",
+            };
+            self.telemetry
+                .export_duration
+                .with_label_values(&[name, outcome])
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(exported) => {
+                    self.telemetry
+                        .exported_items
+                        .with_label_values(&[signal.as_str(), name])
+                        .inc_by(exported.items);
+                    for (reason, count) in exported.dropped {
+                        self.telemetry
+                            .dropped_items
+                            .with_label_values(&[signal.as_str(), reason])
+                            .inc_by(count);
+                    }
+                    return Ok(());
+                }
+                Err(ExportError::Permanent { reason }) => return Err(Some(reason)),
+                Err(ExportError::Retryable {
+                    reason,
+                    retry_after,
+                }) => {
+                    self.telemetry
+                        .export_retries
+                        .with_label_values(&[signal.as_str(), name])
+                        .inc_by(items);
+                    let delay = self.backoff.delay_honouring(
+                        attempt,
+                        retry_after,
+                        self.config.retry.max_retry_after,
+                    );
+                    warn!(exporter = name, attempt, error = %reason, retry_in = ?delay, "export failed; retrying");
+                    if sleep_or_shutdown(delay, shutdown).await {
+                        return Err(None);
+                    }
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Stores a refused record in the dead-letter store. False only on shutdown; a failing
+    /// store is retried, because acking without it would lose the record.
+    async fn dead_letter(
+        &self,
+        record: &Record,
+        reason: String,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let name = self.exporter.name();
+        error!(exporter = name, items = record.items, %reason, "backend refused data for good; dead-lettering it");
+        let letter = DeadLetter {
+            record: record.clone(),
+            exporter: name.to_string(),
+            reason,
+            failed_at_ms: now_ms(),
+        };
+        let mut attempt = 0;
+        loop {
+            match self.buffer.dead_letter(letter.clone()).await {
+                Ok(()) => {
+                    self.telemetry
+                        .dead_lettered_items
+                        .with_label_values(&[record.signal.as_str(), name])
+                        .inc_by(u64::from(record.items));
+                    return true;
+                }
+                Err(e) => {
+                    error!(exporter = name, error = %e, "cannot store dead letter; retrying");
+                    if sleep_or_shutdown(self.backoff.delay(attempt), shutdown).await {
+                        return false;
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn ack(
+        &self,
+        consumer: &mut dyn Consumer,
+        ids: &[DeliveryId],
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut attempt = 0;
+        while let Err(e) = consumer.ack(ids).await {
+            // Not acking means the batch is delivered again: a duplicate, never a loss.
+            warn!(exporter = self.exporter.name(), error = %e, "ack failed; retrying");
+            if sleep_or_shutdown(self.backoff.delay(attempt), shutdown).await {
+                return;
+            }
+            attempt += 1;
+        }
+    }
+}
+
+/// Splits a batch into runs of one tenant each, keeping order.
+fn by_tenant(batch: Vec<Delivery>) -> Vec<Vec<Delivery>> {
+    let mut groups: Vec<Vec<Delivery>> = Vec::new();
+    for delivery in batch {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].record.tenant == delivery.record.tenant)
+        {
+            Some(group) => group.push(delivery),
+            None => groups.push(vec![delivery]),
+        }
+    }
+    groups
+}
+
+/// Sleeps; true if shutdown came first.
+async fn sleep_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}

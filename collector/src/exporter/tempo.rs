@@ -1,0 +1,155 @@
+//! Grafana Tempo through OTLP, over gRPC or HTTP.
+//!
+//! API: <https://grafana.com/docs/tempo/latest/api_docs/> (the distributor's OTLP
+//! receivers). Spans need no conversion: the buffered requests of one tenant are merged
+//! into one `ExportTraceServiceRequest`. The tenant becomes `X-Scope-OrgID`. gRPC codes are
+//! classified as the OTLP specification says: UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
+//! CANCELLED, OUT_OF_RANGE, DATA_LOSS, and RESOURCE_EXHAUSTED with a retry delay are
+//! retried; everything else is permanent.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
+use vigil_core::Signal;
+use vigil_core::buffer::Record;
+
+use super::http::{BuildError, HttpSender};
+use super::loki::tenant_header;
+use super::{ExportError, Exported, Exporter, decode_payloads};
+use crate::config::{TempoConfig, TempoProtocol};
+
+pub struct Tempo {
+    transport: TempoTransport,
+}
+
+enum TempoTransport {
+    Grpc(TraceServiceClient<Channel>),
+    Http(HttpSender),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TempoBuildError {
+    #[error(transparent)]
+    Http(#[from] BuildError),
+    #[error("invalid gRPC endpoint `{0}`: {1}")]
+    Grpc(String, tonic::transport::Error),
+}
+
+impl Tempo {
+    pub fn new(config: &TempoConfig) -> Result<Tempo, TempoBuildError> {
+        let delivery = config.delivery();
+        let transport = match config.protocol {
+            TempoProtocol::Grpc => {
+                let endpoint = Endpoint::from_shared(config.endpoint.clone())
+                    .map_err(|e| TempoBuildError::Grpc(config.endpoint.clone(), e))?
+                    .user_agent(crate::USER_AGENT)
+                    .map_err(|e| TempoBuildError::Grpc(config.endpoint.clone(), e))?
+                    .timeout(delivery.timeout)
+                    .connect_timeout(delivery.timeout.min(Duration::from_secs(10)));
+                // Lazy: Tempo may come up after the collector; the first export connects.
+                let client = TraceServiceClient::new(endpoint.connect_lazy())
+                    .send_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Gzip);
+                TempoTransport::Grpc(client)
+            }
+            TempoProtocol::Http => {
+                let mut endpoint = config.endpoint.clone();
+                if url::Url::parse(&endpoint).is_ok_and(|u| u.path() == "/") {
+                    endpoint = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+                }
+                TempoTransport::Http(HttpSender::new(&endpoint, &delivery, crate::USER_AGENT)?)
+            }
+        };
+        Ok(Tempo { transport })
+    }
+}
+
+#[async_trait]
+impl Exporter for Tempo {
+    fn name(&self) -> &'static str {
+        "tempo"
+    }
+
+    fn signal(&self) -> Signal {
+        Signal::Traces
+    }
+
+    async fn export(
+        &self,
+        tenant: Option<&str>,
+        records: &[Record],
+    ) -> Result<Exported, ExportError> {
+        let requests: Vec<ExportTraceServiceRequest> = decode_payloads(records)?;
+        let merged = ExportTraceServiceRequest {
+            resource_spans: requests
+                .into_iter()
+                .flat_map(|r| r.resource_spans)
+                .collect(),
+        };
+        let items = vigil_core::otlp::spans(&merged);
+        let tenant = tenant_header(tenant)?;
+        match &self.transport {
+            TempoTransport::Grpc(client) => {
+                let mut request = tonic::Request::new(merged);
+                if let Some((_, value)) = tenant {
+                    let value = value
+                        .to_str()
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| {
+                            ExportError::permanent("tenant is not valid gRPC metadata")
+                        })?;
+                    request.metadata_mut().insert("x-scope-orgid", value);
+                }
+                client
+                    .clone()
+                    .export(request)
+                    .await
+                    .map_err(|s| classify(&s))?;
+            }
+            TempoTransport::Http(sender) => {
+                let mut headers = vec![(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-protobuf"),
+                )];
+                headers.extend(tenant);
+                sender.post(merged.encode_to_vec(), &headers).await?;
+            }
+        }
+        Ok(Exported {
+            items,
+            dropped: Vec::new(),
+        })
+    }
+}
+
+fn classify(status: &tonic::Status) -> ExportError {
+    use tonic::Code;
+    let reason = format!("tempo answered {:?}: {}", status.code(), status.message());
+    let retry_after = status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay);
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Cancelled
+        | Code::OutOfRange
+        | Code::DataLoss => ExportError::Retryable {
+            reason,
+            retry_after,
+        },
+        Code::ResourceExhausted if retry_after.is_some() => ExportError::Retryable {
+            reason,
+            retry_after,
+        },
+        _ => ExportError::Permanent { reason },
+    }
+}

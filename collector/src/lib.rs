@@ -1,0 +1,309 @@
+//! vigil-collector: receives OTLP, buffers it durably, exports it to VictoriaMetrics,
+//! Grafana Loki and Grafana Tempo.
+//!
+//! - [`config`]: the YAML configuration and its validation.
+//! - [`receiver`]: OTLP/gRPC and OTLP/HTTP receivers; success only once data is durable.
+//! - [`exporter`]: the exporters and the [`exporter::pump::Pump`] that batches, retries,
+//!   acks and dead-letters for all of them.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`telemetry`]: every self-metric.
+//!
+//! [`Collector::start`] binds everything and returns a handle; `main` and the tests both
+//! use it.
+
+pub mod admin;
+pub mod config;
+pub mod exporter;
+pub mod receiver;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+use vigil_core::Signal;
+use vigil_core::buffer::disk::{DiskBuffer, DiskOptions, FsyncPolicy};
+use vigil_core::buffer::memory::MemoryBuffer;
+use vigil_core::buffer::{Buffer, BufferError};
+
+use crate::admin::AdminState;
+use crate::config::{BufferKind, Config, Fsync};
+use crate::exporter::Exporter;
+use crate::exporter::pump::Pump;
+use crate::receiver::Ingest;
+use crate::telemetry::Telemetry;
+
+pub const USER_AGENT: &str = concat!("vigil-collector/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the {kind} buffer: {source}")]
+    Buffer {
+        kind: &'static str,
+        source: BufferError,
+    },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("exporter {name}: {message}")]
+    Exporter { name: &'static str, message: String },
+}
+
+/// A running collector.
+pub struct Collector {
+    grpc_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    admin_addr: SocketAddr,
+    telemetry: Telemetry,
+    buffer: Arc<dyn Buffer>,
+    stop_receivers: watch::Sender<bool>,
+    stop_exporters: watch::Sender<bool>,
+    servers: JoinSet<()>,
+    pumps: JoinSet<()>,
+}
+
+impl Collector {
+    /// Opens the buffer, binds every port and starts the exporters. Fails fast: any error
+    /// here is a configuration or environment problem the operator must fix.
+    pub async fn start(config: Config) -> Result<Collector, StartError> {
+        let telemetry = Telemetry::new();
+        let buffer = open_buffer(&config, &telemetry).await?;
+        let exporters = build_exporters(&config)?;
+
+        // Bind everything before serving anything, so a port clash fails start-up whole.
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let otlp = &config.receivers.otlp;
+        let grpc_listener = match &otlp.grpc {
+            Some(l) => Some(bind("OTLP/gRPC", l.listen).await?),
+            None => None,
+        };
+        let http_listener = match &otlp.http {
+            Some(l) => Some(bind("OTLP/HTTP", l.listen).await?),
+            None => None,
+        };
+        let admin_listener = bind("admin", config.admin.listen).await?;
+        let local = |l: &TcpListener| l.local_addr().ok();
+        let grpc_addr = grpc_listener.as_ref().and_then(local);
+        let http_addr = http_listener.as_ref().and_then(local);
+        let admin_addr = local(&admin_listener).unwrap_or(config.admin.listen);
+
+        let exported = Signal::ALL.map(|s| config.exports(s));
+        let ingest = Arc::new(Ingest::new(
+            buffer.clone(),
+            telemetry.clone(),
+            exported,
+            otlp.default_tenant.clone(),
+        ));
+        let (stop_receivers, receivers_stopped) = watch::channel(false);
+        let (stop_exporters, exporters_stopped) = watch::channel(false);
+        let mut servers = JoinSet::new();
+
+        if let Some(listener) = grpc_listener {
+            let (metrics, logs, traces) = receiver::grpc::services(
+                ingest.clone(),
+                &otlp.tenant_header,
+                otlp.max_decompressed_bytes.0 as usize,
+            );
+            let mut stop = receivers_stopped.clone();
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            servers.spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .add_service(metrics)
+                    .add_service(logs)
+                    .add_service(traces)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    warn!(error = %e, "OTLP/gRPC server stopped with an error");
+                }
+            });
+        }
+        if let Some(listener) = http_listener {
+            let limits = receiver::http::Limits {
+                max_request_bytes: otlp.max_request_bytes.0 as usize,
+                max_decompressed_bytes: otlp.max_decompressed_bytes.0 as usize,
+            };
+            let header = http::HeaderName::from_bytes(otlp.tenant_header.as_bytes())
+                .unwrap_or(http::HeaderName::from_static("x-scope-orgid"));
+            let app = receiver::http::app(ingest.clone(), limits, header);
+            servers.spawn(serve_http(
+                "OTLP/HTTP",
+                listener,
+                app,
+                receivers_stopped.clone(),
+            ));
+        }
+        let admin_state = Arc::new(AdminState {
+            telemetry: telemetry.clone(),
+            buffer: buffer.clone(),
+            receivers_bound: Default::default(),
+        });
+        // The admin port stays up until the exporters stop, so a draining collector can
+        // still be scraped.
+        servers.spawn(serve_http(
+            "admin",
+            admin_listener,
+            admin::app(admin_state.clone()),
+            exporters_stopped.clone(),
+        ));
+        admin_state.receivers_bound.store(true, Ordering::Release);
+
+        let mut pumps = JoinSet::new();
+        for (exporter, delivery) in exporters {
+            let pump =
+                Pump::new(exporter, buffer.clone(), delivery, telemetry.clone()).map_err(|e| {
+                    StartError::Exporter {
+                        name: "pump",
+                        message: e.to_string(),
+                    }
+                })?;
+            pumps.spawn(pump.run(exporters_stopped.clone()));
+        }
+        info!(grpc = ?grpc_addr, http = ?http_addr, admin = %admin_addr, "collector started");
+        Ok(Collector {
+            grpc_addr,
+            http_addr,
+            admin_addr,
+            telemetry,
+            buffer,
+            stop_receivers,
+            stop_exporters,
+            servers,
+            pumps,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Stops receiving (in-flight requests finish), stops the exporters (what is not yet
+    /// acked stays buffered for the next start), and closes the buffer.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop_receivers.send(true);
+        let _ = self.stop_exporters.send(true);
+        while self.pumps.join_next().await.is_some() {}
+        while self.servers.join_next().await.is_some() {}
+        if let Err(e) = self.buffer.close().await {
+            warn!(error = %e, "closing the buffer failed");
+        }
+        info!("collector stopped");
+    }
+}
+
+/// Starts a collector and runs it until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let collector = Collector::start(config).await?;
+    shutdown.await;
+    info!("shutting down");
+    collector.shutdown().await;
+    Ok(())
+}
+
+async fn open_buffer(
+    config: &Config,
+    telemetry: &Telemetry,
+) -> Result<Arc<dyn Buffer>, StartError> {
+    match config.buffer.kind {
+        BufferKind::Memory => Ok(Arc::new(MemoryBuffer::new(
+            config.buffer.memory.max_bytes.0,
+        ))),
+        BufferKind::Disk => {
+            let disk = &config.buffer.disk;
+            let mut options = DiskOptions::new(disk.path.clone(), disk.max_bytes.0);
+            options.fsync = match disk.fsync {
+                Fsync::Always => FsyncPolicy::Always,
+                Fsync::Interval => FsyncPolicy::Interval(disk.fsync_interval),
+            };
+            let buffer = DiskBuffer::open(options)
+                .await
+                .map_err(|source| StartError::Buffer {
+                    kind: "disk",
+                    source,
+                })?;
+            let report = buffer.recovery();
+            telemetry
+                .buffer_corrupt_records
+                .set(report.corrupt_records as i64);
+            telemetry
+                .buffer_truncated_bytes
+                .set(report.truncated_bytes as i64);
+            info!(path = %disk.path.display(), pending = ?report.pending, "disk buffer open");
+            Ok(Arc::new(buffer))
+        }
+    }
+}
+
+type BuiltExporters = Vec<(Arc<dyn Exporter>, config::Delivery)>;
+
+fn build_exporters(config: &Config) -> Result<BuiltExporters, StartError> {
+    let mut built: BuiltExporters = Vec::new();
+    let e = &config.exporters;
+    if let Some(c) = &e.victoriametrics {
+        let exporter = exporter::victoriametrics::VictoriaMetrics::new(c).map_err(|err| {
+            StartError::Exporter {
+                name: "victoriametrics",
+                message: err.to_string(),
+            }
+        })?;
+        built.push((Arc::new(exporter), c.delivery()));
+    }
+    if let Some(c) = &e.loki {
+        let exporter = exporter::loki::Loki::new(c).map_err(|err| StartError::Exporter {
+            name: "loki",
+            message: err.to_string(),
+        })?;
+        built.push((Arc::new(exporter), c.delivery()));
+    }
+    if let Some(c) = &e.tempo {
+        let exporter = exporter::tempo::Tempo::new(c).map_err(|err| StartError::Exporter {
+            name: "tempo",
+            message: err.to_string(),
+        })?;
+        built.push((Arc::new(exporter), c.delivery()));
+    }
+    Ok(built)
+}
+
+async fn serve_http(
+    what: &'static str,
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        warn!(server = what, error = %e, "server stopped with an error");
+    }
+}

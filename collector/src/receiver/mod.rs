@@ -1,0 +1,294 @@
+//! OTLP receivers: gRPC ([`grpc`]) and HTTP ([`http`]) in front of one [`Ingest`].
+//!
+//! A request is answered with success only after the buffer said the data is durable.
+//! Every refusal keeps its retry meaning on the wire ([`Refusal`]): a full buffer is
+//! 429 / RESOURCE_EXHAUSTED with a retry delay, bad input is 400 / INVALID_ARGUMENT.
+
+pub mod grpc;
+pub mod http;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use vigil_core::Signal;
+use vigil_core::buffer::{Buffer, BufferError, Record};
+use vigil_core::otlp::{self, Encoding, Inspected};
+
+use crate::telemetry::Telemetry;
+
+/// What the receivers share: the buffer, the counters and the rules.
+pub struct Ingest {
+    buffer: Arc<dyn Buffer>,
+    telemetry: Telemetry,
+    exported: [bool; 3],
+    default_tenant: Option<String>,
+}
+
+/// Why a request was not taken. Each maps to one HTTP status and one gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("this collector has no {0} exporter configured, so it does not accept {0}")]
+    NotExported(Signal),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+}
+
+impl Refusal {
+    /// The reason label on `refused_items_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NotExported(_) => "not_exported",
+            Refusal::Invalid(_) => "invalid",
+            Refusal::TooLarge(_) | Refusal::Buffer(BufferError::TooLarge { .. }) => "too_large",
+            Refusal::UnsupportedMediaType(_) => "unsupported_media_type",
+            Refusal::Buffer(BufferError::Full { .. }) => "buffer_full",
+            Refusal::Buffer(_) => "buffer_unavailable",
+        }
+    }
+
+    /// HTTP status and gRPC code of a refusal; OTLP clients retry 429, 502, 503 and 504 only.
+    pub fn status(&self) -> (axum::http::StatusCode, tonic::Code) {
+        use axum::http::StatusCode;
+        match self {
+            Refusal::NotExported(_) => (StatusCode::NOT_IMPLEMENTED, tonic::Code::Unimplemented),
+            Refusal::Invalid(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+            Refusal::TooLarge(_) | Refusal::Buffer(BufferError::TooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::InvalidArgument)
+            }
+            Refusal::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+            ),
+            Refusal::Buffer(BufferError::Full { .. }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                tonic::Code::ResourceExhausted,
+            ),
+            Refusal::Buffer(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+        }
+    }
+
+    /// How long the client should wait before sending again, for retryable refusals.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Refusal::Buffer(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// A request that was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub items: u64,
+    /// Data points the client should know will not reach the backend (partial success).
+    pub rejected: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// Longest tenant id accepted; Loki and Tempo refuse longer ones.
+const MAX_TENANT_LEN: usize = 150;
+
+/// Checks a tenant id against what Loki and Tempo accept as `X-Scope-OrgID`.
+pub fn check_tenant(tenant: &str) -> Result<(), String> {
+    let valid_chars = tenant
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c));
+    if tenant.is_empty()
+        || tenant.len() > MAX_TENANT_LEN
+        || !valid_chars
+        || tenant == "."
+        || tenant == ".."
+    {
+        return Err(format!(
+            "invalid tenant `{}`: use 1 to {MAX_TENANT_LEN} characters of A-Z a-z 0-9 ! - _ . * ' ( )",
+            tenant.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+impl Ingest {
+    pub fn new(
+        buffer: Arc<dyn Buffer>,
+        telemetry: Telemetry,
+        exported: [bool; 3],
+        default_tenant: Option<String>,
+    ) -> Ingest {
+        Ingest {
+            buffer,
+            telemetry,
+            exported,
+            default_tenant,
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.buffer.is_ready()
+    }
+
+    /// Decodes a body (already decompressed) and stores it.
+    pub async fn accept_body(
+        &self,
+        signal: Signal,
+        encoding: Encoding,
+        body: Bytes,
+        tenant: Option<&str>,
+        transport: Transport,
+    ) -> Result<Accepted, Refusal> {
+        let mut items = None;
+        let result = match self.check(signal, tenant) {
+            Ok(tenant) => match otlp::inspect(signal, encoding, body) {
+                Ok(inspected) => {
+                    items = Some(inspected.items);
+                    self.store(signal, tenant, inspected).await
+                }
+                Err(e) => Err(Refusal::Invalid(e.to_string())),
+            },
+            Err(refusal) => Err(refusal),
+        };
+        self.count(signal, transport, &result, items);
+        result
+    }
+
+    /// Stores a request the transport already decoded (gRPC).
+    pub async fn accept_request(
+        &self,
+        request: otlp::Request,
+        tenant: Option<&str>,
+        transport: Transport,
+    ) -> Result<Accepted, Refusal> {
+        let signal = request.signal();
+        let items = request.items();
+        let result = match self.check(signal, tenant) {
+            Ok(tenant) => {
+                let unsupported_points = match &request {
+                    otlp::Request::Metrics(r) => otlp::metric_points(r).1,
+                    _ => 0,
+                };
+                let inspected = Inspected {
+                    protobuf: Bytes::from(request.encode_to_vec()),
+                    items,
+                    unsupported_points,
+                };
+                self.store(signal, tenant, inspected).await
+            }
+            Err(refusal) => Err(refusal),
+        };
+        self.count(signal, transport, &result, Some(items));
+        result
+    }
+
+    fn check(&self, signal: Signal, tenant: Option<&str>) -> Result<Option<String>, Refusal> {
+        if !self.exported[signal.index()] {
+            return Err(Refusal::NotExported(signal));
+        }
+        match tenant {
+            Some(t) => check_tenant(t)
+                .map(|()| Some(t.to_string()))
+                .map_err(Refusal::Invalid),
+            None => Ok(self.default_tenant.clone()),
+        }
+    }
+
+    async fn store(
+        &self,
+        signal: Signal,
+        tenant: Option<String>,
+        inspected: Inspected,
+    ) -> Result<Accepted, Refusal> {
+        let mut accepted = Accepted {
+            items: inspected.items,
+            rejected: 0,
+            message: String::new(),
+        };
+        if inspected.unsupported_points > 0 {
+            accepted.rejected = inspected.unsupported_points;
+            accepted.message = format!(
+                "{} data points use delta temporality, which Prometheus remote write cannot \
+                 represent; they are dropped. Configure the SDK for cumulative temporality.",
+                inspected.unsupported_points
+            );
+        }
+        if inspected.items == 0 {
+            return Ok(accepted);
+        }
+        let items = u32::try_from(inspected.items).unwrap_or(u32::MAX);
+        self.buffer
+            .push(Record::new(signal, tenant, items, inspected.protobuf))
+            .await?;
+        self.telemetry
+            .buffered_items
+            .with_label_values(&[signal.as_str()])
+            .inc_by(inspected.items);
+        Ok(accepted)
+    }
+
+    fn count(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        result: &Result<Accepted, Refusal>,
+        known_items: Option<u64>,
+    ) {
+        match result {
+            Ok(accepted) => self
+                .telemetry
+                .received_items
+                .with_label_values(&[signal.as_str(), transport.as_str()])
+                .inc_by(accepted.items),
+            Err(refusal) => {
+                let labels = [signal.as_str(), refusal.reason()];
+                self.telemetry
+                    .refused_requests
+                    .with_label_values(&labels)
+                    .inc();
+                // An undecodable body has no item count; only the request is counted.
+                if let Some(items) = known_items {
+                    self.telemetry
+                        .refused_items
+                        .with_label_values(&labels)
+                        .inc_by(items);
+                }
+                tracing::debug!(%signal, transport = transport.as_str(), error = %refusal, "request refused");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_are_checked_like_loki_does() {
+        assert!(check_tenant("team-a").is_ok());
+        assert!(check_tenant("Team_1.prod(eu)*").is_ok());
+        assert!(check_tenant("").is_err());
+        assert!(check_tenant("..").is_err());
+        assert!(check_tenant("a/b").is_err());
+        assert!(check_tenant("tenant with spaces").is_err());
+        assert!(check_tenant(&"x".repeat(151)).is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! Every self-metric of the collector, named in one place.
+//!
+//! Names follow `vigil_collector_<thing>_<unit>`. Items are data points, log records or
+//! spans, labelled by `signal`. Each [`Telemetry`] has its own registry so several
+//! collectors can run in one process (tests) without sharing counters.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use vigil_core::Signal;
+use vigil_core::buffer::BufferStats;
+
+#[derive(Clone)]
+pub struct Telemetry {
+    registry: Registry,
+    /// Items received and answered with success, by signal and transport (grpc, http).
+    pub received_items: IntCounterVec,
+    /// Requests refused at the receiver, by signal and reason (buffer_full, invalid, ...).
+    pub refused_requests: IntCounterVec,
+    /// Items in refused requests, where the request could be decoded to count them.
+    pub refused_items: IntCounterVec,
+    /// Items written to the buffer.
+    pub buffered_items: IntCounterVec,
+    /// Items the backend accepted, by signal and exporter.
+    pub exported_items: IntCounterVec,
+    /// Export attempts that failed with a retryable error, by signal and exporter.
+    pub export_retries: IntCounterVec,
+    /// Items converted away at an exporter because the backend cannot represent them, by
+    /// signal and reason (e.g. delta_temporality).
+    pub dropped_items: IntCounterVec,
+    /// Items sent to the dead-letter store, by signal and exporter.
+    pub dead_lettered_items: IntCounterVec,
+    /// Backend request latency, by exporter and outcome.
+    pub export_duration: HistogramVec,
+    pub buffer_used_bytes: IntGauge,
+    pub buffer_capacity_bytes: IntGauge,
+    pub buffer_pending_records: IntGaugeVec,
+    pub buffer_oldest_unacked_age_seconds: IntGaugeVec,
+    /// Damage found and cut off when the disk buffer opened.
+    pub buffer_corrupt_records: IntGauge,
+    pub buffer_truncated_bytes: IntGauge,
+}
+
+impl Telemetry {
+    pub fn new() -> Telemetry {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(format!("vigil_collector_{name}"), help), labels)
+                .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("each metric is registered once");
+            c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(format!("vigil_collector_{name}"), help), labels)
+                .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("each metric is registered once");
+            g
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(format!("vigil_collector_{name}"), help)
+                .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("each metric is registered once");
+            g
+        };
+        let export_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "vigil_collector_export_duration_seconds",
+                "Time one backend request took",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["exporter", "outcome"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(export_duration.clone()))
+            .expect("each metric is registered once");
+
+        let telemetry = Telemetry {
+            received_items: counter(
+                "received_items_total",
+                "Items received and acknowledged",
+                &["signal", "transport"],
+            ),
+            refused_requests: counter(
+                "refused_requests_total",
+                "Requests refused at the receiver",
+                &["signal", "reason"],
+            ),
+            refused_items: counter(
+                "refused_items_total",
+                "Items refused at the receiver",
+                &["signal", "reason"],
+            ),
+            buffered_items: counter(
+                "buffered_items_total",
+                "Items written to the buffer",
+                &["signal"],
+            ),
+            exported_items: counter(
+                "exported_items_total",
+                "Items accepted by a backend",
+                &["signal", "exporter"],
+            ),
+            export_retries: counter(
+                "export_retries_total",
+                "Backend requests that failed and will be retried",
+                &["signal", "exporter"],
+            ),
+            dropped_items: counter(
+                "dropped_items_total",
+                "Items an exporter could not represent for its backend",
+                &["signal", "reason"],
+            ),
+            dead_lettered_items: counter(
+                "dead_lettered_items_total",
+                "Items sent to the dead-letter store",
+                &["signal", "exporter"],
+            ),
+            export_duration,
+            buffer_used_bytes: gauge("buffer_used_bytes", "Bytes held by the buffer"),
+            buffer_capacity_bytes: gauge("buffer_capacity_bytes", "The buffer's configured bound"),
+            buffer_pending_records: gauge_vec(
+                "buffer_pending_records",
+                "Requests buffered and not yet acknowledged by an exporter",
+                &["signal"],
+            ),
+            buffer_oldest_unacked_age_seconds: gauge_vec(
+                "buffer_oldest_unacked_age_seconds",
+                "Age of the oldest request not yet exported",
+                &["signal"],
+            ),
+            buffer_corrupt_records: gauge(
+                "buffer_recovery_corrupt_records",
+                "Damaged records cut off when the disk buffer opened",
+            ),
+            buffer_truncated_bytes: gauge(
+                "buffer_recovery_truncated_bytes",
+                "Bytes cut off when the disk buffer opened",
+            ),
+            registry,
+        };
+        // Zero-valued series exist from the start, so dashboards and rate() see them.
+        for signal in Signal::ALL {
+            telemetry
+                .buffered_items
+                .with_label_values(&[signal.as_str()]);
+            telemetry
+                .buffer_pending_records
+                .with_label_values(&[signal.as_str()]);
+        }
+        telemetry
+    }
+
+    /// Copies a buffer snapshot into the gauges.
+    pub fn observe_buffer(&self, stats: &BufferStats) {
+        self.buffer_used_bytes.set(stats.used_bytes as i64);
+        self.buffer_capacity_bytes.set(stats.capacity_bytes as i64);
+        for signal in Signal::ALL {
+            let s = &stats.signals[signal.index()];
+            self.buffer_pending_records
+                .with_label_values(&[signal.as_str()])
+                .set(s.pending_records as i64);
+            self.buffer_oldest_unacked_age_seconds
+                .with_label_values(&[signal.as_str()])
+                .set(s.oldest_unacked_age.map_or(0, |d| d.as_secs() as i64));
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding in-memory metric families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}

@@ -1,0 +1,109 @@
+//! Real servers from Debian packages, one instance per test.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::{eventually, free_port, require_program};
+
+/// A VictoriaMetrics single-node server on a free loopback port with its own data dir.
+pub struct VictoriaMetrics {
+    child: Child,
+    pub port: u16,
+    _data: TempDir,
+}
+
+impl VictoriaMetrics {
+    pub async fn start() -> VictoriaMetrics {
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts on a given port (a test may hand the port to a collector before the backend
+    /// is up).
+    pub async fn start_on(port: u16) -> VictoriaMetrics {
+        let program = require_program("victoria-metrics", "victoria-metrics");
+        let data = tempfile::tempdir().expect("temp dir");
+        let child = Command::new(program)
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .arg(format!("-storageDataPath={}", data.path().display()))
+            .arg("-retentionPeriod=100y")
+            .arg("-search.disableCache")
+            .arg("-loggerLevel=ERROR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start victoria-metrics");
+        let vm = VictoriaMetrics {
+            child,
+            port,
+            _data: data,
+        };
+        let health = format!("{}/health", vm.base());
+        eventually(
+            Duration::from_secs(30),
+            "victoria-metrics to answer /health",
+            || {
+                let health = health.clone();
+                async move {
+                    let r = reqwest::get(&health).await.ok()?;
+                    r.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+        vm
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn write_url(&self) -> String {
+        format!("{}/api/v1/write", self.base())
+    }
+
+    /// Every raw sample of the series matching `selector`, via `/api/v1/export`: one JSON
+    /// object per series with `metric`, `values`, `timestamps`.
+    pub async fn export(&self, selector: &str) -> Vec<serde_json::Value> {
+        let client = reqwest::Client::new();
+        // Make just-written samples searchable now rather than in a second.
+        let _ = client
+            .get(format!("{}/internal/force_flush", self.base()))
+            .send()
+            .await;
+        let text = client
+            .get(format!("{}/api/v1/export", self.base()))
+            .query(&[("match[]", selector)])
+            .send()
+            .await
+            .expect("export request")
+            .text()
+            .await
+            .expect("export body");
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("export line is JSON"))
+            .collect()
+    }
+
+    /// Waits until `selector` matches at least `series` series, and returns them.
+    pub async fn wait_for_series(&self, selector: &str, series: usize) -> Vec<serde_json::Value> {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{series} series matching {selector}"),
+            || async {
+                let found = self.export(selector).await;
+                (found.len() >= series).then_some(found)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
