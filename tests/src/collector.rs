@@ -66,7 +66,7 @@ impl CollectorProcess {
         eventually(Duration::from_secs(30), "the collector to be ready", || {
             let ready = ready.clone();
             async move {
-                let r = reqwest::get(&ready).await.ok()?;
+                let r = crate::http_client().get(&ready).send().await.ok()?;
                 r.status().is_success().then_some(())
             }
         })

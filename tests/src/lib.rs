@@ -56,3 +56,22 @@ pub fn require_program(program: &str, debian_package: &str) -> std::path::PathBu
          or run `scripts/test`, which installs every test dependency."
     );
 }
+
+/// A string attribute, as OTLP carries it.
+pub fn kv(key: &str, value: &str) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An HTTP client for tests. Vigil links rustls with the ring provider, which must be
+/// installed before any client is built (the SDK's exporters included).
+pub fn http_client() -> reqwest::Client {
+    vigil_collector::exporter::http::install_crypto_provider();
+    reqwest::Client::new()
+}

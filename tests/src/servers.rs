@@ -46,7 +46,7 @@ impl VictoriaMetrics {
             || {
                 let health = health.clone();
                 async move {
-                    let r = reqwest::get(&health).await.ok()?;
+                    let r = crate::http_client().get(&health).send().await.ok()?;
                     r.status().is_success().then_some(())
                 }
             },
@@ -66,7 +66,7 @@ impl VictoriaMetrics {
     /// Every raw sample of the series matching `selector`, via `/api/v1/export`: one JSON
     /// object per series with `metric`, `values`, `timestamps`.
     pub async fn export(&self, selector: &str) -> Vec<serde_json::Value> {
-        let client = reqwest::Client::new();
+        let client = crate::http_client();
         // Make just-written samples searchable now rather than in a second.
         let _ = client
             .get(format!("{}/internal/force_flush", self.base()))

@@ -33,7 +33,7 @@ pub enum BuildError {
 
 /// TLS for every outgoing connection uses rustls with the ring provider; installing it
 /// once per process is enough.
-fn install_crypto_provider() {
+pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Err means another part of the process installed one first: that one is used.
