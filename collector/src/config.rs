@@ -635,3 +635,6 @@ impl Default for Admin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -86,10 +86,21 @@ pub fn load<T: DeserializeOwned + Validate>(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<T, ConfigErrors> {
     let text = substitute_env(text, env)?;
-    let config: T = parse(&text)?;
-    let mut errors = Errors::default();
-    config.validate("", &mut errors);
-    errors.into_result().map(|()| config)
+    let (config, structural) = parse_collecting::<T>(&text);
+    let mut errors = Errors(structural);
+    // Validate what parsed once the offending keys were removed, so one typo does not
+    // hide every other problem.
+    if let Some(config) = &config {
+        config.validate("", &mut errors);
+    }
+    match (config, errors.into_result()) {
+        (Some(config), Ok(())) => Ok(config),
+        (_, Err(errors)) => Err(errors),
+        (None, Ok(())) => Err(ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: "configuration could not be parsed".into(),
+        }])),
+    }
 }
 
 /// Replaces `${VAR}` / `${VAR:-default}` with values from `env`; `$$` becomes `$`.
@@ -155,22 +166,31 @@ pub fn substitute_env(
 /// field) rather than only the first: after each error the offending key is removed and the
 /// document parsed again.
 pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
+    match parse_collecting(text) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(ConfigErrors(errors)),
+    }
+}
+
+/// The structural errors, and the config that parsed once their keys were removed (if
+/// one did: a missing required key leaves none).
+fn parse_collecting<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<ConfigError>) {
     let mut value: Value = match serde_yaml::from_str(text) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
         Ok(v) => v,
         Err(e) => {
-            return Err(ConfigErrors(vec![ConfigError {
+            let error = ConfigError {
                 path: String::new(),
                 message: format!("invalid YAML: {e}"),
-            }]));
+            };
+            return (None, vec![error]);
         }
     };
     let mut errors: Vec<ConfigError> = Vec::new();
     // Bounded: each round removes one key, and a document has finitely many.
     for _ in 0..64 {
         match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(config) if errors.is_empty() => return Ok(config),
-            Ok(_) => break,
+            Ok(config) => return (Some(config), errors),
             Err(e) => {
                 let mut path: Vec<String> = e
                     .path()
@@ -203,7 +223,7 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
             }
         }
     }
-    Err(ConfigErrors(errors))
+    (None, errors)
 }
 
 fn unknown_field(message: &str) -> Option<&str> {

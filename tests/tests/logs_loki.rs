@@ -32,6 +32,9 @@ const LOGS: &str = r#"{"resourceLogs": [
       {"observedTimeUnixNano": "1700000005000000000", "body": {"kvlistValue": {"values": [{"key": "k", "value": {"boolValue": true}}]}}}]}]}
 ]}"#;
 
+/// An entry as the test compares it: timestamp (ns), line, structured metadata.
+type Entry = (i64, String, BTreeMap<String, String>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_reach_loki_as_sorted_labelled_streams_with_metadata_and_tenant() {
     let loki = FakeLoki::start().await;
@@ -63,7 +66,7 @@ async fn logs_reach_loki_as_sorted_labelled_streams_with_metadata_and_tenant() {
     assert_eq!(push.content_encoding.as_deref(), Some("snappy"));
     assert_eq!(push.content_type.as_deref(), Some("application/x-protobuf"));
 
-    let streams: BTreeMap<String, Vec<(i64, String, BTreeMap<String, String>)>> = push
+    let streams: BTreeMap<String, Vec<Entry>> = push
         .request
         .streams
         .iter()

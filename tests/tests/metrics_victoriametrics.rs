@@ -78,7 +78,10 @@ fn provider_with(exporter: opentelemetry_otlp::MetricExporter, service: &str) ->
 }
 
 /// One series' labels (without `__name__`) and its (timestamp, value) samples.
-fn series(found: &[Value]) -> BTreeMap<String, (BTreeMap<String, String>, Vec<(i64, f64)>)> {
+/// A series' labels and its (timestamp ms, value) samples.
+type Series = (BTreeMap<String, String>, Vec<(i64, f64)>);
+
+fn series(found: &[Value]) -> BTreeMap<String, Series> {
     let mut out = BTreeMap::new();
     for s in found {
         let labels: BTreeMap<String, String> = s["metric"]

@@ -105,9 +105,7 @@ impl HttpSender {
         let text = response.bytes().await.unwrap_or_default();
         let text = String::from_utf8_lossy(&text[..text.len().min(ERROR_BODY_LIMIT)]);
         let reason = format!("{} answered {status}: {}", self.endpoint, text.trim());
-        let retryable =
-            status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error();
-        Err(match retryable {
+        Err(match is_retryable(status) {
             true => ExportError::Retryable {
                 reason,
                 retry_after,
@@ -115,6 +113,11 @@ impl HttpSender {
             false => ExportError::Permanent { reason },
         })
     }
+}
+
+/// 408, 429 and 5xx may succeed later; any other refusal will be repeated.
+fn is_retryable(status: reqwest::StatusCode) -> bool {
+    status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error()
 }
 
 /// reqwest's top-level message ("error sending request") hides the cause; show it all.
@@ -127,4 +130,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn throttling_timeouts_and_server_errors_are_retryable() {
+        for code in [408, 429, 500, 502, 503, 504, 599] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(is_retryable(status), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 413, 415, 422] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(!is_retryable(status), "{code}");
+        }
+    }
+
+    #[test]
+    fn error_chain_shows_every_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(error_chain(&e), "error sending request: connection refused");
+    }
 }

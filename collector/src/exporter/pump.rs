@@ -185,7 +185,6 @@ impl Pump {
     ) -> Result<(), Option<String>> {
         let name = self.exporter.name();
         let signal = self.exporter.signal();
-        let items: u64 = records.iter().map(|r| u64::from(r.items)).sum();
         let tenant = records.first().and_then(|r| r.tenant.as_deref());
         let mut attempt: u32 = 0;
         loop {
@@ -229,10 +228,11 @@ impl Pump {
                     reason,
                     retry_after,
                 }) => {
+                    // Counts attempts, as the metric's help says, not the items they carried.
                     self.telemetry
                         .export_retries
                         .with_label_values(&[signal.as_str(), name])
-                        .inc_by(items);
+                        .inc();
                     let delay = self.backoff.delay_honouring(
                         attempt,
                         retry_after,
@@ -328,3 +328,6 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>
         _ = tokio::time::sleep(delay) => false,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -153,3 +153,91 @@ fn classify(status: &tonic::Status) -> ExportError {
         _ => ExportError::Permanent { reason },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+    use tonic_types::ErrorDetails;
+
+    use super::*;
+
+    #[test]
+    fn grpc_codes_are_retryable_or_permanent_as_otlp_says() {
+        let retryable = [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::Cancelled,
+            Code::OutOfRange,
+            Code::DataLoss,
+        ];
+        let permanent = [
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::FailedPrecondition,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unauthenticated,
+        ];
+        for code in retryable {
+            let error = classify(&tonic::Status::new(code, "boom"));
+            assert!(
+                matches!(
+                    error,
+                    ExportError::Retryable {
+                        retry_after: None,
+                        ..
+                    }
+                ),
+                "{code:?}: {error:?}"
+            );
+        }
+        for code in permanent {
+            let error = classify(&tonic::Status::new(code, "boom"));
+            assert!(
+                matches!(error, ExportError::Permanent { .. }),
+                "{code:?}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn resource_exhausted_is_retried_only_with_a_retry_delay() {
+        let without = classify(&tonic::Status::resource_exhausted("ingestion rate limit"));
+        assert!(
+            matches!(without, ExportError::Permanent { .. }),
+            "{without:?}"
+        );
+
+        let delay = Duration::from_secs(3);
+        let with = classify(&tonic::Status::with_error_details(
+            Code::ResourceExhausted,
+            "ingestion rate limit",
+            ErrorDetails::with_retry_info(Some(delay)),
+        ));
+        assert_eq!(
+            with,
+            ExportError::Retryable {
+                reason: "tempo answered ResourceExhausted: ingestion rate limit".into(),
+                retry_after: Some(delay),
+            }
+        );
+    }
+
+    #[test]
+    fn a_retry_delay_travels_with_any_retryable_code() {
+        let delay = Duration::from_millis(1500);
+        let error = classify(&tonic::Status::with_error_details(
+            Code::Unavailable,
+            "overloaded",
+            ErrorDetails::with_retry_info(Some(delay)),
+        ));
+        assert!(
+            matches!(error, ExportError::Retryable { retry_after: Some(d), .. } if d == delay),
+            "{error:?}"
+        );
+    }
+}

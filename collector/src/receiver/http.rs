@@ -71,29 +71,46 @@ async fn handle(state: &HttpState, signal: Signal, headers: &HeaderMap, body: Bo
     // Errors before the encoding is known are answered in protobuf, OTLP's default.
     let encoding = match content_encoding(headers) {
         Ok(e) => e,
-        Err(refusal) => return refusal_response(&refusal, Encoding::Protobuf),
+        Err(refusal) => return refuse(state, signal, &refusal, Encoding::Protobuf),
     };
-    let result = async {
-        let body = read_body(state, headers, body).await?;
-        let tenant = match headers.get(&state.tenant_header) {
-            Some(v) => Some(v.to_str().map_err(|_| {
-                Refusal::Invalid(format!(
-                    "{} header is not visible ASCII",
-                    state.tenant_header
-                ))
-            })?),
-            None => None,
-        };
-        state
-            .ingest
-            .accept_body(signal, encoding, body, tenant, Transport::Http)
-            .await
-    }
-    .await;
+    let tenant = match tenant(state, headers) {
+        Ok(t) => t,
+        Err(refusal) => return refuse(state, signal, &refusal, encoding),
+    };
+    let body = match read_body(state, headers, body).await {
+        Ok(b) => b,
+        Err(refusal) => return refuse(state, signal, &refusal, encoding),
+    };
+    let result = state
+        .ingest
+        .accept_body(signal, encoding, body, tenant, Transport::Http)
+        .await;
     match result {
         Ok(accepted) => success_response(signal, encoding, accepted),
         Err(refusal) => refusal_response(&refusal, encoding),
     }
+}
+
+/// Answers a request refused before it reached [`Ingest`], counting it as Ingest would.
+fn refuse(state: &HttpState, signal: Signal, refusal: &Refusal, encoding: Encoding) -> Response {
+    state
+        .ingest
+        .count_refusal(signal, Transport::Http, refusal, None);
+    refusal_response(refusal, encoding)
+}
+
+fn tenant<'h>(state: &HttpState, headers: &'h HeaderMap) -> Result<Option<&'h str>, Refusal> {
+    headers
+        .get(&state.tenant_header)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                Refusal::Invalid(format!(
+                    "{} header is not visible ASCII",
+                    state.tenant_header
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn content_encoding(headers: &HeaderMap) -> Result<Encoding, Refusal> {
@@ -101,8 +118,14 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, Refusal> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    match mime {
+    // Media types are case-insensitive (RFC 9110, section 8.3.1).
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
         _ => Err(Refusal::UnsupportedMediaType(format!(
@@ -226,3 +249,6 @@ fn refusal_response(refusal: &Refusal, encoding: Encoding) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod tests;

@@ -258,22 +258,33 @@ impl Ingest {
                 .received_items
                 .with_label_values(&[signal.as_str(), transport.as_str()])
                 .inc_by(accepted.items),
-            Err(refusal) => {
-                let labels = [signal.as_str(), refusal.reason()];
-                self.telemetry
-                    .refused_requests
-                    .with_label_values(&labels)
-                    .inc();
-                // An undecodable body has no item count; only the request is counted.
-                if let Some(items) = known_items {
-                    self.telemetry
-                        .refused_items
-                        .with_label_values(&labels)
-                        .inc_by(items);
-                }
-                tracing::debug!(%signal, transport = transport.as_str(), error = %refusal, "request refused");
-            }
+            Err(refusal) => self.count_refusal(signal, transport, refusal, known_items),
         }
+    }
+
+    /// Counts a refused request. Transports call it for what they refuse themselves
+    /// before the body reaches [`Ingest`] (unreadable, too large, wrong media type), so
+    /// `refused_requests_total` sees every refusal.
+    pub fn count_refusal(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        refusal: &Refusal,
+        known_items: Option<u64>,
+    ) {
+        let labels = [signal.as_str(), refusal.reason()];
+        self.telemetry
+            .refused_requests
+            .with_label_values(&labels)
+            .inc();
+        // An undecodable body has no item count; only the request is counted.
+        if let Some(items) = known_items {
+            self.telemetry
+                .refused_items
+                .with_label_values(&labels)
+                .inc_by(items);
+        }
+        tracing::debug!(%signal, transport = transport.as_str(), error = %refusal, "request refused");
     }
 }
 

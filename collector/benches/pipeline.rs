@@ -1,0 +1,186 @@
+//! OTLP data points per second through receiver → disk buffer → remote-write encoding.
+//!
+//! `cargo bench -p vigil-collector --bench pipeline [-- --points N]`
+//!
+//! Not a test: it asserts nothing about speed. It reports wall-clock throughput and, more
+//! stable on shared machines, points per CPU-second of this process (user + system time
+//! from /proc), which is the "per core" figure. Target: ≥ 200K points/s/core.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use vigil_collector::receiver::{Ingest, Transport};
+use vigil_collector::telemetry::Telemetry;
+use vigil_core::Signal;
+use vigil_core::buffer::disk::{DiskBuffer, DiskOptions};
+use vigil_core::buffer::{BatchLimits, Buffer};
+use vigil_core::otlp::Encoding;
+use vigil_core::remote_write::{self, ConvertOptions};
+
+const POINTS_PER_REQUEST: usize = 1000;
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A node_exporter-like request: counters and gauges with a handful of labels.
+fn request(seq: usize) -> Bytes {
+    let now = 1_700_000_000_000_000_000u64 + seq as u64 * 15_000_000_000;
+    let points = |n: usize, metric: usize| -> Vec<NumberDataPoint> {
+        (0..n)
+            .map(|i| NumberDataPoint {
+                attributes: vec![
+                    kv("cpu", &i.to_string()),
+                    kv("mode", ["user", "system", "idle"][i % 3]),
+                ],
+                time_unix_nano: now,
+                value: Some(number_data_point::Value::AsDouble(
+                    (seq * 31 + metric * 7 + i) as f64,
+                )),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let metrics = (0..10)
+        .map(|m| Metric {
+            name: format!("node.metric{m}"),
+            unit: "s".into(),
+            data: Some(match m % 2 {
+                0 => metric::Data::Sum(Sum {
+                    data_points: points(POINTS_PER_REQUEST / 10, m),
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    is_monotonic: true,
+                }),
+                _ => metric::Data::Gauge(Gauge {
+                    data_points: points(POINTS_PER_REQUEST / 10, m),
+                }),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "node"),
+                    kv("service.instance.id", &format!("host-{}", seq % 8)),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line; 12 and 13 after "pid (comm)".
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn main() {
+    let mut points_total = 200_000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--points" {
+            points_total = args
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(points_total);
+        }
+    }
+    let requests: Vec<Bytes> = (0..points_total / POINTS_PER_REQUEST)
+        .map(request)
+        .collect();
+    let points = (requests.len() * POINTS_PER_REQUEST) as f64;
+    let body_bytes: usize = requests.iter().map(Bytes::len).sum();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let buffer = Arc::new(DiskBuffer::open(DiskOptions::new(dir.path(), 4 << 30)).await.expect("disk buffer"));
+        let ingest = Arc::new(Ingest::new(buffer.clone(), Telemetry::new(), [true; 3], None));
+
+        // Receive: decode, validate, count and durably store, 16 requests in flight so
+        // concurrent pushes share fsyncs as they do under load.
+        let (wall, cpu) = (Instant::now(), cpu_seconds());
+        let mut in_flight: tokio::task::JoinSet<Result<_, vigil_collector::receiver::Refusal>> =
+            tokio::task::JoinSet::new();
+        for body in requests {
+            while in_flight.len() >= 16 {
+                in_flight.join_next().await.expect("task").expect("join").expect("accepted");
+            }
+            let ingest = ingest.clone();
+            in_flight.spawn(async move {
+                ingest.accept_body(Signal::Metrics, Encoding::Protobuf, body, None, Transport::Http).await
+            });
+        }
+        while let Some(r) = in_flight.join_next().await {
+            r.expect("join").expect("accepted");
+        }
+        let receive = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+
+        // Export side: read back, convert to remote write, snappy-encode, ack.
+        let (wall, cpu) = (Instant::now(), cpu_seconds());
+        let mut consumer = buffer.consumer(Signal::Metrics).await.expect("consumer");
+        let mut seen = 0.0;
+        let mut encoded = 0usize;
+        while seen < points {
+            let batch = consumer
+                .next_batch(BatchLimits { max_records: 64, max_bytes: 8 << 20 })
+                .await
+                .expect("batch");
+            let decoded: Vec<ExportMetricsServiceRequest> = batch
+                .iter()
+                .map(|d| ExportMetricsServiceRequest::decode(d.record.payload.as_ref()).expect("decode"))
+                .collect();
+            let converted = remote_write::convert(&decoded, &ConvertOptions::default());
+            encoded += remote_write::encode(&converted.request).expect("encode").len();
+            seen += batch.iter().map(|d| f64::from(d.record.items)).sum::<f64>();
+            let ids: Vec<_> = batch.iter().map(|d| d.id).collect();
+            consumer.ack(&ids).await.expect("ack");
+        }
+        let export = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+
+        let total = (receive.0 + export.0, receive.1 + export.1);
+        println!("pipeline benchmark: {points} data points in {} requests ({:.1} MiB of OTLP), disk buffer fsync=always", points / POINTS_PER_REQUEST as f64, body_bytes as f64 / 1048576.0);
+        println!("{:<34} {:>12} {:>14} {:>16}", "stage", "wall s", "cpu s", "points/s/core");
+        for (name, (w, c)) in [("receive → disk buffer", receive), ("buffer → remote write (encoded)", export), ("end to end", total)] {
+            println!("{name:<34} {w:>12.3} {c:>14.3} {:>16.0}", points / c.max(1e-9));
+        }
+        println!("remote write bytes (snappy): {:.1} MiB; target ≥ 200000 points/s/core", encoded as f64 / 1048576.0);
+    });
+}
