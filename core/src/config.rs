@@ -111,7 +111,9 @@ pub fn substitute_env(
 ) -> Result<String, ConfigErrors> {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
-    for (line_no, line) in text.split_inclusive('\n').enumerate() {
+    for (line_no, full_line) in text.split_inclusive('\n').enumerate() {
+        // Comments are left alone: documentation may show `${VAR}` without setting it.
+        let (line, comment) = full_line.split_at(comment_start(full_line));
         let mut rest = line;
         while let Some(pos) = rest.find('$') {
             out.push_str(&rest[..pos]);
@@ -155,11 +157,30 @@ pub fn substitute_env(
             }
         }
         out.push_str(rest);
+        out.push_str(comment);
     }
     match errors.is_empty() {
         true => Ok(out),
         false => Err(ConfigErrors(errors)),
     }
+}
+
+/// Where a YAML comment starts in `line` (its length if none): a `#` at the start or after
+/// white space, outside quotes.
+fn comment_start(line: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut previous = ' ';
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' && previous.is_whitespace() => return i,
+            None => {}
+        }
+        previous = c;
+    }
+    line.len()
 }
 
 /// Parses YAML into `T`, reporting every structural error (unknown key, wrong type, missing
@@ -392,6 +413,16 @@ mod tests {
         let out =
             substitute_env("a: ${TOKEN}\nb: ${NOPE:-x}\nc: $$HOME $x ${EMPTY}\n", env).unwrap();
         assert_eq!(out, "a: s3cret\nb: x\nc: $HOME $x \n");
+    }
+
+    #[test]
+    fn comments_are_not_substituted() {
+        let text = "# set ${UNSET_ONE}\na: ${TOKEN} # or ${UNSET_TWO}\nb: \"x # ${TOKEN}\"\n";
+        let out = substitute_env(text, env).unwrap();
+        assert_eq!(
+            out,
+            "# set ${UNSET_ONE}\na: s3cret # or ${UNSET_TWO}\nb: \"x # s3cret\"\n"
+        );
     }
 
     #[test]

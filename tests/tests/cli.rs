@@ -1,0 +1,60 @@
+//! The collector binary's command line: `--check-config` on the shipped example and on a
+//! broken file.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(vigil_e2e::collector::binary())
+        .args(args)
+        .output()
+        .expect("run vigil-collector");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/collector.yaml");
+    let (code, stdout, stderr) = run(&["--config", example, "--check-config"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+}
+
+#[test]
+fn check_config_reports_every_problem_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "buffer: { disk: { max_bytes: 12 parsecs } }\n\
+         exporters:\n  loki: { endpoint: \"not a url\", batch: { max_records: 0 } }\n  victoriametrics: { endpoint: \"${VIGIL_TEST_UNSET_VAR:-ftp://vm}\", colour: blue }\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["--config", path.to_str().unwrap(), "--check-config"]);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        "buffer.disk.max_bytes: unknown size unit `parsecs`",
+        "exporters.victoriametrics.colour: unknown field `colour`",
+        "exporters.loki.endpoint: invalid URL `not a url`",
+        "exporters.loki.batch.max_records: must be greater than zero",
+        "exporters.victoriametrics.endpoint: invalid URL `ftp://vm`",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let (code, _, stderr) = run(&["--config", "/nonexistent/vigil.yaml"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("cannot read /nonexistent/vigil.yaml"),
+        "{stderr}"
+    );
+}
