@@ -192,12 +192,60 @@ impl FakeTempo {
         }
     }
 
+    /// A Tempo OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body.
+    pub async fn start_http() -> FakeTempo {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/v1/traces", post(tempo_http))
+            .with_state(received.clone());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake tempo");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeTempo {
+            addr,
+            received,
+            task,
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     pub fn exports(&self) -> Vec<TempoExport> {
         self.received.lock().unwrap().clone()
+    }
+}
+
+async fn tempo_http(
+    State(received): State<Arc<Mutex<Vec<TempoExport>>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    use prost::Message;
+    if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/x-protobuf") {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Vec::new());
+    }
+    match ExportTraceServiceRequest::decode(body) {
+        Ok(request) => {
+            let tenant = headers
+                .get("x-scope-orgid")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            received
+                .lock()
+                .unwrap()
+                .push(TempoExport { tenant, request });
+            let response = ExportTraceServiceResponse {
+                partial_success: None,
+            };
+            (StatusCode::OK, response.encode_to_vec())
+        }
+        Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
     }
 }
 

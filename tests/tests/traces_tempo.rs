@@ -79,3 +79,50 @@ async fn sdk_spans_reach_tempo_with_the_tenant() {
     assert_eq!(names, vec!["POST /pay", "charge card"]);
     collector.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_spans_reach_tempo_over_otlp_http_with_the_default_tenant() {
+    let tempo = FakeTempo::start_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let collector = collector::start(&format!(
+        "receivers: {{ otlp: {{ grpc: null, http: {{ listen: \"127.0.0.1:0\" }}, default_tenant: ops }} }}\n\
+         admin: {{ listen: \"127.0.0.1:0\" }}\n\
+         buffer: {{ kind: disk, disk: {{ path: \"{}\" }} }}\n\
+         exporters:\n  tempo: {{ endpoint: \"{}\", protocol: http, batch: {{ linger: 10ms }} }}\n",
+        dir.path().display(),
+        tempo.endpoint()
+    ))
+    .await;
+    let spans = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"cart"}}]},
+        "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+        "name":"GET /cart","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000250000000"}]}]}]}"#;
+    let response = vigil_e2e::http_client()
+        .post(format!(
+            "http://{}/v1/traces",
+            collector.http_addr().unwrap()
+        ))
+        .header("content-type", "application/json")
+        .body(spans)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let exports = vigil_e2e::eventually(Duration::from_secs(20), "the span at tempo", || async {
+        let e = tempo.exports();
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(exports.len(), 1);
+    assert_eq!(exports[0].tenant.as_deref(), Some("ops"));
+    let span = &exports[0].request.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(span.name, "GET /cart");
+    assert_eq!(
+        span.span_id,
+        vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]
+    );
+    assert_eq!(
+        span.end_time_unix_nano - span.start_time_unix_nano,
+        250_000_000
+    );
+    collector.shutdown().await;
+}
