@@ -1,100 +1,95 @@
-//! OTLP/gRPC: the three `Export` services from `opentelemetry-proto`, gzip accepted.
+//! OTLP/gRPC: the three `Export` methods, gzip accepted.
+//!
+//! The services are served with a pass-through codec rather than the prost-generated
+//! servers of `opentelemetry-proto`: the request bytes reach [`Ingest`] exactly as they
+//! came, so they are validated by the same code as OTLP/HTTP, stored in the buffer without
+//! a decode-and-re-encode round trip, and an undecodable message is answered
+//! INVALID_ARGUMENT and counted (the generated servers answer INTERNAL before our code
+//! runs, which OTLP clients treat as a different kind of failure).
 
+use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
+use bytes::{Buf, BufMut, Bytes};
+use tonic::body::Body as TonicBody;
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
 };
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use tonic::codec::CompressionEncoding;
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use vigil_core::otlp;
+use vigil_core::Signal;
+use vigil_core::otlp::Encoding;
 
-use super::{Accepted, Ingest, Refusal, Transport};
+use super::{Ingest, Refusal, Transport};
 
-/// One handle serving all three services.
+/// Which OTLP service a [`ExportServer`] serves.
+pub trait OtlpService: Send + Sync + 'static {
+    const NAME: &'static str;
+    const SIGNAL: Signal;
+}
+
+pub enum Metrics {}
+pub enum Logs {}
+pub enum Traces {}
+
+impl OtlpService for Metrics {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const SIGNAL: Signal = Signal::Metrics;
+}
+
+impl OtlpService for Logs {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const SIGNAL: Signal = Signal::Logs;
+}
+
+impl OtlpService for Traces {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const SIGNAL: Signal = Signal::Traces;
+}
+
+/// The `Export` method of one signal, on raw request bytes.
 #[derive(Clone)]
-pub struct OtlpGrpc {
+pub struct Export {
     ingest: Arc<Ingest>,
     tenant_key: String,
+    signal: Signal,
 }
 
-/// The three services, ready to add to a tonic server. `max_message_bytes` bounds a
-/// message after decompression.
-pub fn services(
-    ingest: Arc<Ingest>,
-    tenant_header: &str,
-    max_message_bytes: usize,
-) -> (
-    MetricsServiceServer<OtlpGrpc>,
-    LogsServiceServer<OtlpGrpc>,
-    TraceServiceServer<OtlpGrpc>,
-) {
-    let svc = OtlpGrpc {
-        ingest,
-        tenant_key: tenant_header.to_ascii_lowercase(),
-    };
-    (
-        MetricsServiceServer::new(svc.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(max_message_bytes),
-        LogsServiceServer::new(svc.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(max_message_bytes),
-        TraceServiceServer::new(svc)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(max_message_bytes),
-    )
-}
-
-impl OtlpGrpc {
-    async fn accept<T>(
-        &self,
-        request: Request<T>,
-        wrap: fn(T) -> otlp::Request,
-    ) -> Result<Accepted, Status> {
+impl Export {
+    /// Stores one export request; the answer is the encoded `Export*ServiceResponse`.
+    pub async fn export(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
         let tenant = match request.metadata().get(&self.tenant_key) {
-            Some(v) => v
-                .to_str()
-                .map(|t| Some(t.to_string()))
-                .map_err(|_| Refusal::Invalid(format!("{} is not visible ASCII", self.tenant_key))),
-            None => Ok(None),
+            None => None,
+            Some(v) => match v.to_str() {
+                Ok(t) => Some(t.to_string()),
+                Err(_) => {
+                    let refusal =
+                        Refusal::Invalid(format!("{} is not visible ASCII", self.tenant_key));
+                    self.ingest
+                        .count_refusal(self.signal, Transport::Grpc, &refusal, None);
+                    return Err(grpc_status(&refusal));
+                }
+            },
         };
-        let request = wrap(request.into_inner());
-        let tenant = match tenant {
-            Ok(t) => t,
-            Err(refusal) => {
-                self.ingest.count_refusal(
-                    request.signal(),
-                    Transport::Grpc,
-                    &refusal,
-                    Some(request.items()),
-                );
-                return Err(grpc_status(&refusal));
-            }
-        };
-        self.ingest
-            .accept_request(request, tenant.as_deref(), Transport::Grpc)
+        let accepted = self
+            .ingest
+            .accept_body(
+                self.signal,
+                Encoding::Protobuf,
+                request.into_inner(),
+                tenant.as_deref(),
+                Transport::Grpc,
+            )
             .await
-            .map_err(|refusal| grpc_status(&refusal))
+            .map_err(|refusal| grpc_status(&refusal))?;
+        Ok(Response::new(Bytes::from(super::response_body(
+            self.signal,
+            Encoding::Protobuf,
+            accepted,
+        ))))
     }
 }
 
@@ -111,71 +106,187 @@ fn grpc_status(refusal: &Refusal) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let accepted = self.accept(request, otlp::Request::Metrics).await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (accepted.rejected > 0).then_some(ExportMetricsPartialSuccess {
-                rejected_data_points: accepted.rejected as i64,
-                error_message: accepted.message,
-            }),
-        }))
+/// One OTLP gRPC service, ready for `tonic::transport::Server::add_service`.
+pub struct ExportServer<S> {
+    export: Export,
+    max_message_bytes: usize,
+    _service: PhantomData<S>,
+}
+
+impl<S> Clone for ExportServer<S> {
+    fn clone(&self) -> Self {
+        ExportServer {
+            export: self.export.clone(),
+            max_message_bytes: self.max_message_bytes,
+            _service: PhantomData,
+        }
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.accept(request, otlp::Request::Logs).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: None,
-        }))
+impl<S: OtlpService> NamedService for ExportServer<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// The three services. `max_message_bytes` bounds a message after decompression.
+pub fn services(
+    ingest: Arc<Ingest>,
+    tenant_header: &str,
+    max_message_bytes: usize,
+) -> (
+    ExportServer<Metrics>,
+    ExportServer<Logs>,
+    ExportServer<Traces>,
+) {
+    (
+        server(ingest.clone(), tenant_header, max_message_bytes),
+        server(ingest.clone(), tenant_header, max_message_bytes),
+        server(ingest, tenant_header, max_message_bytes),
+    )
+}
+
+fn server<S: OtlpService>(
+    ingest: Arc<Ingest>,
+    tenant_header: &str,
+    max_message_bytes: usize,
+) -> ExportServer<S> {
+    ExportServer {
+        export: Export {
+            ingest,
+            tenant_key: tenant_header.to_ascii_lowercase(),
+            signal: S::SIGNAL,
+        },
+        max_message_bytes,
+        _service: PhantomData,
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.accept(request, otlp::Request::Traces).await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
+impl<S: OtlpService> ExportServer<S> {
+    pub fn export(&self) -> &Export {
+        &self.export
+    }
+}
+
+struct ExportMethod(Export);
+
+impl UnaryService<Bytes> for ExportMethod {
+    type Response = Bytes;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response<Bytes>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let export = self.0.clone();
+        Box::pin(async move { export.export(request).await })
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ExportServer<S>
+where
+    S: OtlpService,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<TonicBody>;
+    type Error = Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let is_export = request
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(S::NAME))
+            == Some("/Export");
+        if !is_export {
+            let status = Status::unimplemented(format!("{} has only Export", S::NAME));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let method = ExportMethod(self.export.clone());
+        let max = self.max_message_bytes;
+        Box::pin(async move {
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            let mut grpc = Grpc::new(PassThrough)
+                .apply_compression_config(gzip, gzip)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(method, request).await)
+        })
+    }
+}
+
+/// A codec that hands over message bytes as they are, both ways.
+#[derive(Clone, Copy, Default)]
+struct PassThrough;
+
+impl Codec for PassThrough {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = PassThrough;
+    type Decoder = PassThrough;
+
+    fn encoder(&mut self) -> PassThrough {
+        PassThrough
+    }
+
+    fn decoder(&mut self) -> PassThrough {
+        PassThrough
+    }
+}
+
+impl Encoder for PassThrough {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for PassThrough {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::metrics::v1::{
         AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
         metric::Data,
     };
+    use prost::Message;
     use tonic::metadata::AsciiMetadataValue;
-    use vigil_core::Signal;
     use vigil_core::buffer::Buffer;
     use vigil_core::buffer::memory::MemoryBuffer;
 
     use super::*;
     use crate::telemetry::Telemetry;
 
-    fn service(buffer: &MemoryBuffer, exported: [bool; 3]) -> (OtlpGrpc, Telemetry) {
+    fn service(buffer: &MemoryBuffer, exported: [bool; 3], signal: Signal) -> (Export, Telemetry) {
         let telemetry = Telemetry::new();
         let ingest = Ingest::new(Arc::new(buffer.clone()), telemetry.clone(), exported, None);
-        let svc = OtlpGrpc {
+        let svc = Export {
             ingest: Arc::new(ingest),
             tenant_key: "x-scope-orgid".into(),
+            signal,
         };
         (svc, telemetry)
+    }
+
+    fn request(message: impl Message) -> Request<Bytes> {
+        Request::new(Bytes::from(message.encode_to_vec()))
     }
 
     fn logs(records: usize) -> ExportLogsServiceRequest {
@@ -201,12 +312,12 @@ mod tests {
     #[tokio::test]
     async fn logs_are_buffered_with_the_tenant_from_metadata() {
         let buffer = MemoryBuffer::new(1 << 20);
-        let (svc, telemetry) = service(&buffer, [true; 3]);
-        let mut request = Request::new(logs(2));
+        let (svc, telemetry) = service(&buffer, [true; 3], Signal::Logs);
+        let mut request = request(logs(2));
         request
             .metadata_mut()
             .insert("x-scope-orgid", AsciiMetadataValue::from_static("team-a"));
-        LogsService::export(&svc, request).await.unwrap();
+        svc.export(request).await.unwrap();
 
         let stats = buffer.stats().await;
         assert_eq!(stats.signals[Signal::Logs.index()].pending_records, 1);
@@ -222,14 +333,15 @@ mod tests {
     #[tokio::test]
     async fn a_tenant_that_is_not_visible_ascii_is_refused_and_counted() {
         let buffer = MemoryBuffer::new(1 << 20);
-        let (svc, telemetry) = service(&buffer, [true; 3]);
-        let mut request = Request::new(logs(2));
+        let (svc, telemetry) = service(&buffer, [true; 3], Signal::Logs);
+        let mut request = request(logs(2));
         let value = AsciiMetadataValue::try_from("caf\u{e9}".as_bytes()).unwrap();
         request.metadata_mut().insert("x-scope-orgid", value);
 
-        let status = LogsService::export(&svc, request).await.unwrap_err();
+        let status = svc.export(request).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert_eq!(refused(&telemetry, Signal::Logs, "invalid"), (1, 2));
+        // Refused before decoding, like OTLP/HTTP: the request is counted, its items unknown.
+        assert_eq!(refused(&telemetry, Signal::Logs, "invalid"), (1, 0));
         let stats = buffer.stats().await;
         assert_eq!(stats.signals[Signal::Logs.index()].pending_records, 0);
     }
@@ -237,16 +349,12 @@ mod tests {
     #[tokio::test]
     async fn a_full_buffer_is_resource_exhausted_with_a_retry_delay() {
         let buffer = MemoryBuffer::new(64);
-        let (svc, telemetry) = service(&buffer, [true; 3]);
+        let (svc, telemetry) = service(&buffer, [true; 3], Signal::Logs);
         let mut big = logs(1);
         big.resource_logs[0].scope_logs[0].log_records[0].severity_text = "x".repeat(30);
-        LogsService::export(&svc, Request::new(big.clone()))
-            .await
-            .unwrap();
+        svc.export(request(big.clone())).await.unwrap();
 
-        let status = LogsService::export(&svc, Request::new(big))
-            .await
-            .unwrap_err();
+        let status = svc.export(request(big)).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         let retry = status
             .get_details_retry_info()
@@ -258,18 +366,31 @@ mod tests {
     #[tokio::test]
     async fn a_signal_without_exporter_is_unimplemented() {
         let buffer = MemoryBuffer::new(1 << 20);
-        let (svc, telemetry) = service(&buffer, [true, false, true]);
-        let status = LogsService::export(&svc, Request::new(logs(3)))
-            .await
-            .unwrap_err();
+        let (svc, telemetry) = service(&buffer, [true, false, true], Signal::Logs);
+        let status = svc.export(request(logs(3))).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unimplemented);
-        assert_eq!(refused(&telemetry, Signal::Logs, "not_exported"), (1, 3));
+        assert_eq!(refused(&telemetry, Signal::Logs, "not_exported"), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn garbage_is_invalid_argument_and_counted() {
+        let buffer = MemoryBuffer::new(1 << 20);
+        let (svc, telemetry) = service(&buffer, [true; 3], Signal::Logs);
+        let garbage = Request::new(Bytes::from_static(b"\xff\xff\xff\xff not protobuf"));
+        let status = svc.export(garbage).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("ExportLogsServiceRequest"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(refused(&telemetry, Signal::Logs, "invalid"), (1, 0));
     }
 
     #[tokio::test]
     async fn delta_metrics_get_a_partial_success() {
         let buffer = MemoryBuffer::new(1 << 20);
-        let (svc, _) = service(&buffer, [true; 3]);
+        let (svc, _) = service(&buffer, [true; 3], Signal::Metrics);
         let request = ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 scope_metrics: vec![ScopeMetrics {
@@ -287,10 +408,12 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let response = MetricsService::export(&svc, Request::new(request))
+        let response = svc
+            .export(super::tests::request(request))
             .await
             .unwrap()
             .into_inner();
+        let response = ExportMetricsServiceResponse::decode(response).unwrap();
         let partial = response.partial_success.unwrap();
         assert_eq!(partial.rejected_data_points, 2);
     }

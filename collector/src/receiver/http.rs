@@ -13,13 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use vigil_core::Signal;
 use vigil_core::otlp::Encoding;
@@ -185,39 +178,8 @@ fn content_type(encoding: Encoding) -> HeaderValue {
 }
 
 fn success_response(signal: Signal, encoding: Encoding, accepted: Accepted) -> Response {
-    let partial = (accepted.rejected > 0).then_some(());
-    let body = match signal {
-        Signal::Metrics => encode(
-            encoding,
-            &ExportMetricsServiceResponse {
-                partial_success: partial.map(|()| ExportMetricsPartialSuccess {
-                    rejected_data_points: accepted.rejected as i64,
-                    error_message: accepted.message,
-                }),
-            },
-        ),
-        Signal::Logs => encode(
-            encoding,
-            &ExportLogsServiceResponse {
-                partial_success: None::<ExportLogsPartialSuccess>,
-            },
-        ),
-        Signal::Traces => encode(
-            encoding,
-            &ExportTraceServiceResponse {
-                partial_success: None,
-            },
-        ),
-    };
+    let body = super::response_body(signal, encoding, accepted);
     ([(header::CONTENT_TYPE, content_type(encoding))], body).into_response()
-}
-
-fn encode<M: Message + serde::Serialize>(encoding: Encoding, message: &M) -> Vec<u8> {
-    match encoding {
-        Encoding::Protobuf => message.encode_to_vec(),
-        // Serialising a plain message to JSON does not fail.
-        Encoding::Json => serde_json::to_vec(message).unwrap_or_default(),
-    }
 }
 
 fn refusal_response(refusal: &Refusal, encoding: Encoding) -> Response {

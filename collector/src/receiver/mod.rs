@@ -107,6 +107,45 @@ impl Transport {
     }
 }
 
+/// The `Export*ServiceResponse` for a taken request, in the request's encoding; delta
+/// points the exporters cannot write are reported as a partial success.
+pub fn response_body(signal: Signal, encoding: Encoding, accepted: Accepted) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+
+    fn encode<M: prost::Message + serde::Serialize>(encoding: Encoding, message: &M) -> Vec<u8> {
+        match encoding {
+            Encoding::Protobuf => message.encode_to_vec(),
+            // Serialising a plain message to JSON does not fail.
+            Encoding::Json => serde_json::to_vec(message).unwrap_or_default(),
+        }
+    }
+    match signal {
+        Signal::Metrics => {
+            let partial_success = (accepted.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: i64::try_from(accepted.rejected).unwrap_or(i64::MAX),
+                error_message: accepted.message,
+            });
+            encode(encoding, &ExportMetricsServiceResponse { partial_success })
+        }
+        Signal::Logs => encode(
+            encoding,
+            &ExportLogsServiceResponse {
+                partial_success: None,
+            },
+        ),
+        Signal::Traces => encode(
+            encoding,
+            &ExportTraceServiceResponse {
+                partial_success: None,
+            },
+        ),
+    }
+}
+
 /// Longest tenant id accepted; Loki and Tempo refuse longer ones.
 const MAX_TENANT_LEN: usize = 150;
 
@@ -169,34 +208,6 @@ impl Ingest {
             Err(refusal) => Err(refusal),
         };
         self.count(signal, transport, &result, items);
-        result
-    }
-
-    /// Stores a request the transport already decoded (gRPC).
-    pub async fn accept_request(
-        &self,
-        request: otlp::Request,
-        tenant: Option<&str>,
-        transport: Transport,
-    ) -> Result<Accepted, Refusal> {
-        let signal = request.signal();
-        let items = request.items();
-        let result = match self.check(signal, tenant) {
-            Ok(tenant) => {
-                let unsupported_points = match &request {
-                    otlp::Request::Metrics(r) => otlp::metric_points(r).1,
-                    _ => 0,
-                };
-                let inspected = Inspected {
-                    protobuf: Bytes::from(request.encode_to_vec()),
-                    items,
-                    unsupported_points,
-                };
-                self.store(signal, tenant, inspected).await
-            }
-            Err(refusal) => Err(refusal),
-        };
-        self.count(signal, transport, &result, Some(items));
         result
     }
 
