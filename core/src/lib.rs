@@ -1,11 +1,14 @@
 //! Shared parts of Vigil: what two or more of its binaries use.
 //!
 //! - [`signal`]: the three OTLP signals and how they are named everywhere.
-//! - [`otlp`]: decoding and inspecting OTLP export requests (protobuf and JSON).
+//! - [`otlp`]: decoding and inspecting OTLP export requests (protobuf and JSON), and OTLP
+//!   values as text ([`otlp::any_value_text`]), the same for every exporter.
 //! - [`buffer`]: the [`buffer::Buffer`] trait, the seam between receivers and exporters, and
 //!   its embedded implementations: [`buffer::disk`] (the default) and [`buffer::memory`].
 //! - [`remote_write`]: OTLP metrics → Prometheus remote write 1.0.
 //! - [`loki`]: OTLP logs → Grafana Loki push.
+//! - [`snappy`]: a protobuf message as one snappy block, both ways, with a limit on the
+//!   decompressed size when reading: the body format remote write and Loki share.
 //! - [`config`]: YAML loading with `${ENV}` substitution, byte sizes, durations, and error
 //!   collection so a config reports every problem at once, each with its path.
 //! - [`retry`]: exponential backoff with jitter.
@@ -17,5 +20,6 @@ pub mod otlp;
 pub mod remote_write;
 pub mod retry;
 pub mod signal;
+pub mod snappy;
 
 pub use signal::Signal;

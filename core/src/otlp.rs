@@ -7,15 +7,23 @@
 //! OTLP/JSON per the OTLP specification: field names in lowerCamelCase, trace and span ids
 //! in hex, 64-bit integers as strings or numbers, enums as integers. Unknown fields are
 //! ignored, as the specification requires of receivers (forward compatibility).
+//!
+//! [`any_value_text`] is how every exporter prints an attribute value (a Prometheus label
+//! value, a Loki label or structured-metadata value), so one attribute reads the same
+//! everywhere.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric::Data};
 use prost::Message;
 
 use crate::Signal;
+use crate::remote_write::naming::format_float;
 
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,9 +191,75 @@ pub fn spans(request: &ExportTraceServiceRequest) -> u64 {
         .sum()
 }
 
+/// An attribute value as text, following the OpenTelemetry attribute rules the Prometheus
+/// compatibility spec points to: strings as they are, booleans and integers printed, doubles
+/// as Prometheus prints floats ([`format_float`]: `2`, `0.25`, `1e+06`, `+Inf`, `NaN`), byte
+/// arrays as [`base64`], arrays and maps as JSON (map keys sorted, so the same map always
+/// gives the same text). A missing value is empty.
+pub fn any_value_text(value: Option<&AnyValue>) -> Cow<'_, str> {
+    match value.and_then(|v| v.value.as_ref()) {
+        // A string-table index only means something inside an OTLP profile; metrics and logs
+        // have no table to resolve it against, so it carries no value here.
+        None | Some(Value::StringValueStrindex(_)) => Cow::Borrowed(""),
+        Some(Value::StringValue(s)) => Cow::Borrowed(s),
+        Some(Value::BoolValue(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        Some(Value::IntValue(i)) => Cow::Owned(i.to_string()),
+        Some(Value::DoubleValue(d)) => Cow::Owned(format_float(*d)),
+        Some(Value::BytesValue(b)) => Cow::Owned(base64(b)),
+        Some(v @ (Value::ArrayValue(_) | Value::KvlistValue(_))) => Cow::Owned(json(v).to_string()),
+    }
+}
+
+/// JSON for [`any_value_text`]; non-finite doubles, which JSON cannot hold, become `null`.
+fn json(value: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    let any = |v: &AnyValue| v.value.as_ref().map_or(J::Null, json);
+    match value {
+        Value::StringValue(s) => J::String(s.clone()),
+        Value::StringValueStrindex(_) => J::Null,
+        Value::BoolValue(b) => J::Bool(*b),
+        Value::IntValue(i) => J::from(*i),
+        Value::DoubleValue(d) => J::from(*d),
+        Value::BytesValue(b) => J::String(base64(b)),
+        Value::ArrayValue(a) => J::Array(a.values.iter().map(any).collect()),
+        Value::KvlistValue(kv) => J::Object(
+            kv.values
+                .iter()
+                .map(|KeyValue { key, value, .. }| {
+                    (key.clone(), value.as_ref().map_or(J::Null, any))
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as OTLP/JSON writes bytes. Small enough not
+/// to warrant a dependency.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 0x3f) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
 
     const METRICS_JSON: &str = r#"{
       "resourceMetrics": [{
@@ -274,5 +348,65 @@ mod tests {
         )
         .unwrap();
         assert_eq!(inspected.items, 1);
+    }
+
+    fn any(value: Value) -> Option<AnyValue> {
+        Some(AnyValue { value: Some(value) })
+    }
+
+    fn text(value: Option<AnyValue>) -> String {
+        any_value_text(value.as_ref()).into_owned()
+    }
+
+    #[test]
+    fn any_values_as_text() {
+        assert_eq!(text(any(Value::StringValue("x".into()))), "x");
+        assert_eq!(text(any(Value::IntValue(-3))), "-3");
+        assert_eq!(text(any(Value::BoolValue(true))), "true");
+        // Doubles as Prometheus prints them (Go's 'g' format), not Rust's `{:?}` (`2.0`).
+        assert_eq!(text(any(Value::DoubleValue(1.5))), "1.5");
+        assert_eq!(text(any(Value::DoubleValue(2.0))), "2");
+        assert_eq!(text(any(Value::DoubleValue(1e6))), "1e+06");
+        assert_eq!(text(any(Value::DoubleValue(f64::NEG_INFINITY))), "-Inf");
+        assert_eq!(text(any(Value::BytesValue(b"hello".to_vec()))), "aGVsbG8=");
+        let array = Value::ArrayValue(ArrayValue {
+            values: vec![
+                AnyValue {
+                    value: Some(Value::StringValue("a".into())),
+                },
+                AnyValue {
+                    value: Some(Value::IntValue(1)),
+                },
+                AnyValue {
+                    value: Some(Value::DoubleValue(f64::NAN)),
+                },
+                AnyValue { value: None },
+            ],
+        });
+        assert_eq!(text(any(array)), r#"["a",1,null,null]"#);
+        let kv = |key: &str, value| KeyValue {
+            key: key.into(),
+            value: any(value),
+            ..KeyValue::default()
+        };
+        let map = Value::KvlistValue(KeyValueList {
+            values: vec![
+                kv("z", Value::BytesValue(vec![0xff])),
+                kv("a", Value::DoubleValue(0.5)),
+            ],
+        });
+        assert_eq!(text(any(map)), r#"{"a":0.5,"z":"/w=="}"#);
+        assert_eq!(text(Some(AnyValue { value: None })), "");
+        assert_eq!(text(None), "");
+    }
+
+    #[test]
+    fn base64_pads_like_rfc_4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foob"), "Zm9vYg==");
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
     }
 }

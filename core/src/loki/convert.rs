@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use super::proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
 use super::{escape_into, format_labels, sanitize_label_name};
+use crate::otlp::{any_value_text, base64};
 
 /// The label every stream carries, derived from the record's severity.
 pub const LEVEL_LABEL: &str = "level";
@@ -177,7 +178,7 @@ pub fn convert(
                 }
                 keep_most_specific(&mut metadata);
 
-                let mut line = value_text(record.body.as_ref()).into_owned();
+                let mut line = line_text(record.body.as_ref()).into_owned();
                 if !opts.structured_metadata {
                     append_pairs(&mut line, &metadata);
                     metadata.clear();
@@ -300,7 +301,7 @@ fn label_set(
 /// Prometheus-style label sets treat `a=""` as no label at all.
 fn label_value<'a>(attrs: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
     let kv = attrs.iter().find(|kv| kv.key == key)?;
-    let text = value_text(kv.value.as_ref());
+    let text = any_value_text(kv.value.as_ref());
     (!text.is_empty()).then_some(text)
 }
 
@@ -350,7 +351,7 @@ fn push_metadata(
         if let Some(name) = sanitize_label_name(&kv.key) {
             out.push(LabelPairAdapter {
                 name: name.into_owned(),
-                value: value_text(kv.value.as_ref()).into_owned(),
+                value: any_value_text(kv.value.as_ref()).into_owned(),
             });
         }
     }
@@ -386,21 +387,20 @@ fn append_pairs(line: &mut String, pairs: &[LabelPairAdapter]) {
     }
 }
 
-/// An attribute value or body as text: strings as they are, scalars stringified, bytes as
-/// standard base64, arrays and maps as JSON.
-fn value_text(value: Option<&AnyValue>) -> Cow<'_, str> {
-    match value.and_then(|v| v.value.as_ref()) {
-        None | Some(Value::StringValueStrindex(_)) => Cow::Borrowed(""),
-        Some(Value::StringValue(s)) => Cow::Borrowed(s),
-        Some(Value::BoolValue(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
-        Some(Value::IntValue(i)) => Cow::Owned(i.to_string()),
+/// A log body as the line: as [`any_value_text`] prints attribute values, except doubles
+/// ([`double_text`]) and arrays and maps ([`write_json`]). Labels and metadata need one
+/// canonical spelling per value; a line should read as it was logged: a map body keeps its
+/// keys in the order sent (repeats included), NaN and ±Infinity are spelt as in OTLP/JSON,
+/// and a double prints the same (`2.0`) whether it is the whole body or inside a map's JSON.
+fn line_text(body: Option<&AnyValue>) -> Cow<'_, str> {
+    match body.and_then(|v| v.value.as_ref()) {
         Some(Value::DoubleValue(d)) => Cow::Owned(double_text(*d)),
-        Some(Value::BytesValue(b)) => Cow::Owned(base64(b)),
         Some(Value::ArrayValue(_) | Value::KvlistValue(_)) => {
             let mut out = String::new();
-            write_json(value, &mut out);
+            write_json(body, &mut out);
             Cow::Owned(out)
         }
+        _ => any_value_text(body),
     }
 }
 
@@ -484,40 +484,12 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Standard base64 with padding (RFC 4648 §4), as OTLP/JSON writes bytes.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> shift) & 0x3f) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn base64_and_hex() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foob"), "Zm9vYg==");
-        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    fn hex_is_lowercase() {
         assert_eq!(hex(&[0x00, 0xab, 0x0f]), "00ab0f");
     }
 

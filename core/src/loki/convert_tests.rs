@@ -301,6 +301,54 @@ fn structured_metadata_contents() {
     );
 }
 
+/// Attribute values print as `vigil_core::otlp::any_value_text` prints them, the same as
+/// remote write's label values: doubles in Prometheus' spelling (`2`, `1e+06`; this module
+/// printed `2.0` and `1000000.0` before the two were made one) and maps as JSON with sorted
+/// keys, so one attribute reads the same in Prometheus and in Loki. The body (the line) keeps
+/// its own spelling: `2.0`, and a map's keys in the order sent.
+#[test]
+fn attribute_values_print_as_in_remote_write_but_the_line_as_logged() {
+    let double = |d| AnyValue {
+        value: Some(Value::DoubleValue(d)),
+    };
+    let map = || AnyValue {
+        value: Some(Value::KvlistValue(KeyValueList {
+            values: vec![kv("z", double(2.0)), kv("a", s("x"))],
+        })),
+    };
+    let rec = LogRecord {
+        attributes: vec![
+            kv("ratio", double(2.0)),
+            kv("big", double(1e6)),
+            kv("map", map()),
+        ],
+        ..record(1, "")
+    };
+    let body = LogRecord {
+        body: Some(double(2.0)),
+        ..record(2, "")
+    };
+    let map_body = LogRecord {
+        body: Some(map()),
+        ..record(3, "")
+    };
+    let opts = LokiOptions {
+        labels: vec![LabelRule::new("ratio", "ratio")],
+        ..LokiOptions::default()
+    };
+    let req = request(vec![], vec![], vec![rec, body, map_body]);
+    let out = convert(&[req], &opts, 0);
+    assert_eq!(
+        labels_of(&out),
+        [r#"{level="unknown", ratio="2"}"#, r#"{level="unknown"}"#,]
+    );
+    assert_eq!(
+        flat(&out)[0].1[0].3,
+        md(&[("big", "1e+06"), ("map", r#"{"a":"x","z":2.0}"#)])
+    );
+    assert_eq!(lines_of(&out), ["", "2.0", r#"{"z":2.0,"a":"x"}"#]);
+}
+
 #[test]
 fn without_structured_metadata_pairs_go_to_the_line() {
     let rec = LogRecord {

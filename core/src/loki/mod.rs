@@ -6,8 +6,9 @@
 //!
 //! - [`proto`]: the push messages as hand-written `prost` structs.
 //! - [`convert()`]: OTLP export requests → one [`PushRequest`], with [`LokiOptions`].
-//! - [`encode`] / [`decode`]: the wire body both ways; `decode` serves test receivers and
-//!   refuses a body whose declared size exceeds a limit before allocating it.
+//! - [`encode`] / [`decode`]: the wire body both ways ([`crate::snappy`]); `decode` serves
+//!   test receivers and refuses a body whose declared size exceeds a limit before allocating
+//!   it.
 //! - [`parse_labels`] / [`format_labels`]: the `{a="b", c="d"}` label-set string.
 //!
 //! Choices made (the details are on the items):
@@ -21,8 +22,10 @@
 //! - Label and metadata names are made valid Prometheus label names (`[a-zA-Z_][a-zA-Z0-9_]*`).
 //!   When two metadata pairs end up with one name, the more specific wins: record over scope
 //!   over resource.
+//! - Label and metadata values are attribute values as [`crate::otlp::any_value_text`] prints
+//!   them, the same text remote write gives a Prometheus label (doubles as `2`, not `2.0`).
 //! - The line is the body: strings as they are, numbers and booleans as text, bytes as base64,
-//!   arrays and maps as JSON. Timestamps: event time, else observed time, else receive time.
+//!   arrays and maps as JSON (keys in the order sent). Timestamps: event time, else observed time, else receive time.
 //! - Not enforced here: Loki's per-entry limits (`max_line_size`, by default 256 KB, and
 //!   `max_structured_metadata_entries_count` / `_size`, 128 pairs / 64 KB). Loki refuses
 //!   entries over them with a 400, which the exporter treats as permanent.
@@ -37,17 +40,14 @@ pub use convert::{
 };
 pub use proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
 
-use prost::Message;
+use crate::snappy::{self, SnappyError};
 
 /// Why a push body or a label set could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("snappy: {0}")]
-    Snappy(#[from] snap::Error),
-    #[error("decompressed body would be {declared} bytes, over the limit of {limit}")]
-    TooLarge { declared: usize, limit: usize },
-    #[error("protobuf: {0}")]
-    Protobuf(#[from] prost::DecodeError),
+    /// The body: snappy, its size limit, or protobuf.
+    #[error(transparent)]
+    Body(#[from] SnappyError),
     #[error("label set {input:?}: {reason} at byte {at}")]
     Labels {
         input: String,
@@ -56,32 +56,19 @@ pub enum DecodeError {
     },
 }
 
-/// Why a push request could not be encoded.
-#[derive(Debug, thiserror::Error)]
-pub enum EncodeError {
-    /// Snappy's block format caps the input at about 4 GiB; batches never get near that.
-    #[error("snappy: {0}")]
-    Snappy(#[from] snap::Error),
-}
+/// Why a push request could not be encoded: only a request too large for snappy's block
+/// format (about 4 GiB), which batches never get near.
+pub type EncodeError = SnappyError;
 
 /// The wire body for `POST /loki/api/v1/push`: protobuf, then one snappy block.
 pub fn encode(req: &PushRequest) -> Result<Vec<u8>, EncodeError> {
-    let raw = req.encode_to_vec();
-    Ok(snap::raw::Encoder::new().compress_vec(&raw)?)
+    snappy::encode_message(req)
 }
 
 /// Reads a push body. The snappy header declares the decompressed size; a body declaring
 /// more than `max_decompressed` bytes is refused before anything is allocated for it.
 pub fn decode(body: &[u8], max_decompressed: usize) -> Result<PushRequest, DecodeError> {
-    let declared = snap::raw::decompress_len(body)?;
-    if declared > max_decompressed {
-        return Err(DecodeError::TooLarge {
-            declared,
-            limit: max_decompressed,
-        });
-    }
-    let raw = snap::raw::Decoder::new().decompress_vec(body)?;
-    Ok(PushRequest::decode(raw.as_slice())?)
+    Ok(snappy::decode_message(body, max_decompressed)?)
 }
 
 /// Formats a label set as Loki expects it: `{a="b", c="d"}`, in the order given. Values are
@@ -379,38 +366,16 @@ mod tests {
         assert_eq!(back, req);
         let ts = back.streams[0].entries[0].timestamp.unwrap();
         assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_456_789));
-    }
-
-    #[test]
-    fn decode_refuses_oversized_declared_length() {
-        let body = encode(&sample()).unwrap();
-        let raw_len = sample().encode_to_vec().len();
-        match decode(&body, raw_len - 1) {
-            Err(DecodeError::TooLarge { declared, limit }) => {
-                assert_eq!((declared, limit), (raw_len, raw_len - 1));
-            }
-            other => panic!("expected TooLarge, got {other:?}"),
-        }
-        // A header alone declaring 4 GiB - 1 (varint ff ff ff ff 0f), with no data behind it.
-        let huge = [0xff, 0xff, 0xff, 0xff, 0x0f];
-        assert!(matches!(
-            decode(&huge, 16 << 20),
-            Err(DecodeError::TooLarge { .. })
-        ));
-    }
-
-    #[test]
-    fn decode_rejects_garbage_without_panicking() {
-        assert!(matches!(decode(&[], 1024), Err(DecodeError::Snappy(_))));
-        assert!(matches!(
-            decode(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80], 1024),
-            Err(DecodeError::Snappy(_))
-        ));
-        assert!(decode(b"definitely not snappy", 1024).is_err());
-        // Valid snappy around bytes that are not a PushRequest.
-        let body = snap::raw::Encoder::new()
-            .compress_vec(&[0x0a, 0xff])
-            .unwrap();
-        assert!(matches!(decode(&body, 1024), Err(DecodeError::Protobuf(_))));
+        // The size limit and garbage bodies are tested once, in `crate::snappy`; here only
+        // that their errors come through as `Body` and still say what went wrong.
+        let err = decode(&body, 4).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Body(SnappyError::TooLarge { limit: 4, .. })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("over the limit of 4"), "{err}");
     }
 }

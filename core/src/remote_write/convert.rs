@@ -17,8 +17,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use super::labels::{
     Entry, FixedLabel, IDENTITY, Identity, PROMOTED, gather, push_fixed, series_labels,
 };
-use super::naming::{PromUnit, attribute_value, format_float, metric_name};
+use super::naming::{PromUnit, format_float, metric_name};
 use super::proto::{Label, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
+use crate::otlp::any_value_text;
 
 /// How OTLP metrics become Prometheus series.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +124,7 @@ pub fn convert(requests: &[ExportMetricsServiceRequest], opts: &ConvertOptions) 
                 push_fixed(
                     &mut fixed,
                     &kv.key,
-                    attribute_value(kv.value.as_ref()),
+                    any_value_text(kv.value.as_ref()),
                     PROMOTED,
                 );
             }

@@ -9,8 +9,9 @@ use std::borrow::Cow;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
-use super::naming::{attribute_value, label_name};
+use super::naming::label_name;
 use super::proto::Label;
+use crate::otlp::any_value_text;
 
 // Precedence of labels with the same name, lowest first (see the module doc of the parent).
 pub(super) const PROMOTED: u8 = 0;
@@ -34,7 +35,7 @@ impl Identity {
                 "service.instance.id" => &mut instance,
                 _ => continue,
             };
-            *slot = Some(attribute_value(kv.value.as_ref()));
+            *slot = Some(any_value_text(kv.value.as_ref()));
         }
         let job = match (namespace, name) {
             (Some(ns), Some(name)) if !ns.is_empty() => format!("{ns}/{name}"),
@@ -116,7 +117,7 @@ pub(super) fn gather<'a>(
         let Some(name) = label_name(&kv.key) else {
             continue;
         };
-        let value = attribute_value(kv.value.as_ref());
+        let value = any_value_text(kv.value.as_ref());
         if !value.is_empty() {
             scratch.push(Entry {
                 name,

@@ -9,10 +9,11 @@
 //!
 //! - [`proto`]: the remote write 1.0 messages.
 //! - [`convert()`]: OTLP export requests → one [`WriteRequest`], with what was dropped and why.
-//! - [`naming`]: metric names, unit suffixes, label names, float and attribute formatting.
-//! - [`encode`] / [`decode`]: protobuf + snappy, both ways; `decode` serves tests and the
-//!   remote write receiver, and refuses a body that claims to inflate past a limit before
-//!   allocating anything.
+//! - [`naming`]: metric names, unit suffixes, label names, float formatting. Attribute values
+//!   become label values with [`crate::otlp::any_value_text`].
+//! - [`encode`] / [`decode`]: protobuf + snappy ([`crate::snappy`]), both ways; `decode`
+//!   serves tests and the remote write receiver, and refuses a body that claims to inflate
+//!   past a limit before allocating anything.
 //!
 //! Choices made (each explained where it is implemented):
 //!
@@ -48,7 +49,7 @@ pub mod proto;
 pub use convert::{ConvertOptions, Converted, DropReason, Dropped, STALE_NAN, convert};
 pub use proto::{Label, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
 
-use prost::Message;
+use crate::snappy::{self, SnappyError};
 
 /// `Content-Encoding` of a remote write body: snappy block format.
 pub const CONTENT_ENCODING: &str = "snappy";
@@ -66,48 +67,25 @@ pub const HEADERS: [(&str, &str); 3] = [
     (VERSION_HEADER, VERSION),
 ];
 
-/// Why a request could not be encoded.
-#[derive(Debug, thiserror::Error)]
-pub enum EncodeError {
-    /// Snappy's block format cannot hold more than about 4 GiB; a batcher that lets a
-    /// request grow that large has a bug, but it gets an error here, not a panic.
-    #[error("remote write request of {len} bytes is too large for snappy")]
-    TooLarge { len: usize },
-}
+/// Why a request could not be encoded: only a request too large for snappy's block format
+/// (about 4 GiB), which a batcher should never let happen.
+pub type EncodeError = SnappyError;
 
-/// Why a remote write body could not be decoded. Every variant is the sender's fault:
-/// a receiver answers it with HTTP 400.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("snappy body declares {declared} decompressed bytes, above the limit of {limit}")]
-    TooLarge { declared: usize, limit: usize },
-    #[error("invalid snappy body: {0}")]
-    Snappy(#[from] snap::Error),
-    #[error("invalid remote write protobuf: {0}")]
-    Protobuf(#[from] prost::DecodeError),
-}
+/// Why a remote write body could not be decoded. Every variant but
+/// [`SnappyError::Compress`], which decoding never returns, is the sender's fault: a
+/// receiver answers it with HTTP 400.
+pub type DecodeError = SnappyError;
 
 /// Encodes a request as a remote write body: protobuf, then snappy block compression.
 pub fn encode(req: &WriteRequest) -> Result<Vec<u8>, EncodeError> {
-    let raw = req.encode_to_vec();
-    snap::raw::Encoder::new()
-        .compress_vec(&raw)
-        .map_err(|_| EncodeError::TooLarge { len: raw.len() })
+    snappy::encode_message(req)
 }
 
 /// Decodes a remote write body. The decompressed size that snappy's header declares is
 /// checked against `max_decompressed` before anything is allocated, so a small hostile body
 /// cannot make the receiver allocate gigabytes.
 pub fn decode(body: &[u8], max_decompressed: usize) -> Result<WriteRequest, DecodeError> {
-    let declared = snap::raw::decompress_len(body)?;
-    if declared > max_decompressed {
-        return Err(DecodeError::TooLarge {
-            declared,
-            limit: max_decompressed,
-        });
-    }
-    let raw = snap::raw::Decoder::new().decompress_vec(body)?;
-    Ok(WriteRequest::decode(raw.as_slice())?)
+    snappy::decode_message(body, max_decompressed)
 }
 
 #[cfg(test)]

@@ -12,8 +12,6 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-
 /// A Prometheus unit, split the way the OTLP unit was: `m/s` → `meters` and `per_second`.
 /// Either part may be empty. The parts are checked separately against the metric name so
 /// that `speed_meters` with unit `m/s` becomes `speed_meters_per_second`.
@@ -319,68 +317,6 @@ impl std::fmt::Write for StackStr {
     }
 }
 
-/// An attribute value as a label value, following the OpenTelemetry attribute rules the
-/// spec points to: strings as they are, booleans and numbers printed, byte arrays as
-/// base64, arrays and maps as JSON. A missing value is empty (and so no label).
-pub fn attribute_value(value: Option<&AnyValue>) -> Cow<'_, str> {
-    match value.and_then(|v| v.value.as_ref()) {
-        // A string-table index only means something inside an OTLP profile; metrics have no
-        // table to resolve it against, so it carries no value here.
-        None | Some(Value::StringValueStrindex(_)) => Cow::Borrowed(""),
-        Some(Value::StringValue(s)) => Cow::Borrowed(s),
-        Some(Value::BoolValue(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
-        Some(Value::IntValue(i)) => Cow::Owned(i.to_string()),
-        Some(Value::DoubleValue(d)) => Cow::Owned(format_float(*d)),
-        Some(Value::BytesValue(b)) => Cow::Owned(base64(b)),
-        Some(v @ (Value::ArrayValue(_) | Value::KvlistValue(_))) => Cow::Owned(json(v).to_string()),
-    }
-}
-
-fn json(value: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    let any = |v: &AnyValue| v.value.as_ref().map_or(J::Null, json);
-    match value {
-        Value::StringValue(s) => J::String(s.clone()),
-        Value::StringValueStrindex(_) => J::Null,
-        Value::BoolValue(b) => J::Bool(*b),
-        Value::IntValue(i) => J::from(*i),
-        Value::DoubleValue(d) => J::from(*d),
-        Value::BytesValue(b) => J::String(base64(b)),
-        Value::ArrayValue(a) => J::Array(a.values.iter().map(any).collect()),
-        Value::KvlistValue(kv) => J::Object(
-            kv.values
-                .iter()
-                .map(|KeyValue { key, value, .. }| {
-                    (key.clone(), value.as_ref().map_or(J::Null, any))
-                })
-                .collect(),
-        ),
-    }
-}
-
-/// Standard base64 with padding, as OTLP/JSON spells bytes. Small enough not to warrant a
-/// dependency.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,33 +436,5 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(format_float(v), want, "{v}");
         }
-    }
-
-    #[test]
-    fn attribute_values_are_stringified() {
-        let v = |value| Some(AnyValue { value: Some(value) });
-        assert_eq!(
-            attribute_value(v(Value::StringValue("x".into())).as_ref()),
-            "x"
-        );
-        assert_eq!(attribute_value(v(Value::IntValue(-3)).as_ref()), "-3");
-        assert_eq!(attribute_value(v(Value::DoubleValue(1.5)).as_ref()), "1.5");
-        assert_eq!(attribute_value(v(Value::BoolValue(true)).as_ref()), "true");
-        assert_eq!(
-            attribute_value(v(Value::BytesValue(b"hello".to_vec())).as_ref()),
-            "aGVsbG8="
-        );
-        let array = Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
-            values: vec![
-                AnyValue {
-                    value: Some(Value::StringValue("a".into())),
-                },
-                AnyValue {
-                    value: Some(Value::IntValue(1)),
-                },
-            ],
-        });
-        assert_eq!(attribute_value(v(array).as_ref()), r#"["a",1]"#);
-        assert_eq!(attribute_value(None), "");
     }
 }
