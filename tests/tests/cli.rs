@@ -58,3 +58,26 @@ fn a_missing_config_file_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_collector_on_the_same_buffer_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = dir.path().join("buffer");
+    let rest = format!(
+        "buffer: {{ kind: disk, disk: {{ path: \"{}\" }} }}\nexporters:\n  tempo: {{ endpoint: \"http://127.0.0.1:1\" }}\n",
+        buffer.display()
+    );
+    let first = vigil_e2e::collector::start(&vigil_e2e::collector::yaml_on_free_ports(&rest)).await;
+    let path = dir.path().join("second.yaml");
+    std::fs::write(&path, vigil_e2e::collector::yaml_on_free_ports(&rest)).unwrap();
+    let (code, _, stderr) =
+        tokio::task::spawn_blocking(move || run(&["--config", path.to_str().unwrap()]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("another process has this disk buffer open"),
+        "{stderr}"
+    );
+    first.shutdown().await;
+}

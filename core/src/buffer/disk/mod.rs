@@ -174,8 +174,9 @@ pub(super) struct Shared {
     next_consumer: AtomicU64,
     /// Group commits done (one write and fdatasync per touched file each), for tests.
     commit_rounds: AtomicU64,
-    /// Keeps a second `open` of this directory (in this process) waiting.
-    open_guard: Mutex<Option<OwnedMutexGuard<()>>>,
+    /// Keeps a second `open` of this directory waiting (in this process) or failing (in
+    /// another process, through an advisory lock on the `LOCK` file).
+    open_guard: Mutex<Option<(OwnedMutexGuard<()>, std::fs::File)>>,
 }
 
 pub(super) struct State {
@@ -251,6 +252,30 @@ impl DiskBuffer {
                 ))
             })?;
 
+        // Two processes appending to one buffer would corrupt it: the second one fails to
+        // start with a clear message instead. The lock goes with the process, so a kill -9
+        // never leaves a stale lock behind.
+        let lock_path = root.join("LOCK");
+        let lock_file = blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            match file.try_lock() {
+                Ok(()) => Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is locked: another process has this disk buffer open",
+                        lock_path.display()
+                    ),
+                )),
+                Err(std::fs::TryLockError::Error(e)) => Err(e),
+            }
+        })
+        .await?;
+
         let dirs: [PathBuf; 4] = [
             root.join(Signal::Metrics.as_str()),
             root.join(Signal::Logs.as_str()),
@@ -297,7 +322,7 @@ impl DiskBuffer {
             cursor_files: Default::default(),
             next_consumer: AtomicU64::new(0),
             commit_rounds: AtomicU64::new(0),
-            open_guard: Mutex::new(Some(open_guard)),
+            open_guard: Mutex::new(Some((open_guard, lock_file))),
         });
         let dead_segment_bytes = (dead_capacity / 4).clamp(1, opts.segment_bytes);
         let files = SegmentWriter::new(

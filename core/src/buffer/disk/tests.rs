@@ -605,3 +605,20 @@ async fn kill_9_mid_write_loses_no_acknowledged_push() {
     let expected: Vec<String> = (0..pending).map(|n| format!("{n:08}")).collect();
     assert_eq!(texts(&batch), expected);
 }
+
+#[tokio::test]
+async fn another_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = DiskBuffer::open(DiskOptions::new(dir.path(), 1 << 20))
+        .await
+        .unwrap();
+    // flock locks belong to an open file description, so a second open of the LOCK file
+    // stands for another process.
+    let other = std::fs::File::open(dir.path().join("LOCK")).unwrap();
+    assert!(matches!(
+        other.try_lock(),
+        Err(std::fs::TryLockError::WouldBlock)
+    ));
+    buffer.close().await.unwrap();
+    other.try_lock().expect("the lock is released on close");
+}
