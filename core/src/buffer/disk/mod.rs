@@ -10,12 +10,12 @@
 //! dead_letter/                segments of dead letters, never acked
 //! ```
 //!
-//! - [`segment`]: frame format (length, CRC32, payload) and file naming.
-//! - [`writer`]: the single writer task; group commit (one fdatasync per round for all
+//! - `segment`: frame format (length, CRC32, payload) and file naming.
+//! - `writer`: the single writer task; group commit (one fdatasync per round for all
 //!   pushes queued meanwhile), segment rolling, space accounting.
-//! - [`queue`]: per-queue bookkeeping (committed sizes, deliveries, acks) and reading.
-//! - [`cursor`]: the persisted ack cursor, with the records acked out of order above it.
-//! - [`recovery`]: what `open` checks and repairs.
+//! - `queue`: per-queue bookkeeping (committed sizes, deliveries, acks) and reading.
+//! - `cursor`: the persisted ack cursor, with the records acked out of order above it.
+//! - `recovery`: what `open` checks and repairs.
 //!
 //! Space: [`DiskOptions::max_bytes`] bounds everything the buffer writes. Dead letters get
 //! one eighth of it as a ring (the oldest are dropped, counted and logged, when it is full)
