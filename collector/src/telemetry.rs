@@ -37,6 +37,8 @@ pub struct Telemetry {
     pub buffer_capacity_bytes: IntGauge,
     pub buffer_pending_records: IntGaugeVec,
     pub buffer_oldest_unacked_age_seconds: IntGaugeVec,
+    /// Dead letters the buffer dropped (oldest first) because its dead-letter store was full.
+    pub dead_letters_dropped: IntGauge,
     /// Damage found and cut off when the disk buffer opened.
     pub buffer_corrupt_records: IntGauge,
     pub buffer_truncated_bytes: IntGauge,
@@ -138,6 +140,10 @@ impl Telemetry {
                 "Age of the oldest request not yet exported",
                 &["signal"],
             ),
+            dead_letters_dropped: gauge(
+                "dead_letters_dropped",
+                "Dead letters dropped, oldest first, because the dead-letter store was full",
+            ),
             buffer_corrupt_records: gauge(
                 "buffer_recovery_corrupt_records",
                 "Damaged records cut off when the disk buffer opened",
@@ -164,6 +170,8 @@ impl Telemetry {
     pub fn observe_buffer(&self, stats: &BufferStats) {
         self.buffer_used_bytes.set(stats.used_bytes as i64);
         self.buffer_capacity_bytes.set(stats.capacity_bytes as i64);
+        self.dead_letters_dropped
+            .set(stats.dead_letters_dropped as i64);
         for signal in Signal::ALL {
             let s = &stats.signals[signal.index()];
             self.buffer_pending_records

@@ -136,6 +136,8 @@ async fn loki_push(
 #[derive(Debug, Clone)]
 pub struct TempoExport {
     pub tenant: Option<String>,
+    /// The `authorization` header or metadata, if sent.
+    pub authorization: Option<String>,
     pub request: ExportTraceServiceRequest,
 }
 
@@ -160,8 +162,14 @@ impl TraceService for TempoService {
             .get("x-scope-orgid")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         self.0.lock().unwrap().push(TempoExport {
             tenant,
+            authorization,
             request: request.into_inner(),
         });
         Ok(tonic::Response::new(ExportTraceServiceResponse {
@@ -236,10 +244,15 @@ async fn tempo_http(
                 .get("x-scope-orgid")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            received
-                .lock()
-                .unwrap()
-                .push(TempoExport { tenant, request });
+            let authorization = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            received.lock().unwrap().push(TempoExport {
+                tenant,
+                authorization,
+                request,
+            });
             let response = ExportTraceServiceResponse {
                 partial_success: None,
             };

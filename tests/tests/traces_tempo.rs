@@ -16,7 +16,7 @@ async fn sdk_spans_reach_tempo_with_the_tenant() {
     let tempo = FakeTempo::start().await;
     let dir = tempfile::tempdir().unwrap();
     let collector = collector::start(&collector::yaml_on_free_ports(&format!(
-        "buffer: {{ kind: disk, disk: {{ path: \"{}\" }} }}\nexporters:\n  tempo: {{ endpoint: \"{}\", protocol: grpc, batch: {{ linger: 50ms }} }}\n",
+        "buffer: {{ kind: disk, disk: {{ path: \"{}\" }} }}\nexporters:\n  tempo: {{ endpoint: \"{}\", protocol: grpc, batch: {{ linger: 50ms }}, headers: {{ Authorization: \"Bearer t0ken\" }} }}\n",
         dir.path().display(),
         tempo.endpoint()
     )))
@@ -61,6 +61,7 @@ async fn sdk_spans_reach_tempo_with_the_tenant() {
     let mut names = Vec::new();
     for export in &exports {
         assert_eq!(export.tenant.as_deref(), Some("team-b"));
+        assert_eq!(export.authorization.as_deref(), Some("Bearer t0ken"));
         for rs in &export.request.resource_spans {
             let resource = rs.resource.as_ref().unwrap();
             assert!(
@@ -114,6 +115,7 @@ async fn json_spans_reach_tempo_over_otlp_http_with_the_default_tenant() {
     .await;
     assert_eq!(exports.len(), 1);
     assert_eq!(exports[0].tenant.as_deref(), Some("ops"));
+    assert_eq!(exports[0].authorization, None);
     let span = &exports[0].request.resource_spans[0].scope_spans[0].spans[0];
     assert_eq!(span.name, "GET /cart");
     assert_eq!(

@@ -30,7 +30,8 @@ pub struct Tempo {
 }
 
 enum TempoTransport {
-    Grpc(TraceServiceClient<Channel>),
+    /// The client, and the configured `headers` as metadata sent with every request.
+    Grpc(TraceServiceClient<Channel>, tonic::metadata::MetadataMap),
     Http(HttpSender),
 }
 
@@ -38,6 +39,8 @@ enum TempoTransport {
 pub enum TempoBuildError {
     #[error(transparent)]
     Http(#[from] BuildError),
+    #[error("header `{0}` cannot be sent as gRPC metadata")]
+    Metadata(String),
     #[error("invalid gRPC endpoint `{0}`: {1}")]
     Grpc(String, tonic::transport::Error),
 }
@@ -57,7 +60,18 @@ impl Tempo {
                 let client = TraceServiceClient::new(endpoint.connect_lazy())
                     .send_compressed(CompressionEncoding::Gzip)
                     .accept_compressed(CompressionEncoding::Gzip);
-                TempoTransport::Grpc(client)
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (name, value) in &delivery.headers {
+                    let key = tonic::metadata::MetadataKey::from_bytes(
+                        name.to_ascii_lowercase().as_bytes(),
+                    )
+                    .map_err(|_| TempoBuildError::Metadata(name.clone()))?;
+                    let value = value
+                        .parse()
+                        .map_err(|_| TempoBuildError::Metadata(name.clone()))?;
+                    metadata.insert(key, value);
+                }
+                TempoTransport::Grpc(client, metadata)
             }
             TempoProtocol::Http => {
                 let mut endpoint = config.endpoint.clone();
@@ -96,8 +110,9 @@ impl Exporter for Tempo {
         let items = vigil_core::otlp::spans(&merged);
         let tenant = tenant_header(tenant)?;
         match &self.transport {
-            TempoTransport::Grpc(client) => {
+            TempoTransport::Grpc(client, metadata) => {
                 let mut request = tonic::Request::new(merged);
+                *request.metadata_mut() = metadata.clone();
                 if let Some((_, value)) = tenant {
                     let value = value
                         .to_str()

@@ -132,6 +132,7 @@ impl Buffer for MemoryBuffer {
         let mut stats = BufferStats {
             used_bytes: state.used,
             capacity_bytes: self.inner.capacity,
+            dead_letters_dropped: state.dead_dropped,
             ..Default::default()
         };
         for signal in Signal::ALL {

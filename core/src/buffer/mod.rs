@@ -247,6 +247,8 @@ pub struct BufferStats {
     pub capacity_bytes: u64,
     /// Per signal, indexed by [`Signal::index`].
     pub signals: [SignalStats; 3],
+    /// Dead letters dropped, oldest first, because the dead-letter store was full.
+    pub dead_letters_dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -457,6 +457,7 @@ impl Buffer for DiskBuffer {
         let now = now_ms();
         let mut stats = BufferStats {
             capacity_bytes: shared.queue_capacity,
+            dead_letters_dropped: shared.lock().dead_dropped,
             ..Default::default()
         };
         for signal in Signal::ALL {
