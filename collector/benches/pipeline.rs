@@ -1,6 +1,6 @@
 //! OTLP data points per second through receiver → disk buffer → remote-write encoding.
 //!
-//! `cargo bench -p vigil-collector --bench pipeline [-- --points N]`
+//! `cargo bench -p vigil-collector --bench pipeline [-- --points N] [--histograms]`
 //!
 //! Not a test: it asserts nothing about speed. It reports wall-clock throughput and, more
 //! stable on shared machines, points per CPU-second of this process (user + system time
@@ -13,8 +13,8 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    metric, number_data_point,
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -39,7 +39,28 @@ fn kv(key: &str, value: &str) -> KeyValue {
 }
 
 /// A node_exporter-like request: counters and gauges with a handful of labels.
-fn request(seq: usize) -> Bytes {
+/// Classic histograms with ten buckets: each data point becomes 13 series downstream.
+fn histogram_points(n: usize, seq: usize, now: u64) -> Vec<HistogramDataPoint> {
+    (0..n)
+        .map(|i| {
+            let counts: Vec<u64> = (0..11).map(|b| ((seq + i + b) % 7) as u64).collect();
+            HistogramDataPoint {
+                attributes: vec![
+                    kv("route", &format!("/api/{}", i % 25)),
+                    kv("method", "GET"),
+                ],
+                time_unix_nano: now,
+                count: counts.iter().sum(),
+                sum: Some((seq + i) as f64 * 0.25),
+                bucket_counts: counts,
+                explicit_bounds: vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+fn request(seq: usize, histograms: bool) -> Bytes {
     let now = 1_700_000_000_000_000_000u64 + seq as u64 * 15_000_000_000;
     let points = |n: usize, metric: usize| -> Vec<NumberDataPoint> {
         (0..n)
@@ -61,6 +82,10 @@ fn request(seq: usize) -> Bytes {
             name: format!("node.metric{m}"),
             unit: "s".into(),
             data: Some(match m % 2 {
+                _ if histograms => metric::Data::Histogram(Histogram {
+                    data_points: histogram_points(POINTS_PER_REQUEST / 10, seq, now),
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                }),
                 0 => metric::Data::Sum(Sum {
                     data_points: points(POINTS_PER_REQUEST / 10, m),
                     aggregation_temporality: AggregationTemporality::Cumulative as i32,
@@ -110,9 +135,12 @@ fn cpu_seconds() -> f64 {
 
 fn main() {
     let mut points_total = 200_000usize;
+    let mut histograms = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--points" {
+        if a == "--histograms" {
+            histograms = true;
+        } else if a == "--points" {
             points_total = args
                 .next()
                 .and_then(|v| v.parse().ok())
@@ -120,7 +148,7 @@ fn main() {
         }
     }
     let requests: Vec<Bytes> = (0..points_total / POINTS_PER_REQUEST)
-        .map(request)
+        .map(|seq| request(seq, histograms))
         .collect();
     let points = (requests.len() * POINTS_PER_REQUEST) as f64;
     let body_bytes: usize = requests.iter().map(Bytes::len).sum();
@@ -176,7 +204,8 @@ fn main() {
         let export = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
 
         let total = (receive.0 + export.0, receive.1 + export.1);
-        println!("pipeline benchmark: {points} data points in {} requests ({:.1} MiB of OTLP), disk buffer fsync=always", points / POINTS_PER_REQUEST as f64, body_bytes as f64 / 1048576.0);
+        let kind = if histograms { "histogram (10 buckets)" } else { "counter and gauge" };
+        println!("pipeline benchmark: {points} {kind} data points in {} requests ({:.1} MiB of OTLP), disk buffer fsync=always", points / POINTS_PER_REQUEST as f64, body_bytes as f64 / 1048576.0);
         println!("{:<34} {:>12} {:>14} {:>16}", "stage", "wall s", "cpu s", "points/s/core");
         for (name, (w, c)) in [("receive → disk buffer", receive), ("buffer → remote write (encoded)", export), ("end to end", total)] {
             println!("{name:<34} {w:>12.3} {c:>14.3} {:>16.0}", points / c.max(1e-9));
