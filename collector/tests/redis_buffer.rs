@@ -67,7 +67,7 @@ fn spawn(port: u16, dir: &Path) -> Child {
         "{REDIS_SERVER} is missing: `apt-get install redis-server`, or run `scripts/test`, \
          which installs what the tests need"
     );
-    let child = Command::new(REDIS_SERVER)
+    let mut child = Command::new(REDIS_SERVER)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
@@ -82,6 +82,8 @@ fn spawn(port: u16, dir: &Path) -> Child {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("redis-server did not listen on port {port} within 5s");
 }
 
