@@ -208,31 +208,41 @@ async fn two_consumers_share_the_records() {
     for n in 0..20 {
         a.push(record(Signal::Metrics, n)).await.unwrap();
     }
-    let mut seen = Vec::new();
-    let (mut from_a, mut from_b) = (0, 0);
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while seen.len() < 20 {
-            tokio::select! {
-                batch = ca.next_batch(small) => {
-                    let batch = batch.unwrap();
-                    from_a += batch.len();
-                    ca.ack(&batch.iter().map(|d| d.id).collect::<Vec<_>>()).await.unwrap();
-                    seen.extend(batch.iter().map(|d| d.record.payload[0]));
-                    // Let the other consumer take its turn.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                batch = cb.next_batch(small) => {
-                    let batch = batch.unwrap();
-                    from_b += batch.len();
-                    cb.ack(&batch.iter().map(|d| d.id).collect::<Vec<_>>()).await.unwrap();
-                    seen.extend(batch.iter().map(|d| d.record.payload[0]));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let take_turns = |mut consumer: Box<dyn Consumer>| {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut mine = 0;
+            while seen.lock().unwrap().len() < 20 {
+                let Ok(batch) =
+                    tokio::time::timeout(Duration::from_millis(200), consumer.next_batch(small))
+                        .await
+                else {
+                    continue;
+                };
+                let batch = batch.unwrap();
+                consumer
+                    .ack(&batch.iter().map(|d| d.id).collect::<Vec<_>>())
+                    .await
+                    .unwrap();
+                mine += batch.len();
+                seen.lock()
+                    .unwrap()
+                    .extend(batch.iter().map(|d| d.record.payload[0]));
+                // Let the other consumer take its turn.
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }
-    })
-    .await
-    .expect("all records within 5s");
+            (mine, consumer)
+        })
+    };
+    let (a_task, b_task) = (take_turns(ca), take_turns(cb));
+    let ((from_a, mut ca), (from_b, mut cb)) =
+        tokio::time::timeout(Duration::from_secs(5), async {
+            (a_task.await.unwrap(), b_task.await.unwrap())
+        })
+        .await
+        .expect("all records within 5s");
+    let mut seen = seen.lock().unwrap().clone();
     seen.sort();
     assert_eq!(
         seen,
@@ -426,4 +436,30 @@ impl Drop for RestartedServer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[tokio::test]
+async fn entries_read_by_a_dropped_next_batch_come_back_without_waiting_for_claim_idle() {
+    let server = RedisServer::start();
+    let buffer = RedisBuffer::connect(server.options("c")).await.unwrap();
+    let mut consumer = buffer.consumer(Signal::Traces).await.unwrap();
+    // One full round first, so the next call goes straight to XREADGROUP `>`.
+    buffer.push(record(Signal::Traces, 9)).await.unwrap();
+    let first = read(consumer.as_mut(), 1).await;
+    consumer.ack(&[first[0].id]).await.unwrap();
+    // The next read blocks in Redis (BLOCK 1s) and is dropped meanwhile; records pushed
+    // then are handed to that read, and its answer goes nowhere.
+    nothing(consumer.as_mut(), Duration::from_millis(100)).await;
+    for n in 0..5 {
+        buffer.push(record(Signal::Traces, n)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The blocked read returns as soon as the first record arrives: that one is now in
+    // this consumer's PEL, unseen.
+    let lag = buffer.group_lag().await.unwrap()[Signal::Traces.index()];
+    assert_eq!((lag.pending, lag.lag), (1, Some(4)), "{lag:?}");
+    // claim_idle is 30s: only the consumer's own PEL can give them back this fast.
+    let got = read(consumer.as_mut(), 5).await;
+    assert_eq!(first_bytes(&got), vec![0, 1, 2, 3, 4], "each exactly once");
+    nothing(consumer.as_mut(), Duration::from_millis(300)).await;
 }
