@@ -199,8 +199,8 @@ async fn two_consumers_share_the_records() {
     let server = RedisServer::start();
     let a = RedisBuffer::connect(server.options("a")).await.unwrap();
     let b = RedisBuffer::connect(server.options("b")).await.unwrap();
-    let mut ca = a.consumer(Signal::Metrics).await.unwrap();
-    let mut cb = b.consumer(Signal::Metrics).await.unwrap();
+    let ca = a.consumer(Signal::Metrics).await.unwrap();
+    let cb = b.consumer(Signal::Metrics).await.unwrap();
     let small = BatchLimits {
         max_records: 5,
         max_bytes: 1 << 20,
