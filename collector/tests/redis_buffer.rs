@@ -428,7 +428,7 @@ async fn redis_down_is_unavailable_and_not_ready_until_it_is_back() {
     assert_eq!(got[0].record.payload[0], 2);
 }
 
-/// A second `redis-server` on the port of a stopped one, killed on drop.
+/// A `redis-server` started by the test itself, killed on drop.
 struct RestartedServer(Child);
 
 impl Drop for RestartedServer {
@@ -462,4 +462,66 @@ async fn entries_read_by_a_dropped_next_batch_come_back_without_waiting_for_clai
     let got = read(consumer.as_mut(), 5).await;
     assert_eq!(first_bytes(&got), vec![0, 1, 2, 3, 4], "each exactly once");
     nothing(consumer.as_mut(), Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn rediss_urls_speak_tls() {
+    let dir = TempDir::new().unwrap();
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is needed for the TLS test");
+    assert!(made.success(), "openssl could not make a certificate");
+    let port = free_port();
+    let child = Command::new(REDIS_SERVER)
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let _server = RestartedServer(child);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let options = RedisOptions {
+        consumer: "tls".into(),
+        ..RedisOptions::new(format!("rediss://127.0.0.1:{port}/#insecure"))
+    };
+    let buffer = RedisBuffer::connect(options).await.unwrap();
+    buffer.push(record(Signal::Logs, 4)).await.unwrap();
+    let mut consumer = buffer.consumer(Signal::Logs).await.unwrap();
+    assert_eq!(read(consumer.as_mut(), 1).await[0].record.payload[0], 4);
 }

@@ -62,7 +62,8 @@ return {1, id}
 /// Where and how to use Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (system roots;
+    /// append `#insecure` to skip verification).
     pub url: String,
     /// Streams are `<prefix>:metrics|logs|traces` and `<prefix>:dead_letter`.
     pub stream_prefix: String,
@@ -191,6 +192,9 @@ impl RedisBuffer {
         options
             .validate()
             .map_err(|e| BufferError::Unavailable(format!("invalid redis options: {e}")))?;
+        // `rediss://` URLs use rustls, which needs a process-wide crypto provider; the
+        // exporters install the same one, whoever comes first wins.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(options.url.as_str())
             .map_err(|e| BufferError::Unavailable(format!("redis url: {e}")))?;
         let conn = ConnectionManager::new_with_config(client.clone(), connection_config(None))
