@@ -479,7 +479,7 @@ async fn rediss_urls_speak_tls() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .expect("openssl is needed for the TLS test");
+        .expect("openssl is missing: `apt-get install openssl`, or run `scripts/test`");
     assert!(made.success(), "openssl could not make a certificate");
     let port = free_port();
     let child = Command::new(REDIS_SERVER)
