@@ -525,3 +525,29 @@ async fn rediss_urls_speak_tls() {
     let mut consumer = buffer.consumer(Signal::Logs).await.unwrap();
     assert_eq!(read(consumer.as_mut(), 1).await[0].record.payload[0], 4);
 }
+
+#[tokio::test]
+async fn redis_out_of_memory_is_full() {
+    let server = RedisServer::start();
+    let buffer = RedisBuffer::connect(server.options("c")).await.unwrap();
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    match buffer.push(record(Signal::Logs, 0)).await {
+        Err(BufferError::Full { retry_after, .. }) => assert!(!retry_after.is_zero()),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert!(
+        buffer.is_ready(),
+        "an answer from Redis means it is reachable"
+    );
+}

@@ -132,11 +132,14 @@ impl RedisConsumer {
                 }
                 Resync::Recover(from) => (self.owned_after(from, count).await?, false),
             };
-            self.resync = entries.last().map(|(e, _)| match startup {
+            // Move the cursor only once the page is admitted: a drop in between redoes it.
+            let next = entries.last().map(|(e, _)| match startup {
                 true => Resync::Startup(e.id.clone()),
                 false => Resync::Recover(e.id.clone()),
             });
-            return self.admit(entries).await;
+            self.admit(entries).await?;
+            self.resync = next;
+            return Ok(());
         }
         if self.claim_due() {
             let was_sure = self.unsure();
