@@ -22,6 +22,14 @@
 //!   until acked, so nothing a dropped `next_batch` had in hand is lost; the consumer notes
 //!   that it may have lost track and re-lists its own PEL with XPENDING on the next call.
 //!
+//! - **Connections.** Pushes, acks, dead letters and stats share one multiplexed
+//!   connection; each consumer has its own for its reads, because XREADGROUP ... BLOCK
+//!   (at most 1 s, less for a short `claim_idle`) holds up whatever is queued behind it.
+//! - **Readiness** follows every answer (a connection error clears it, any reply sets it)
+//!   and a PING each second.
+//! - **Units.** `Full { used, capacity }` are entries here, not bytes; stats'
+//!   `used_bytes` is Redis' sampled MEMORY USAGE estimate and `capacity_bytes` is 0.
+//!
 //! Delivery ids are per consumer counters mapped to stream ids.
 
 mod consumer;
