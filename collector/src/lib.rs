@@ -6,12 +6,14 @@
 //! - [`exporter`]: the exporters and the [`exporter::pump::Pump`] that batches, retries,
 //!   acks and dead-letters for all of them.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`buffer`]: buffers outside the process ([`buffer::redis`], Redis Streams).
 //! - [`telemetry`]: every self-metric.
 //!
 //! [`Collector::start`] binds everything and returns a handle; `main` and the tests both
 //! use it.
 
 pub mod admin;
+pub mod buffer;
 pub mod config;
 pub mod exporter;
 pub mod receiver;

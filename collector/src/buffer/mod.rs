@@ -1,0 +1,3 @@
+//! Buffers that live outside the collector process: [`redis`] (Redis Streams).
+
+pub mod redis;

@@ -1,0 +1,557 @@
+//! A [`Buffer`] on Redis Streams, shared by several collectors
+//! (<https://redis.io/docs/latest/develop/data-types/streams/>).
+//!
+//! Layout: one stream per signal, `<prefix>:metrics|logs|traces`, read by one consumer
+//! group (`group`); dead letters go to `<prefix>:dead_letter` with the fields `record`,
+//! `exporter`, `reason`, `failed_at`.
+//!
+//! Choices:
+//! - **Bounded in entries.** A Lua script checks XLEN against `max_len` and XADDs in one
+//!   step; over the bound the push is refused with [`BufferError::Full`]. XADD never trims
+//!   (`MAXLEN` would drop unacked data). Acked entries are XACKed *and* XDELed, so a
+//!   stream's length is its backlog. Redis' own OOM refusal is also `Full`.
+//! - **Durability** is Redis' (the XADD reply; AOF/replication are the operator's choice).
+//! - **Redelivery.** Entries idle in the group's PEL longer than `claim_idle` (a consumer
+//!   died, or is too slow) are taken over with XAUTOCLAIM, so `claim_idle` must exceed the
+//!   longest export including its retries, or records are delivered twice. An entry
+//!   delivered more than `max_deliveries` times goes to the dead-letter stream with the
+//!   reason and is acked.
+//! - **Restart.** A consumer first re-reads its own PEL (XREADGROUP from id `0`), so a
+//!   collector restarted with the same consumer name resumes its unacked work at once.
+//! - **Cancel safety** (see the `consumer` module): everything read from Redis sits in the PEL
+//!   until acked, so nothing a dropped `next_batch` had in hand is lost; the consumer notes
+//!   that it may have lost track and re-lists its own PEL with XPENDING on the next call.
+//!
+//! - **Connections.** Pushes, acks, dead letters and stats share one multiplexed
+//!   connection; each consumer has its own for its reads, because XREADGROUP ... BLOCK
+//!   (at most 1 s, less for a short `claim_idle`) holds up whatever is queued behind it.
+//! - **Readiness** follows every answer (a connection error clears it, any reply sets it)
+//!   and a PING each second.
+//! - **Units.** `Full { used, capacity }` are entries here, not bytes; stats'
+//!   `used_bytes` is Redis' sampled MEMORY USAGE estimate and `capacity_bytes` is 0.
+//!
+//! Delivery ids are per consumer counters mapped to stream ids.
+
+mod consumer;
+mod reply;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, RedisError, Value};
+use tokio::task::JoinHandle;
+use vigil_core::Signal;
+use vigil_core::buffer::{
+    Buffer, BufferError, BufferStats, Consumer, DeadLetter, Record, SignalStats, now_ms,
+};
+
+use consumer::RedisConsumer;
+
+/// Redis refuses bulk strings over 512 MiB (`proto-max-bulk-len`'s default).
+const MAX_RECORD_BYTES: u64 = 512 * 1024 * 1024;
+/// How often the readiness flag is refreshed with a PING.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// The `exporter` of dead letters the buffer itself writes.
+const BUFFER_EXPORTER: &str = "redis-buffer";
+
+/// Checks the backlog and appends in one step, so concurrent pushes cannot overshoot.
+/// Returns `{1, id}` when stored, `{0, len}` when full.
+const PUSH_SCRIPT: &str = r#"
+local len = redis.call('XLEN', KEYS[1])
+if len >= tonumber(ARGV[1]) then return {0, len} end
+local id = redis.call('XADD', KEYS[1], '*', 'record', ARGV[2], 'signal', ARGV[3],
+  'tenant', ARGV[4], 'received_at', ARGV[5])
+return {1, id}
+"#;
+
+/// Where and how to use Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (system roots;
+    /// append `#insecure` to skip verification).
+    pub url: String,
+    /// Streams are `<prefix>:metrics|logs|traces` and `<prefix>:dead_letter`.
+    pub stream_prefix: String,
+    /// Most entries per stream (the backlog); pushes beyond it are refused as `Full`.
+    /// Also bounds the dead-letter stream, whose oldest entries are trimmed (and counted).
+    pub max_len: u64,
+    /// How long an entry may stay delivered but unacked before another consumer takes it.
+    pub claim_idle: Duration,
+    /// Deliveries after which an entry is dead-lettered instead of delivered again.
+    pub max_deliveries: u64,
+    /// This process' name in the group; keep it stable across restarts to resume work.
+    pub consumer: String,
+    /// The consumer group all collectors share.
+    pub group: String,
+}
+
+impl RedisOptions {
+    /// Options with every default but the URL.
+    pub fn new(url: impl Into<String>) -> RedisOptions {
+        RedisOptions {
+            url: url.into(),
+            stream_prefix: default_stream_prefix(),
+            max_len: default_max_len(),
+            claim_idle: default_claim_idle(),
+            max_deliveries: default_max_deliveries(),
+            consumer: default_consumer(),
+            group: default_group(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if self.stream_prefix.is_empty() {
+            errors.push("stream_prefix is empty");
+        }
+        if self.max_len == 0 {
+            errors.push("max_len is 0");
+        }
+        if self.claim_idle.is_zero() {
+            errors.push("claim_idle is 0");
+        }
+        if self.max_deliveries == 0 {
+            errors.push("max_deliveries is 0");
+        }
+        if self.consumer.is_empty() {
+            errors.push("consumer is empty");
+        }
+        if self.group.is_empty() {
+            errors.push("group is empty");
+        }
+        match errors.is_empty() {
+            true => Ok(()),
+            false => Err(errors.join("; ")),
+        }
+    }
+}
+
+pub fn default_stream_prefix() -> String {
+    "vigil".into()
+}
+
+pub fn default_max_len() -> u64 {
+    1_000_000
+}
+
+pub fn default_claim_idle() -> Duration {
+    Duration::from_secs(30)
+}
+
+pub fn default_max_deliveries() -> u64 {
+    10
+}
+
+pub fn default_group() -> String {
+    "vigil".into()
+}
+
+/// `<hostname>-<pid>`: unique per process, stable only as long as the process lives. Set
+/// a stable name (a pod name) to resume a crashed collector's work without waiting for
+/// `claim_idle`.
+pub fn default_consumer() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "vigil".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// One signal's consumer group, as XINFO GROUPS reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupLag {
+    /// Entries in the stream (stored, not yet acked).
+    pub entries: u64,
+    /// Entries delivered to some consumer and not yet acked.
+    pub pending: u64,
+    /// Entries not yet delivered to any consumer; `None` when Redis cannot tell (before
+    /// 7.0, or after deletions it cannot count past).
+    pub lag: Option<u64>,
+}
+
+/// See the module docs. Cloning shares the connection.
+#[derive(Clone)]
+pub struct RedisBuffer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: RedisOptions,
+    client: redis::Client,
+    /// Shared, multiplexed: pushes, acks, dead letters, stats. Never used for blocking reads.
+    conn: ConnectionManager,
+    keys: [String; 3],
+    dead_key: String,
+    reachable: AtomicBool,
+    closed: AtomicBool,
+    dead_letters_dropped: AtomicU64,
+    pinger: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RedisBuffer {
+    /// Connects (failing fast when Redis is unreachable), creates the consumer groups and
+    /// starts the readiness check.
+    pub async fn connect(options: RedisOptions) -> Result<RedisBuffer, BufferError> {
+        options
+            .validate()
+            .map_err(|e| BufferError::Unavailable(format!("invalid redis options: {e}")))?;
+        // `rediss://` URLs use rustls, which needs a process-wide crypto provider; the
+        // exporters install the same one, whoever comes first wins.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| BufferError::Unavailable(format!("redis url: {e}")))?;
+        let conn = ConnectionManager::new_with_config(client.clone(), connection_config(None))
+            .await
+            .map_err(|e| BufferError::Unavailable(format!("redis: {e}")))?;
+        let prefix = &options.stream_prefix;
+        let keys = Signal::ALL.map(|s| format!("{prefix}:{}", s.as_str()));
+        let inner = Arc::new(Inner {
+            dead_key: format!("{prefix}:dead_letter"),
+            keys,
+            options,
+            client,
+            conn,
+            reachable: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            dead_letters_dropped: AtomicU64::new(0),
+            pinger: Mutex::new(None),
+        });
+        for key in &inner.keys {
+            inner.ensure_group(key).await?;
+        }
+        let pinger = tokio::spawn(ping_loop(Arc::downgrade(&inner)));
+        *inner.pinger.lock().unwrap_or_else(|e| e.into_inner()) = Some(pinger);
+        Ok(RedisBuffer { inner })
+    }
+
+    /// Per signal (indexed by [`Signal::index`]): backlog, delivered-but-unacked and
+    /// undelivered entries of the consumer group.
+    pub async fn group_lag(&self) -> Result<[GroupLag; 3], BufferError> {
+        let mut out = [GroupLag::default(); 3];
+        for signal in Signal::ALL {
+            let mut cmd = redis::cmd("XINFO");
+            cmd.arg("GROUPS").arg(&self.inner.keys[signal.index()]);
+            let groups: Value = self.inner.query(&cmd).await?;
+            let group = reply::array(&groups).and_then(|groups| {
+                groups.iter().find(|g| {
+                    reply::field(g, "name").and_then(reply::string).as_deref()
+                        == Some(self.inner.options.group.as_str())
+                })
+            });
+            let Some(group) = group else { continue };
+            let number = |name| {
+                reply::field(group, name)
+                    .and_then(reply::int)
+                    .map(|n| n.max(0) as u64)
+            };
+            let mut xlen = redis::cmd("XLEN");
+            xlen.arg(&self.inner.keys[signal.index()]);
+            out[signal.index()] = GroupLag {
+                entries: self.inner.query::<u64>(&xlen).await?,
+                pending: number("pending").unwrap_or(0),
+                lag: number("lag"),
+            };
+        }
+        Ok(out)
+    }
+
+    /// The newest `count` dead letters, oldest first. Entries whose record does not decode
+    /// (written raw because they were undecodable) are left out.
+    pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>, BufferError> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(&self.inner.dead_key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count);
+        let value: Value = self.inner.query(&cmd).await?;
+        let mut letters: Vec<DeadLetter> = reply::array(&value)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|entry| {
+                let body = reply::array(entry)?.get(1)?;
+                let text = |name| reply::field(body, name).and_then(reply::string);
+                let record = reply::field(body, "record").and_then(reply::bytes)?;
+                Some(DeadLetter {
+                    record: Record::decode(bytes::Bytes::copy_from_slice(record)).ok()?,
+                    exporter: text("exporter").unwrap_or_default(),
+                    reason: text("reason").unwrap_or_default(),
+                    failed_at_ms: text("failed_at").and_then(|t| t.parse().ok()).unwrap_or(0),
+                })
+            })
+            .collect();
+        letters.reverse();
+        Ok(letters)
+    }
+}
+
+fn connection_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_max_delay(Duration::from_secs(2));
+    match response_timeout {
+        Some(timeout) => config.set_response_timeout(Some(timeout)),
+        None => config,
+    }
+}
+
+async fn ping_loop(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(PING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        // `query` updates the flag either way.
+        let _ = inner.query::<Value>(&redis::cmd("PING")).await;
+    }
+}
+
+impl Inner {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BufferError> {
+        let result = cmd.query_async(&mut self.conn.clone()).await;
+        self.settle(result)
+    }
+
+    async fn query_pipe(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, BufferError> {
+        let result = pipe.query_async(&mut self.conn.clone()).await;
+        self.settle(result)
+    }
+
+    /// Keeps the readiness flag in step with what Redis answers.
+    fn settle<T>(&self, result: Result<T, RedisError>) -> Result<T, BufferError> {
+        match result {
+            Ok(v) => {
+                self.reachable.store(true, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn error(&self, e: RedisError) -> BufferError {
+        if is_connection_error(&e) {
+            self.reachable.store(false, Ordering::Relaxed);
+        } else {
+            // Redis answered, so it is reachable.
+            self.reachable.store(true, Ordering::Relaxed);
+        }
+        if e.code() == Some("OOM") {
+            return BufferError::Full {
+                used: 0,
+                capacity: 0,
+                retry_after: Duration::from_secs(1),
+            };
+        }
+        BufferError::Unavailable(format!("redis: {e}"))
+    }
+
+    /// XGROUP CREATE from id 0, so entries pushed before the group existed (or after Redis
+    /// lost it) are delivered too.
+    async fn ensure_group(&self, key: &str) -> Result<(), BufferError> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(key)
+            .arg(&self.options.group)
+            .arg("0")
+            .arg("MKSTREAM");
+        match cmd.query_async::<Value>(&mut self.conn.clone()).await {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            result => self.settle(result).map(drop),
+        }
+    }
+
+    /// XADD to the dead-letter stream, trimming it to `max_len` and counting what the trim
+    /// dropped; then, atomically with it, XACK and XDEL of `acked` in `key`.
+    async fn add_dead_letter(
+        &self,
+        record: &[u8],
+        exporter: &str,
+        reason: &str,
+        failed_at_ms: u64,
+        acked: Option<(&str, &str)>,
+    ) -> Result<(), BufferError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("XLEN").arg(&self.dead_key);
+        pipe.cmd("XADD")
+            .arg(&self.dead_key)
+            .arg("MAXLEN")
+            .arg(self.options.max_len)
+            .arg("*")
+            .arg("record")
+            .arg(record)
+            .arg("exporter")
+            .arg(exporter)
+            .arg("reason")
+            .arg(reason)
+            .arg("failed_at")
+            .arg(failed_at_ms)
+            .ignore();
+        pipe.cmd("XLEN").arg(&self.dead_key);
+        if let Some((key, id)) = acked {
+            pipe.cmd("XACK")
+                .arg(key)
+                .arg(&self.options.group)
+                .arg(id)
+                .ignore();
+            pipe.cmd("XDEL").arg(key).arg(id).ignore();
+        }
+        let lens = self.query_pipe(&pipe).await?;
+        let before = lens.first().and_then(reply::int).unwrap_or(0);
+        let after = lens.get(1).and_then(reply::int).unwrap_or(0);
+        let dropped = (before + 1 - after).max(0) as u64;
+        if dropped > 0 {
+            self.dead_letters_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+}
+
+#[async_trait]
+impl Buffer for RedisBuffer {
+    async fn push(&self, record: Record) -> Result<(), BufferError> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(BufferError::Closed);
+        }
+        let size = record.encoded_len() as u64;
+        if size > MAX_RECORD_BYTES {
+            return Err(BufferError::TooLarge {
+                size,
+                limit: MAX_RECORD_BYTES,
+            });
+        }
+        let mut encoded = Vec::new();
+        record.encode(&mut encoded);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(PUSH_SCRIPT)
+            .arg(1)
+            .arg(&self.inner.keys[record.signal.index()])
+            .arg(self.inner.options.max_len)
+            .arg(encoded)
+            .arg(record.signal.as_str())
+            .arg(record.tenant.as_deref().unwrap_or(""))
+            .arg(record.received_at_ms);
+        let answer: Value = self.inner.query(&cmd).await?;
+        let answer = reply::array(&answer).unwrap_or_default();
+        match answer.first().and_then(reply::int) {
+            Some(1) => Ok(()),
+            Some(0) => Err(BufferError::Full {
+                // In entries, not bytes: the bound of this buffer is a stream length.
+                used: answer.get(1).and_then(reply::int).unwrap_or(0).max(0) as u64,
+                capacity: self.inner.options.max_len,
+                retry_after: Duration::from_secs(1),
+            }),
+            _ => Err(BufferError::Unavailable(
+                "redis: unexpected answer to the push script".into(),
+            )),
+        }
+    }
+
+    async fn consumer(&self, signal: Signal) -> Result<Box<dyn Consumer>, BufferError> {
+        let block = (self.inner.options.claim_idle / 2)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        // A connection of its own: a blocking XREADGROUP holds up everything behind it.
+        let reader = ConnectionManager::new_with_config(
+            self.inner.client.clone(),
+            connection_config(Some(block + Duration::from_secs(5))),
+        )
+        .await
+        .map_err(|e| self.inner.error(e))?;
+        self.inner
+            .ensure_group(&self.inner.keys[signal.index()])
+            .await?;
+        Ok(Box::new(RedisConsumer::new(
+            self.inner.clone(),
+            self.inner.keys[signal.index()].clone(),
+            reader,
+            block,
+        )))
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BufferError> {
+        let mut record = Vec::new();
+        letter.record.encode(&mut record);
+        self.inner
+            .add_dead_letter(
+                &record,
+                &letter.exporter,
+                &letter.reason,
+                letter.failed_at_ms,
+                None,
+            )
+            .await
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.reachable.load(Ordering::Relaxed) && !self.inner.closed.load(Ordering::Relaxed)
+    }
+
+    /// `pending_records` is XLEN (acked entries are deleted); the oldest unacked age comes
+    /// from the first entry's id. `used_bytes` is Redis' MEMORY USAGE estimate (sampled)
+    /// of the three streams; `capacity_bytes` is 0, since the bound is in entries
+    /// ([`RedisOptions::max_len`]). When Redis cannot be asked, the stats are empty.
+    async fn stats(&self) -> BufferStats {
+        let mut stats = BufferStats {
+            dead_letters_dropped: self.inner.dead_letters_dropped.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        let mut pipe = redis::pipe();
+        for key in &self.inner.keys {
+            pipe.cmd("XLEN").arg(key);
+            pipe.cmd("XRANGE")
+                .arg(key)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1);
+            pipe.cmd("MEMORY").arg("USAGE").arg(key);
+        }
+        let Ok(answers) = self.inner.query_pipe(&pipe).await else {
+            return stats;
+        };
+        let now = now_ms();
+        for (signal, answer) in Signal::ALL.iter().zip(answers.chunks(3)) {
+            let [len, first, memory] = answer else {
+                continue;
+            };
+            stats.used_bytes += reply::int(memory).unwrap_or(0).max(0) as u64;
+            let oldest = reply::entries(first)
+                .first()
+                .and_then(|e| reply::id_ms(&e.id))
+                .map(|ms| Duration::from_millis(now.saturating_sub(ms)));
+            stats.signals[signal.index()] = SignalStats {
+                pending_records: reply::int(len).unwrap_or(0).max(0) as u64,
+                oldest_unacked_age: oldest,
+            };
+        }
+        stats
+    }
+
+    async fn close(&self) -> Result<(), BufferError> {
+        self.inner.closed.store(true, Ordering::Relaxed);
+        if let Some(pinger) = self
+            .inner
+            .pinger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            pinger.abort();
+        }
+        Ok(())
+    }
+}

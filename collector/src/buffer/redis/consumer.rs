@@ -1,0 +1,362 @@
+//! The reading side of one signal's stream: what a consumer owns, how it finds it again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{Cmd, Value};
+use tokio::time::Instant;
+use tracing::warn;
+use vigil_core::buffer::{
+    BatchLimits, BufferError, Consumer, Delivery, DeliveryId, Record, now_ms,
+};
+
+use super::reply::{self, StreamEntry};
+use super::{BUFFER_EXPORTER, Inner};
+
+/// How the consumer re-lists its own PEL.
+#[derive(Debug, Clone)]
+enum Resync {
+    /// At start: XREADGROUP from this id. Counts as a delivery, so a record that crashes
+    /// the collector every time still reaches `max_deliveries`.
+    Startup(String),
+    /// After a dropped `next_batch`: XPENDING after this id, then XRANGE for the bodies.
+    /// Reads only, so records still being exported are not counted as delivered again.
+    Recover(String),
+}
+
+/// The reading side of one signal.
+///
+/// Cancel safety: every entry Redis hands out is in the group's PEL under this consumer
+/// until it is acked, so dropping `next_batch` never loses data — at worst this consumer
+/// no longer knows an entry it owns. Before each read that might be dropped with entries
+/// in hand, the consumer sets `resync`; only when the entries are in `ready` is it cleared.
+/// If the future is dropped in between, the next call lists its own PEL (XPENDING) and
+/// picks up every owned entry it has not handed out. Those reads run on the same
+/// connection as the dropped read, so Redis answers them only after that read finished.
+/// Anything still missed is reclaimed by XAUTOCLAIM after `claim_idle`.
+pub(super) struct RedisConsumer {
+    inner: Arc<Inner>,
+    key: String,
+    /// Dedicated to this consumer's reads (blocking XREADGROUP, XAUTOCLAIM, XPENDING).
+    reader: ConnectionManager,
+    block: Duration,
+    next_id: u64,
+    /// Read from Redis (owned in the PEL), not yet handed out.
+    ready: VecDeque<(String, Record)>,
+    /// Handed out, not yet acked.
+    handed_out: HashMap<DeliveryId, String>,
+    /// Stream ids in `ready` or `handed_out`.
+    known: HashSet<String>,
+    resync: Option<Resync>,
+    /// Where the next XAUTOCLAIM scan continues.
+    claim_cursor: String,
+    last_claim: Option<Instant>,
+}
+
+impl RedisConsumer {
+    pub(super) fn new(
+        inner: Arc<Inner>,
+        key: String,
+        reader: ConnectionManager,
+        block: Duration,
+    ) -> RedisConsumer {
+        RedisConsumer {
+            inner,
+            key,
+            reader,
+            block,
+            next_id: 0,
+            ready: VecDeque::new(),
+            handed_out: HashMap::new(),
+            known: HashSet::new(),
+            resync: Some(Resync::Startup("0".into())),
+            claim_cursor: "0-0".into(),
+            last_claim: None,
+        }
+    }
+
+    async fn read<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BufferError> {
+        match cmd.query_async(&mut self.reader.clone()).await {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // Redis lost the group (restarted without persistence): recreate, retry.
+                self.inner.ensure_group(&self.key).await?;
+                let result = cmd.query_async(&mut self.reader.clone()).await;
+                self.inner.settle(result)
+            }
+            result => self.inner.settle(result),
+        }
+    }
+
+    /// Marks the consumer unsure of its PEL until [`RedisConsumer::settled`].
+    fn unsure(&mut self) -> bool {
+        let was_sure = self.resync.is_none();
+        if was_sure {
+            self.resync = Some(Resync::Recover("0".into()));
+        }
+        was_sure
+    }
+
+    fn settled(&mut self, was_sure: bool) {
+        if was_sure {
+            self.resync = None;
+        }
+    }
+
+    fn claim_due(&self) -> bool {
+        self.claim_cursor != "0-0"
+            || self
+                .last_claim
+                .is_none_or(|at| at.elapsed() >= self.inner.options.claim_idle / 2)
+    }
+
+    async fn fill(&mut self, limits: BatchLimits) -> Result<(), BufferError> {
+        let count = limits.max_records.max(1);
+        if let Some(resync) = self.resync.clone() {
+            let (entries, startup) = match &resync {
+                Resync::Startup(from) => {
+                    let mut cmd = redis::cmd("XREADGROUP");
+                    cmd.arg("GROUP")
+                        .arg(&self.inner.options.group)
+                        .arg(&self.inner.options.consumer)
+                        .arg("COUNT")
+                        .arg(count)
+                        .arg("STREAMS")
+                        .arg(&self.key)
+                        .arg(from);
+                    let entries = reply::read_group(&self.read::<Value>(&cmd).await?);
+                    let counts = self.delivery_counts(&entries).await?;
+                    (with_counts(entries, &counts), true)
+                }
+                Resync::Recover(from) => (self.owned_after(from, count).await?, false),
+            };
+            // Move the cursor only once the page is admitted: a drop in between redoes it.
+            let next = entries.last().map(|(e, _)| match startup {
+                true => Resync::Startup(e.id.clone()),
+                false => Resync::Recover(e.id.clone()),
+            });
+            self.admit(entries).await?;
+            self.resync = next;
+            return Ok(());
+        }
+        if self.claim_due() {
+            let was_sure = self.unsure();
+            let mut cmd = redis::cmd("XAUTOCLAIM");
+            cmd.arg(&self.key)
+                .arg(&self.inner.options.group)
+                .arg(&self.inner.options.consumer)
+                .arg(self.inner.options.claim_idle.as_millis() as u64)
+                .arg(&self.claim_cursor)
+                .arg("COUNT")
+                .arg(count);
+            let answer: Value = self.read(&cmd).await?;
+            let parts = reply::array(&answer).unwrap_or_default();
+            let entries = parts.get(1).map(reply::entries).unwrap_or_default();
+            let counts = self.delivery_counts(&entries).await?;
+            self.admit(with_counts(entries, &counts)).await?;
+            self.claim_cursor = parts
+                .first()
+                .and_then(reply::string)
+                .unwrap_or_else(|| "0-0".into());
+            self.last_claim = Some(Instant::now());
+            self.settled(was_sure);
+            if !self.ready.is_empty() {
+                return Ok(());
+            }
+        }
+        let was_sure = self.unsure();
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.inner.options.group)
+            .arg(&self.inner.options.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(self.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(">");
+        let entries = reply::read_group(&self.read::<Value>(&cmd).await?);
+        self.admit(entries.into_iter().map(|e| (e, 1)).collect())
+            .await?;
+        self.settled(was_sure);
+        Ok(())
+    }
+
+    /// Owned PEL entries after `from` this consumer does not know, with their bodies.
+    async fn owned_after(
+        &self,
+        from: &str,
+        count: usize,
+    ) -> Result<Vec<(StreamEntry, u64)>, BufferError> {
+        let start = match from {
+            "0" => "-".to_string(),
+            id => format!("({id}"),
+        };
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&self.key)
+            .arg(&self.inner.options.group)
+            .arg(start)
+            .arg("+")
+            .arg(count)
+            .arg(&self.inner.options.consumer);
+        let pending = reply::pending_counts(&self.read::<Value>(&cmd).await?);
+        let mut out = Vec::with_capacity(pending.len());
+        for (id, deliveries) in pending {
+            if self.known.contains(&id) {
+                // Keep the cursor moving past entries already handed out.
+                out.push((StreamEntry { id, record: None }, 0));
+                continue;
+            }
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(&self.key).arg(&id).arg(&id);
+            let found = reply::entries(&self.read::<Value>(&cmd).await?);
+            let record = found.into_iter().next().and_then(|e| e.record);
+            out.push((StreamEntry { id, record }, deliveries));
+        }
+        Ok(out)
+    }
+
+    /// Delivery counts of `entries` (now owned by this consumer), from XPENDING.
+    async fn delivery_counts(
+        &self,
+        entries: &[StreamEntry],
+    ) -> Result<HashMap<String, u64>, BufferError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(HashMap::new());
+        };
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&self.key)
+            .arg(&self.inner.options.group)
+            .arg(&first.id)
+            .arg(&last.id)
+            .arg(entries.len())
+            .arg(&self.inner.options.consumer);
+        Ok(reply::pending_counts(&self.read::<Value>(&cmd).await?)
+            .into_iter()
+            .collect())
+    }
+
+    /// Puts read entries into `ready`; dead-letters the undecodable and the over-delivered;
+    /// acks entries Redis says were deleted.
+    async fn admit(&mut self, entries: Vec<(StreamEntry, u64)>) -> Result<(), BufferError> {
+        let max = self.inner.options.max_deliveries;
+        for (entry, deliveries) in entries {
+            if self.known.contains(&entry.id) {
+                continue;
+            }
+            let Some(raw) = entry.record else {
+                if deliveries > 0 {
+                    // Deleted while pending: nothing to deliver, drop it from the PEL.
+                    self.release(&entry.id).await?;
+                }
+                continue;
+            };
+            let reason = match Record::decode(raw.clone()) {
+                Err(e) => Some(format!("record in redis does not decode: {e}")),
+                Ok(_) if deliveries > max => Some(format!(
+                    "delivered {deliveries} times without an ack (max_deliveries {max})"
+                )),
+                Ok(record) => {
+                    self.known.insert(entry.id.clone());
+                    self.ready.push_back((entry.id.clone(), record));
+                    None
+                }
+            };
+            if let Some(reason) = reason {
+                warn!(stream = %self.key, id = %entry.id, %reason, "dead-lettering a buffer entry");
+                self.inner
+                    .add_dead_letter(
+                        &raw,
+                        BUFFER_EXPORTER,
+                        &reason,
+                        now_ms(),
+                        Some((&self.key, &entry.id)),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn release(&self, id: &str) -> Result<(), BufferError> {
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(&self.key).arg(&self.inner.options.group).arg(id);
+        self.read::<Value>(&cmd).await.map(drop)
+    }
+
+    fn take(&mut self, limits: BatchLimits) -> Vec<Delivery> {
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        while let Some((_, record)) = self.ready.front() {
+            let size = record.payload.len();
+            if !batch.is_empty()
+                && (batch.len() >= limits.max_records || bytes + size > limits.max_bytes)
+            {
+                break;
+            }
+            let Some((stream_id, record)) = self.ready.pop_front() else {
+                break;
+            };
+            bytes += size;
+            let id = DeliveryId(self.next_id);
+            self.next_id += 1;
+            self.handed_out.insert(id, stream_id);
+            batch.push(Delivery { id, record });
+        }
+        batch
+    }
+}
+
+fn with_counts(
+    entries: Vec<StreamEntry>,
+    counts: &HashMap<String, u64>,
+) -> Vec<(StreamEntry, u64)> {
+    entries
+        .into_iter()
+        .map(|e| {
+            // Not in the PEL any more (acked meanwhile): treat as a first delivery.
+            let n = counts.get(&e.id).copied().unwrap_or(1);
+            (e, n)
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Consumer for RedisConsumer {
+    async fn next_batch(&mut self, limits: BatchLimits) -> Result<Vec<Delivery>, BufferError> {
+        loop {
+            if !self.ready.is_empty() {
+                return Ok(self.take(limits));
+            }
+            self.fill(limits).await?;
+        }
+    }
+
+    async fn ack(&mut self, ids: &[DeliveryId]) -> Result<(), BufferError> {
+        let stream_ids: Vec<&String> = ids
+            .iter()
+            .filter_map(|id| self.handed_out.get(id))
+            .collect();
+        if stream_ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("XACK")
+            .arg(&self.key)
+            .arg(&self.inner.options.group)
+            .arg(&stream_ids)
+            .ignore();
+        pipe.cmd("XDEL").arg(&self.key).arg(&stream_ids).ignore();
+        self.inner.query_pipe(&pipe).await?;
+        for id in ids {
+            if let Some(stream_id) = self.handed_out.remove(id) {
+                self.known.remove(&stream_id);
+            }
+        }
+        Ok(())
+    }
+}
