@@ -189,6 +189,8 @@ pub enum BufferKind {
     Disk,
     /// Bounded, in memory, lost on exit: tests and throwaway runs.
     Memory,
+    /// Redis Streams, shared by every collector in one consumer group.
+    Redis,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +202,9 @@ pub struct BufferConfig {
     pub disk: DiskConfig,
     #[serde(default)]
     pub memory: MemoryConfig,
+    /// Required with `kind: redis`.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
 }
 
 fn default_buffer_kind() -> BufferKind {
@@ -212,6 +217,7 @@ impl Default for BufferConfig {
             kind: default_buffer_kind(),
             disk: DiskConfig::default(),
             memory: MemoryConfig::default(),
+            redis: None,
         }
     }
 }
@@ -235,6 +241,69 @@ impl Validate for BufferConfig {
                 if self.memory.max_bytes.0 == 0 {
                     errors.add(join(path, "memory.max_bytes"), "must be greater than zero");
                 }
+            }
+            BufferKind::Redis => match &self.redis {
+                None => errors.add(join(path, "redis"), "required with kind: redis"),
+                Some(redis) => redis.validate(&join(path, "redis"), errors),
+            },
+        }
+    }
+}
+
+/// Redis Streams buffer: `<stream_prefix>:metrics|logs|traces`, one consumer group that
+/// every collector joins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://` for TLS.
+    pub url: String,
+    #[serde(default = "crate::buffer::redis::default_stream_prefix")]
+    pub stream_prefix: String,
+    /// Most entries per stream; beyond it receivers answer 429.
+    #[serde(default = "crate::buffer::redis::default_max_len")]
+    pub max_len: u64,
+    /// Unacked entries idle this long are taken over from a dead collector.
+    #[serde(
+        default = "crate::buffer::redis::default_claim_idle",
+        with = "duration"
+    )]
+    pub claim_idle: Duration,
+    /// Deliveries after which an entry goes to the dead-letter stream.
+    #[serde(default = "crate::buffer::redis::default_max_deliveries")]
+    pub max_deliveries: u64,
+    /// This collector's consumer name; default hostname-pid. Keep it stable (e.g. the pod
+    /// name of a StatefulSet) to resume this collector's unacked work after a restart.
+    #[serde(default)]
+    pub consumer: Option<String>,
+    #[serde(default = "crate::buffer::redis::default_group")]
+    pub group: String,
+}
+
+impl Validate for RedisConfig {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        match Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss") => {}
+            Ok(u) => errors.add(
+                join(path, "url"),
+                format!("scheme must be redis or rediss, not `{}`", u.scheme()),
+            ),
+            Err(e) => errors.add(join(path, "url"), format!("invalid URL: {e}")),
+        }
+        if self.max_len == 0 {
+            errors.add(join(path, "max_len"), "must be greater than zero");
+        }
+        if self.claim_idle.is_zero() {
+            errors.add(join(path, "claim_idle"), "must be greater than zero");
+        }
+        if self.max_deliveries == 0 {
+            errors.add(join(path, "max_deliveries"), "must be greater than zero");
+        }
+        for (key, value) in [
+            ("stream_prefix", &self.stream_prefix),
+            ("group", &self.group),
+        ] {
+            if value.is_empty() {
+                errors.add(join(path, key), "must not be empty");
             }
         }
     }

@@ -237,6 +237,32 @@ async fn open_buffer(
         BufferKind::Memory => Ok(Arc::new(MemoryBuffer::new(
             config.buffer.memory.max_bytes.0,
         ))),
+        BufferKind::Redis => {
+            let Some(redis) = &config.buffer.redis else {
+                // Validation requires the section; a Config built in code may lack it.
+                return Err(StartError::Buffer {
+                    kind: "redis",
+                    source: BufferError::Unavailable("buffer.redis is not configured".into()),
+                });
+            };
+            let mut options = buffer::redis::RedisOptions::new(redis.url.clone());
+            options.stream_prefix = redis.stream_prefix.clone();
+            options.max_len = redis.max_len;
+            options.claim_idle = redis.claim_idle;
+            options.max_deliveries = redis.max_deliveries;
+            options.group = redis.group.clone();
+            if let Some(consumer) = &redis.consumer {
+                options.consumer = consumer.clone();
+            }
+            let buffer = buffer::redis::RedisBuffer::connect(options)
+                .await
+                .map_err(|source| StartError::Buffer {
+                    kind: "redis",
+                    source,
+                })?;
+            info!(url = %redact(&redis.url), "redis buffer connected");
+            Ok(Arc::new(buffer))
+        }
         BufferKind::Disk => {
             let disk = &config.buffer.disk;
             let mut options = DiskOptions::new(disk.path.clone(), disk.max_bytes.0);
@@ -260,6 +286,18 @@ async fn open_buffer(
             info!(path = %disk.path.display(), pending = ?report.pending, "disk buffer open");
             Ok(Arc::new(buffer))
         }
+    }
+}
+
+/// A URL for logs: the password, if any, replaced.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<invalid URL>".to_string(),
     }
 }
 
