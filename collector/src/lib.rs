@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP receivers; success only once data is durable.
+//! - [`buffer`]: buffers shared by several collectors (NATS JetStream).
 //! - [`exporter`]: the exporters and the [`exporter::pump::Pump`] that batches, retries,
 //!   acks and dead-letters for all of them.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
@@ -12,6 +13,7 @@
 //! use it.
 
 pub mod admin;
+pub mod buffer;
 pub mod config;
 pub mod exporter;
 pub mod receiver;

@@ -1,0 +1,3 @@
+//! Buffers that live outside the collector: shared by several collectors.
+
+pub mod nats;
