@@ -156,9 +156,12 @@ async fn push_read_ack_round_trip() {
     for n in 0..4 {
         buffer.push(record(n, 10)).await.unwrap();
     }
-    assert_eq!(
-        buffer.stats().await.signals[Signal::Logs.index()].pending_records,
-        5
+    let logs = buffer.stats().await.signals[Signal::Logs.index()];
+    assert_eq!(logs.pending_records, 5);
+    assert!(
+        logs.oldest_unacked_age
+            .is_some_and(|a| a < Duration::from_secs(60)),
+        "{logs:?}"
     );
 
     let mut consumer = buffer.consumer(Signal::Logs).await.unwrap();
@@ -180,6 +183,7 @@ async fn push_read_ack_round_trip() {
     assert_eq!((lag.num_pending, lag.num_ack_pending), (0, 0));
     let stats = buffer.stats().await;
     assert_eq!(stats.signals[Signal::Logs.index()].pending_records, 0);
+    assert_eq!(stats.signals[Signal::Logs.index()].oldest_unacked_age, None);
     assert_eq!(stats.used_bytes, 0, "acked records leave the work queue");
     assert_eq!(stats.capacity_bytes, 1 << 30);
 }
@@ -309,7 +313,10 @@ async fn two_collectors_share_the_records_each_delivered_once() {
 async fn a_record_of_a_dead_consumer_goes_to_another_after_ack_wait() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
-    let a = open(options(&server)).await;
+    let mut slow = options(&server);
+    slow.ack_wait = Duration::from_secs(60);
+    let a = open(slow).await;
+    // Opening updates the durable consumer: the 1 s ack_wait of `b` now applies to all.
     let b = open(options(&server)).await;
     a.push(record(1, 10)).await.unwrap();
     let mut dying = a.consumer(Signal::Logs).await.unwrap();

@@ -191,17 +191,39 @@ impl NatsBuffer {
 
     /// The lag of one signal's durable consumer, shared by all collectors.
     pub async fn lag(&self, signal: Signal) -> Result<ConsumerLag, BufferError> {
-        let info = self
-            .shared
-            .durable(signal)
-            .await?
-            .get_info()
+        let shared = &self.shared;
+        let info = shared
+            .js
+            .get_stream_no_info(&shared.options.stream)
+            .await
+            .map_err(|e| unavailable("get stream", e))?
+            .consumer_info(durable_name(signal))
             .await
             .map_err(|e| unavailable("consumer info", e))?;
         Ok(ConsumerLag {
             num_pending: info.num_pending,
             num_ack_pending: info.num_ack_pending as u64,
         })
+    }
+
+    /// How long ago the receiver accepted the oldest record of `signal` still in the
+    /// stream: in a work queue, the first message on the signal's subject is the oldest
+    /// unacked one. `None` when there is none or the server cannot say.
+    pub async fn oldest_unacked_age(&self, signal: Signal) -> Option<Duration> {
+        let shared = &self.shared;
+        let stream = shared
+            .js
+            .get_stream_no_info(&shared.options.stream)
+            .await
+            .ok()?;
+        let message = stream
+            .get_first_raw_message_by_subject(shared.options.subject(signal), 0)
+            .await
+            .ok()?;
+        let record = Record::decode(message.payload).ok()?;
+        Some(Duration::from_millis(
+            now_ms().saturating_sub(record.received_at_ms),
+        ))
     }
 
     /// Up to `max` dead letters, oldest first, read without removing them.
@@ -216,7 +238,11 @@ impl NatsBuffer {
         let state = &stream.cached_info().state;
         let mut letters = Vec::new();
         let mut seq = state.first_sequence;
-        while letters.len() < max && seq <= state.last_sequence && state.messages > 0 {
+        // Bounded even if an operator deleted letters and left gaps.
+        let last = state
+            .last_sequence
+            .min(seq.saturating_add(max.saturating_mul(2) as u64));
+        while letters.len() < max && seq <= last && state.messages > 0 {
             // A sequence may be missing (deleted); skip it rather than fail the listing.
             if let Ok(message) = stream.get_raw_message(seq).await {
                 match DeadLetter::decode(message.payload) {
@@ -285,12 +311,11 @@ impl Shared {
         Ok(())
     }
 
-    /// Binds (creating it the first time) the signal's durable consumer.
+    /// Creates the signal's durable consumer, or updates it to the configured `ack_wait`.
     async fn durable(&self, signal: Signal) -> Result<PullConsumer, BufferError> {
         let o = &self.options;
-        let name = format!("vigil-{}", signal.as_str());
         let config = PullConfig {
-            durable_name: Some(name.clone()),
+            durable_name: Some(durable_name(signal)),
             filter_subject: o.subject(signal),
             ack_policy: AckPolicy::Explicit,
             ack_wait: o.ack_wait,
@@ -302,7 +327,7 @@ impl Shared {
             .get_stream_no_info(&o.stream)
             .await
             .map_err(|e| unavailable("get stream", e))?
-            .get_or_create_consumer(&name, config)
+            .create_consumer(config)
             .await
             .map_err(|e| unavailable("create consumer", e))
     }
@@ -352,6 +377,11 @@ impl Shared {
             _ => unavailable("publish", e),
         }
     }
+}
+
+/// The durable consumer every collector binds for `signal`.
+fn durable_name(signal: Signal) -> String {
+    format!("vigil-{}", signal.as_str())
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> BufferError {
@@ -426,8 +456,7 @@ impl Buffer for NatsBuffer {
             if let Ok(lag) = self.lag(signal).await {
                 stats.signals[signal.index()] = SignalStats {
                     pending_records: lag.num_pending + lag.num_ack_pending,
-                    // Per-subject oldest message needs a lookup 2.9 does not answer cheaply.
-                    oldest_unacked_age: None,
+                    oldest_unacked_age: self.oldest_unacked_age(signal).await,
                 };
             }
         }
@@ -513,7 +542,7 @@ impl NatsConsumer {
     async fn give_up(&self, message: &jetstream::Message, record: Record, delivered: i64) {
         let letter = DeadLetter {
             record,
-            exporter: format!("nats-buffer/vigil-{}", self.signal.as_str()),
+            exporter: format!("nats-buffer/{}", durable_name(self.signal)),
             reason: format!(
                 "delivered {delivered} times without an ack (max_deliver {})",
                 self.shared.options.max_deliver
