@@ -431,3 +431,62 @@ async fn a_down_server_makes_the_buffer_unavailable() {
     buffer.close().await.ok();
     assert!(!buffer.is_ready());
 }
+
+#[tokio::test]
+async fn a_cancelled_next_batch_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let mut o = options(&server);
+    // Long enough that a lost message would not come back within this test.
+    o.ack_wait = Duration::from_secs(60);
+    let buffer = open(o).await;
+    let mut consumer = buffer.consumer(Signal::Logs).await.unwrap();
+    for n in 0..3 {
+        // The pump cancels next_batch whenever its linger runs out.
+        let cancelled = timeout(Duration::from_millis(100), consumer.next_batch(LIMITS)).await;
+        assert!(cancelled.is_err());
+        buffer.push(record(n, 10)).await.unwrap();
+        let cancelled = timeout(Duration::from_millis(1), consumer.next_batch(LIMITS)).await;
+        if let Ok(batch) = cancelled {
+            // Finished before the timeout: the record was delivered; hand it back.
+            let batch = batch.unwrap();
+            assert_eq!(batch[0].record.items, n);
+            consumer.ack(&[batch[0].id]).await.unwrap();
+            continue;
+        }
+        let batch = next(consumer.as_mut(), LIMITS).await;
+        assert_eq!(batch[0].record.items, n);
+        consumer.ack(&[batch[0].id]).await.unwrap();
+    }
+    buffer.close().await.unwrap();
+    assert!(matches!(
+        buffer.push(record(9, 10)).await,
+        Err(BufferError::Closed)
+    ));
+    assert!(!buffer.is_ready());
+}
+
+#[tokio::test]
+async fn a_stream_with_another_retention_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = js
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "LIMITS".into(),
+            subjects: vec!["other.>".into()],
+            ..Default::default()
+        })
+        .await
+    {
+        assert!(Instant::now() < deadline, "cannot create the stream: {e}");
+        sleep(Duration::from_millis(100)).await;
+    }
+    let mut o = options(&server);
+    o.stream = "LIMITS".into();
+    o.subject_prefix = "other".into();
+    let error = NatsBuffer::open(o).await.err().expect("open refuses");
+    assert!(error.to_string().contains("retention"), "{error}");
+}

@@ -564,6 +564,9 @@ impl NatsConsumer {
 
 #[async_trait]
 impl Consumer for NatsConsumer {
+    /// Cancel-safe while waiting for the first message. Dropped while dead-lettering, the
+    /// messages of that call are redelivered after `ack_wait` (none is lost, none is
+    /// remembered as in flight).
     async fn next_batch(&mut self, limits: BatchLimits) -> Result<Vec<Delivery>, BufferError> {
         loop {
             // Take what fits without awaiting past the first message, so a cancel between
