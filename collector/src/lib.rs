@@ -6,7 +6,7 @@
 //! - [`exporter`]: the exporters and the [`exporter::pump::Pump`] that batches, retries,
 //!   acks and dead-letters for all of them.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`buffer`]: buffers outside the process ([`buffer::redis`], Redis Streams).
+//! - [`buffer`]: buffers shared by several collectors: Redis Streams and NATS JetStream.
 //! - [`telemetry`]: every self-metric.
 //!
 //! [`Collector::start`] binds everything and returns a handle; `main` and the tests both
