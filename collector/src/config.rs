@@ -191,6 +191,8 @@ pub enum BufferKind {
     Memory,
     /// Redis Streams, shared by every collector in one consumer group.
     Redis,
+    /// NATS JetStream, shared by every collector through durable pull consumers.
+    Nats,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +207,9 @@ pub struct BufferConfig {
     /// Required with `kind: redis`.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// Required with `kind: nats`.
+    #[serde(default)]
+    pub nats: Option<NatsConfig>,
 }
 
 fn default_buffer_kind() -> BufferKind {
@@ -218,6 +223,7 @@ impl Default for BufferConfig {
             disk: DiskConfig::default(),
             memory: MemoryConfig::default(),
             redis: None,
+            nats: None,
         }
     }
 }
@@ -245,6 +251,10 @@ impl Validate for BufferConfig {
             BufferKind::Redis => match &self.redis {
                 None => errors.add(join(path, "redis"), "required with kind: redis"),
                 Some(redis) => redis.validate(&join(path, "redis"), errors),
+            },
+            BufferKind::Nats => match &self.nats {
+                None => errors.add(join(path, "nats"), "required with kind: nats"),
+                Some(nats) => nats.validate(&join(path, "nats"), errors),
             },
         }
     }
@@ -304,6 +314,98 @@ impl Validate for RedisConfig {
         ] {
             if value.is_empty() {
                 errors.add(join(path, key), "must not be empty");
+            }
+        }
+    }
+}
+
+/// NATS JetStream buffer: one work-queue stream with subjects
+/// `<subject_prefix>.metrics|logs|traces`, a durable pull consumer per signal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://host:4222` (`tls://` for TLS).
+    pub url: String,
+    #[serde(default = "default_nats_stream")]
+    pub stream: String,
+    #[serde(default = "default_nats_subject_prefix")]
+    pub subject_prefix: String,
+    /// The stream's byte limit; beyond it receivers answer 429.
+    #[serde(default = "default_nats_max_bytes")]
+    pub max_bytes: ByteSize,
+    #[serde(default = "default_nats_replicas")]
+    pub replicas: usize,
+    /// Unacked messages are redelivered (to any collector) after this long.
+    #[serde(default = "default_nats_ack_wait", with = "duration")]
+    pub ack_wait: Duration,
+    /// Deliveries after which a message goes to the dead-letter stream.
+    #[serde(default = "default_nats_max_deliver")]
+    pub max_deliver: u32,
+    /// A `.creds` file (JWT + NKey).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// A token; use `${NATS_TOKEN}` rather than writing it here.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn default_nats_stream() -> String {
+    "VIGIL".to_string()
+}
+
+fn default_nats_subject_prefix() -> String {
+    "vigil".to_string()
+}
+
+fn default_nats_max_bytes() -> ByteSize {
+    ByteSize::gib(1)
+}
+
+fn default_nats_replicas() -> usize {
+    1
+}
+
+fn default_nats_ack_wait() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_nats_max_deliver() -> u32 {
+    10
+}
+
+impl Validate for NatsConfig {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        match Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "nats" | "tls") => {}
+            Ok(u) => errors.add(
+                join(path, "url"),
+                format!("scheme must be nats or tls, not `{}`", u.scheme()),
+            ),
+            Err(e) => errors.add(join(path, "url"), format!("invalid URL: {e}")),
+        }
+        if self.max_bytes.0 < (1 << 16) {
+            errors.add(join(path, "max_bytes"), "must be at least 64KiB");
+        }
+        if !(1..=5).contains(&self.replicas) {
+            errors.add(join(path, "replicas"), "must be 1 to 5 (JetStream's limit)");
+        }
+        if self.ack_wait.is_zero() {
+            errors.add(join(path, "ack_wait"), "must be greater than zero");
+        }
+        if self.max_deliver == 0 {
+            errors.add(join(path, "max_deliver"), "must be greater than zero");
+        }
+        for (key, value) in [
+            ("stream", &self.stream),
+            ("subject_prefix", &self.subject_prefix),
+        ] {
+            let valid = !value.is_empty()
+                && !value.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>'));
+            if !valid {
+                errors.add(
+                    join(path, key),
+                    "must be a non-empty name without spaces, `.`, `*` or `>`",
+                );
             }
         }
     }

@@ -263,6 +263,31 @@ async fn open_buffer(
             info!(url = %redact(&redis.url), "redis buffer connected");
             Ok(Arc::new(buffer))
         }
+        BufferKind::Nats => {
+            let Some(nats) = &config.buffer.nats else {
+                return Err(StartError::Buffer {
+                    kind: "nats",
+                    source: BufferError::Unavailable("buffer.nats is not configured".into()),
+                });
+            };
+            let mut options = buffer::nats::NatsOptions::new(nats.url.clone());
+            options.stream = nats.stream.clone();
+            options.subject_prefix = nats.subject_prefix.clone();
+            options.max_bytes = nats.max_bytes.0;
+            options.replicas = nats.replicas;
+            options.ack_wait = nats.ack_wait;
+            options.max_deliver = nats.max_deliver;
+            options.credentials_file = nats.credentials_file.clone();
+            options.token = nats.token.clone();
+            let buffer = buffer::nats::NatsBuffer::open(options)
+                .await
+                .map_err(|source| StartError::Buffer {
+                    kind: "nats",
+                    source,
+                })?;
+            info!(url = %redact(&nats.url), stream = %nats.stream, "nats buffer connected");
+            Ok(Arc::new(buffer))
+        }
         BufferKind::Disk => {
             let disk = &config.buffer.disk;
             let mut options = DiskOptions::new(disk.path.clone(), disk.max_bytes.0);

@@ -107,3 +107,85 @@ impl Drop for VictoriaMetrics {
         let _ = self.child.wait();
     }
 }
+
+/// A process on a free loopback port with a temporary data dir, killed on drop, ready once
+/// the port accepts connections.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    _data: TempDir,
+}
+
+impl Broker {
+    /// `redis-server` without persistence.
+    pub async fn redis() -> Broker {
+        let program = require_program("redis-server", "redis-server");
+        Self::start(program, |port, dir| {
+            vec![
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                port.to_string(),
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+                "--dir".into(),
+                dir.to_string(),
+            ]
+        })
+        .await
+    }
+
+    /// `nats-server` with JetStream, storing under the temporary dir.
+    pub async fn nats() -> Broker {
+        let program = require_program("nats-server", "nats-server");
+        Self::start(program, |port, dir| {
+            vec![
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "-js".into(),
+                "-sd".into(),
+                dir.to_string(),
+            ]
+        })
+        .await
+    }
+
+    async fn start(program: std::path::PathBuf, args: impl Fn(u16, &str) -> Vec<String>) -> Broker {
+        let data = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Command::new(&program)
+            .args(args(port, &data.path().display().to_string()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let broker = Broker {
+            child,
+            port,
+            _data: data,
+        };
+        eventually(
+            Duration::from_secs(30),
+            &format!("{} to listen", program.display()),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        broker
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
