@@ -83,6 +83,23 @@ impl FakeLoki {
         self.state.lock().unwrap().requests_seen
     }
 
+    /// Waits until at least `n` lines arrived, then a moment more so a late duplicate
+    /// shows up too, and returns how often each line arrived.
+    pub async fn line_counts(&self, n: usize) -> std::collections::BTreeMap<String, usize> {
+        crate::eventually(
+            std::time::Duration::from_secs(30),
+            &format!("{n} lines at loki"),
+            || async { (self.lines().len() >= n).then_some(()) },
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let mut counts = std::collections::BTreeMap::new();
+        for line in self.lines() {
+            *counts.entry(line).or_default() += 1;
+        }
+        counts
+    }
+
     /// Every entry line accepted so far, in arrival order.
     pub fn lines(&self) -> Vec<String> {
         self.pushes()

@@ -2,7 +2,6 @@
 //! collector and arrives, exactly once, when the backends come up after the restart.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -138,26 +137,7 @@ async fn acknowledged_data_survives_kill_9_and_arrives_once() {
         assert_eq!(s["values"][0].as_f64(), Some(seq));
     }
 
-    let lines = vigil_e2e::eventually(
-        Duration::from_secs(30),
-        "every log line at loki",
-        || async {
-            let lines = loki.lines();
-            (lines.len() >= N).then_some(lines)
-        },
-    )
-    .await;
-    // Give a late duplicate a moment to show up before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let lines = if loki.lines().len() > lines.len() {
-        loki.lines()
-    } else {
-        lines
-    };
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for line in lines {
-        *counts.entry(line).or_default() += 1;
-    }
+    let counts = loki.line_counts(N).await;
     let expected: BTreeMap<String, usize> = (0..N).map(|i| (format!("line-{i}"), 1)).collect();
     // Nothing was acknowledged before the kill, so every line arrives exactly once.
     assert_eq!(counts, expected);

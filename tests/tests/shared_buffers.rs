@@ -57,21 +57,7 @@ async fn two_collectors_deliver_everything_once(buffer_yaml: impl Fn(&str) -> St
     send_lines(&a, "a").await;
     send_lines(&b, "b").await;
 
-    let lines = vigil_e2e::eventually(Duration::from_secs(30), "every line at loki", || async {
-        let l = loki.lines();
-        (l.len() >= 2 * PER_COLLECTOR).then_some(l)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let lines = if loki.lines().len() > lines.len() {
-        loki.lines()
-    } else {
-        lines
-    };
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for line in lines {
-        *counts.entry(line).or_default() += 1;
-    }
+    let counts = loki.line_counts(2 * PER_COLLECTOR).await;
     let expected: BTreeMap<String, usize> = ["a", "b"]
         .iter()
         .flat_map(|tag| (0..PER_COLLECTOR).map(move |i| (format!("{tag}-{i}"), 1)))
