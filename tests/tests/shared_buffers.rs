@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use vigil_collector::Collector;
 use vigil_e2e::collector;
+use vigil_e2e::collector::CollectorProcess;
 use vigil_e2e::fakes::FakeLoki;
 use vigil_e2e::servers::Broker;
 
@@ -130,4 +131,88 @@ async fn an_unreachable_broker_makes_receivers_answer_503_and_readyz_false() {
     })
     .await;
     c.shutdown().await;
+}
+
+/// Two collectors on one shared buffer; the backend is down, so both hold records they
+/// read but could not export. One is killed with SIGKILL; once the backend is up, the
+/// survivor takes over the dead one's records and everything arrives.
+async fn a_killed_collectors_records_are_taken_over(buffer_yaml: impl Fn(&str) -> String) {
+    let loki_port = vigil_e2e::free_port();
+    let loki_url = format!("http://127.0.0.1:{loki_port}/loki/api/v1/push");
+    let exporters = format!(
+        "exporters:\n  loki: {{ endpoint: \"{loki_url}\", batch: {{ linger: 10ms, max_records: 8 }}, retry: {{ initial: 100ms, max: 300ms }} }}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, admin_port) = (vigil_e2e::free_port(), vigil_e2e::free_port());
+    let config = dir.path().join("doomed.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  otlp:\n    grpc: null\n    http: {{ listen: \"127.0.0.1:{http_port}\" }}\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\n{}{exporters}",
+            buffer_yaml("doomed")
+        ),
+    )
+    .unwrap();
+    let doomed = CollectorProcess::start(&config, admin_port, http_port).await;
+    let survivor = collector::start(&collector::yaml_on_free_ports(&format!(
+        "{}{exporters}",
+        buffer_yaml("survivor")
+    )))
+    .await;
+
+    let client = vigil_e2e::http_client();
+    let total = 2 * PER_COLLECTOR;
+    for i in 0..total {
+        let target = match i % 2 {
+            0 => format!("http://127.0.0.1:{http_port}/v1/logs"),
+            _ => format!("http://{}/v1/logs", survivor.http_addr().unwrap()),
+        };
+        let body = format!(
+            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{}","body":{{"stringValue":"r-{i}"}}}}]}}]}}]}}"#,
+            1_700_000_000_000_000_000u64 + i as u64
+        );
+        let r = client
+            .post(target)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "r-{i}");
+    }
+    // Let both collectors read records into their in-flight batches before the kill.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    doomed.kill_9();
+
+    let loki = FakeLoki::start_on(([127, 0, 0, 1], loki_port).into()).await;
+    let counts = loki.line_counts(total).await;
+    let missing: Vec<String> = (0..total)
+        .map(|i| format!("r-{i}"))
+        .filter(|l| !counts.contains_key(l))
+        .collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    // The killed collector never delivered anything (the backend was down), so nothing
+    // may arrive twice.
+    assert!(counts.values().all(|n| *n == 1), "duplicates: {counts:?}");
+    survivor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_killed_collectors_records_are_taken_over() {
+    let redis = Broker::redis().await;
+    let port = redis.port;
+    a_killed_collectors_records_are_taken_over(|consumer| {
+        format!("buffer:\n  kind: redis\n  redis: {{ url: \"redis://127.0.0.1:{port}\", consumer: {consumer}, claim_idle: 1s }}\n")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_a_killed_collectors_records_are_taken_over() {
+    let nats = Broker::nats().await;
+    let port = nats.port;
+    a_killed_collectors_records_are_taken_over(|_| {
+        format!("buffer:\n  kind: nats\n  nats: {{ url: \"nats://127.0.0.1:{port}\", max_bytes: 64MiB, ack_wait: 2s }}\n")
+    })
+    .await;
 }
