@@ -117,15 +117,7 @@ impl RedisConsumer {
         if let Some(resync) = self.resync.clone() {
             let (entries, startup) = match &resync {
                 Resync::Startup(from) => {
-                    let mut cmd = redis::cmd("XREADGROUP");
-                    cmd.arg("GROUP")
-                        .arg(&self.inner.options.group)
-                        .arg(&self.inner.options.consumer)
-                        .arg("COUNT")
-                        .arg(count)
-                        .arg("STREAMS")
-                        .arg(&self.key)
-                        .arg(from);
+                    let cmd = self.read_group(count, None, from);
                     let entries = reply::read_group(&self.read::<Value>(&cmd).await?);
                     let counts = self.delivery_counts(&entries).await?;
                     (with_counts(entries, &counts), true)
@@ -167,22 +159,28 @@ impl RedisConsumer {
             }
         }
         let was_sure = self.unsure();
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.inner.options.group)
-            .arg(&self.inner.options.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(self.block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.key)
-            .arg(">");
+        let cmd = self.read_group(count, Some(self.block), ">");
         let entries = reply::read_group(&self.read::<Value>(&cmd).await?);
         self.admit(entries.into_iter().map(|e| (e, 1)).collect())
             .await?;
         self.settled(was_sure);
         Ok(())
+    }
+
+    /// `XREADGROUP` of up to `count` entries after `from` (`>`: never delivered; an id:
+    /// this consumer's own pending entries), blocking up to `block` when given.
+    fn read_group(&self, count: usize, block: Option<Duration>, from: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.inner.options.group)
+            .arg(&self.inner.options.consumer)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.key).arg(from);
+        cmd
     }
 
     /// Owned PEL entries after `from` this consumer does not know, with their bodies.
