@@ -37,6 +37,8 @@ pub struct Telemetry {
     pub buffer_capacity_bytes: IntGauge,
     pub buffer_pending_records: IntGaugeVec,
     pub buffer_oldest_unacked_age_seconds: IntGaugeVec,
+    /// Records no consumer has taken yet (Redis, NATS, memory): what autoscaling reads.
+    pub buffer_undelivered_records: IntGaugeVec,
     /// Dead letters the buffer dropped (oldest first) because its dead-letter store was full.
     pub dead_letters_dropped: IntGauge,
     /// Damage found and cut off when the disk buffer opened.
@@ -144,6 +146,11 @@ impl Telemetry {
                 "dead_letters_dropped",
                 "Dead letters dropped, oldest first, because the dead-letter store was full",
             ),
+            buffer_undelivered_records: gauge_vec(
+                "buffer_undelivered_records",
+                "Requests buffered that no exporter has taken yet (consumer lag)",
+                &["signal"],
+            ),
             buffer_corrupt_records: gauge(
                 "buffer_recovery_corrupt_records",
                 "Damaged records cut off when the disk buffer opened",
@@ -180,6 +187,11 @@ impl Telemetry {
             self.buffer_oldest_unacked_age_seconds
                 .with_label_values(&[signal.as_str()])
                 .set(s.oldest_unacked_age.map_or(0, |d| d.as_secs() as i64));
+            if let Some(undelivered) = s.undelivered_records {
+                self.buffer_undelivered_records
+                    .with_label_values(&[signal.as_str()])
+                    .set(undelivered as i64);
+            }
         }
     }
 

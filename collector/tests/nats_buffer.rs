@@ -158,6 +158,7 @@ async fn push_read_ack_round_trip() {
     }
     let logs = buffer.stats().await.signals[Signal::Logs.index()];
     assert_eq!(logs.pending_records, 5);
+    assert_eq!(logs.undelivered_records, Some(5));
     assert!(
         logs.oldest_unacked_age
             .is_some_and(|a| a < Duration::from_secs(60)),

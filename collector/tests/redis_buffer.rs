@@ -149,6 +149,15 @@ async fn push_read_ack_round_trip() {
     assert_eq!(lag[Signal::Logs.index()].pending, 3);
     assert_eq!(lag[Signal::Logs.index()].lag, Some(0));
     assert_eq!(lag[Signal::Metrics.index()].lag, Some(1));
+    let stats = buffer.stats().await;
+    assert_eq!(
+        stats.signals[Signal::Logs.index()].undelivered_records,
+        Some(0)
+    );
+    assert_eq!(
+        stats.signals[Signal::Metrics.index()].undelivered_records,
+        Some(1)
+    );
 
     let ids: Vec<_> = got.iter().map(|d| d.id).collect();
     consumer.ack(&ids).await.unwrap();

@@ -457,6 +457,7 @@ impl Buffer for NatsBuffer {
                 stats.signals[signal.index()] = SignalStats {
                     pending_records: lag.num_pending + lag.num_ack_pending,
                     oldest_unacked_age: self.oldest_unacked_age(signal).await,
+                    undelivered_records: Some(lag.num_pending),
                 };
             }
         }

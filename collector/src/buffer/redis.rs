@@ -536,7 +536,17 @@ impl Buffer for RedisBuffer {
             stats.signals[signal.index()] = SignalStats {
                 pending_records: reply::int(len).unwrap_or(0).max(0) as u64,
                 oldest_unacked_age: oldest,
+                undelivered_records: None,
             };
+        }
+        // Acked entries are deleted, so every entry left is either delivered and pending
+        // or not yet delivered (XINFO's own `lag` goes unknown after deletions).
+        if let Ok(lags) = self.group_lag().await {
+            for signal in Signal::ALL {
+                let lag = &lags[signal.index()];
+                stats.signals[signal.index()].undelivered_records =
+                    Some(lag.entries.saturating_sub(lag.pending));
+            }
         }
         stats
     }

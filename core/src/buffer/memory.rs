@@ -146,6 +146,7 @@ impl Buffer for MemoryBuffer {
             stats.signals[signal.index()] = SignalStats {
                 pending_records: (queue.ready.len() + queue.in_flight.len()) as u64,
                 oldest_unacked_age: oldest,
+                undelivered_records: Some(queue.ready.len() as u64),
             };
         }
         stats
@@ -280,6 +281,11 @@ mod tests {
         assert_eq!(ids, vec![batch[1].id, batch[2].id]);
         let stats = buffer.stats().await;
         assert_eq!(stats.signals[Signal::Traces.index()].pending_records, 2);
+        // Both are handed out again: pending, but none waits for a consumer.
+        assert_eq!(
+            stats.signals[Signal::Traces.index()].undelivered_records,
+            Some(0)
+        );
     }
 
     #[tokio::test]

@@ -257,6 +257,9 @@ pub struct SignalStats {
     pub pending_records: u64,
     /// Age of the oldest record not yet acked, if any.
     pub oldest_unacked_age: Option<Duration>,
+    /// Records not yet handed to any consumer: the backlog an autoscaler scales on.
+    /// `None` where the buffer does not tell it apart from `pending_records`.
+    pub undelivered_records: Option<u64>,
 }
 
 /// Durable storage between receivers and exporters. See the module docs.

@@ -501,6 +501,7 @@ impl Buffer for DiskBuffer {
                 pending_records: pending,
                 oldest_unacked_age: oldest_ms
                     .map(|ms| Duration::from_millis(now.saturating_sub(ms))),
+                undelivered_records: None,
             };
         }
         stats
