@@ -61,26 +61,15 @@ pub struct Export {
 impl Export {
     /// Stores one export request; the answer is the encoded `Export*ServiceResponse`.
     pub async fn export(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
-        let tenant = match request.metadata().get(&self.tenant_key) {
-            None => None,
-            Some(v) => match v.to_str() {
-                Ok(t) => Some(t.to_string()),
-                Err(_) => {
-                    let refusal =
-                        Refusal::Invalid(format!("{} is not visible ASCII", self.tenant_key));
-                    self.ingest
-                        .count_refusal(self.signal, Transport::Grpc, &refusal, None);
-                    return Err(grpc_status(&refusal));
-                }
-            },
-        };
+        let (metadata, _, body) = request.into_parts();
+        let tenant = metadata.get(&self.tenant_key).map(|v| v.as_encoded_bytes());
         let accepted = self
             .ingest
             .accept_body(
                 self.signal,
                 Encoding::Protobuf,
-                request.into_inner(),
-                tenant.as_deref(),
+                body,
+                tenant,
                 Transport::Grpc,
             )
             .await

@@ -66,10 +66,7 @@ async fn handle(state: &HttpState, signal: Signal, headers: &HeaderMap, body: Bo
         Ok(e) => e,
         Err(refusal) => return refuse(state, signal, &refusal, Encoding::Protobuf),
     };
-    let tenant = match tenant(state, headers) {
-        Ok(t) => t,
-        Err(refusal) => return refuse(state, signal, &refusal, encoding),
-    };
+    let tenant = headers.get(&state.tenant_header).map(|v| v.as_bytes());
     let body = match read_body(state, headers, body).await {
         Ok(b) => b,
         Err(refusal) => return refuse(state, signal, &refusal, encoding),
@@ -90,20 +87,6 @@ fn refuse(state: &HttpState, signal: Signal, refusal: &Refusal, encoding: Encodi
         .ingest
         .count_refusal(signal, Transport::Http, refusal, None);
     refusal_response(refusal, encoding)
-}
-
-fn tenant<'h>(state: &HttpState, headers: &'h HeaderMap) -> Result<Option<&'h str>, Refusal> {
-    headers
-        .get(&state.tenant_header)
-        .map(|v| {
-            v.to_str().map_err(|_| {
-                Refusal::Invalid(format!(
-                    "{} header is not visible ASCII",
-                    state.tenant_header
-                ))
-            })
-        })
-        .transpose()
 }
 
 fn content_encoding(headers: &HeaderMap) -> Result<Encoding, Refusal> {

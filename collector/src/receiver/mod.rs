@@ -187,13 +187,14 @@ impl Ingest {
         self.buffer.is_ready()
     }
 
-    /// Decodes a body (already decompressed) and stores it.
+    /// Decodes a body (already decompressed) and stores it. `tenant` is the raw value of
+    /// the tenant header or metadata, checked here for every transport.
     pub async fn accept_body(
         &self,
         signal: Signal,
         encoding: Encoding,
         body: Bytes,
-        tenant: Option<&str>,
+        tenant: Option<&[u8]>,
         transport: Transport,
     ) -> Result<Accepted, Refusal> {
         let mut items = None;
@@ -211,14 +212,18 @@ impl Ingest {
         result
     }
 
-    fn check(&self, signal: Signal, tenant: Option<&str>) -> Result<Option<String>, Refusal> {
+    fn check(&self, signal: Signal, tenant: Option<&[u8]>) -> Result<Option<String>, Refusal> {
         if !self.exported[signal.index()] {
             return Err(Refusal::NotExported(signal));
         }
         match tenant {
-            Some(t) => check_tenant(t)
-                .map(|()| Some(t.to_string()))
-                .map_err(Refusal::Invalid),
+            // Bytes that are not UTF-8 become U+FFFD, which check_tenant refuses.
+            Some(raw) => {
+                let tenant = String::from_utf8_lossy(raw);
+                check_tenant(&tenant)
+                    .map(|()| Some(tenant.into_owned()))
+                    .map_err(Refusal::Invalid)
+            }
             None => Ok(self.default_tenant.clone()),
         }
     }
