@@ -289,6 +289,21 @@ pub struct RedisConfig {
     pub group: String,
 }
 
+impl RedisConfig {
+    pub fn options(&self) -> crate::buffer::redis::RedisOptions {
+        let mut options = crate::buffer::redis::RedisOptions::new(self.url.clone());
+        options.stream_prefix = self.stream_prefix.clone();
+        options.max_len = self.max_len;
+        options.claim_idle = self.claim_idle;
+        options.max_deliveries = self.max_deliveries;
+        options.group = self.group.clone();
+        if let Some(consumer) = &self.consumer {
+            options.consumer = consumer.clone();
+        }
+        options
+    }
+}
+
 impl Validate for RedisConfig {
     fn validate(&self, path: &str, errors: &mut Errors) {
         match Url::parse(&self.url) {
@@ -373,6 +388,21 @@ fn default_nats_max_deliver() -> u32 {
     10
 }
 
+impl NatsConfig {
+    pub fn options(&self) -> crate::buffer::nats::NatsOptions {
+        let mut options = crate::buffer::nats::NatsOptions::new(self.url.clone());
+        options.stream = self.stream.clone();
+        options.subject_prefix = self.subject_prefix.clone();
+        options.max_bytes = self.max_bytes.0;
+        options.replicas = self.replicas;
+        options.ack_wait = self.ack_wait;
+        options.max_deliver = self.max_deliver;
+        options.credentials_file = self.credentials_file.clone();
+        options.token = self.token.clone();
+        options
+    }
+}
+
 impl Validate for NatsConfig {
     fn validate(&self, path: &str, errors: &mut Errors) {
         match Url::parse(&self.url) {
@@ -447,6 +477,18 @@ fn default_fsync() -> Fsync {
 
 fn default_fsync_interval() -> Duration {
     Duration::from_secs(1)
+}
+
+impl DiskConfig {
+    pub fn options(&self) -> vigil_core::buffer::disk::DiskOptions {
+        let mut options =
+            vigil_core::buffer::disk::DiskOptions::new(self.path.clone(), self.max_bytes.0);
+        options.fsync = match self.fsync {
+            Fsync::Always => vigil_core::buffer::disk::FsyncPolicy::Always,
+            Fsync::Interval => vigil_core::buffer::disk::FsyncPolicy::Interval(self.fsync_interval),
+        };
+        options
+    }
 }
 
 impl Default for DiskConfig {
@@ -547,17 +589,6 @@ pub struct Delivery {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
-}
-
-impl Default for Delivery {
-    fn default() -> Self {
-        Delivery {
-            timeout: default_timeout(),
-            batch: BatchConfig::default(),
-            retry: RetryConfig::default(),
-            headers: BTreeMap::new(),
-        }
-    }
 }
 
 impl Validate for Delivery {

@@ -29,12 +29,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 use vigil_core::Signal;
-use vigil_core::buffer::disk::{DiskBuffer, DiskOptions, FsyncPolicy};
+use vigil_core::buffer::disk::DiskBuffer;
 use vigil_core::buffer::memory::MemoryBuffer;
 use vigil_core::buffer::{Buffer, BufferError};
 
 use crate::admin::AdminState;
-use crate::config::{BufferKind, Config, Fsync};
+use crate::buffer::nats::NatsBuffer;
+use crate::buffer::redis::RedisBuffer;
+use crate::config::{BufferKind, Config};
 use crate::exporter::Exporter;
 use crate::exporter::pump::Pump;
 use crate::receiver::Ingest;
@@ -64,7 +66,6 @@ pub struct Collector {
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
-    telemetry: Telemetry,
     buffer: Arc<dyn Buffer>,
     stop_receivers: watch::Sender<bool>,
     stop_exporters: watch::Sender<bool>,
@@ -181,7 +182,6 @@ impl Collector {
             grpc_addr,
             http_addr,
             admin_addr,
-            telemetry,
             buffer,
             stop_receivers,
             stop_exporters,
@@ -200,10 +200,6 @@ impl Collector {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
-    }
-
-    pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
     }
 
     /// Stops receiving (in-flight requests finish), stops the exporters (what is not yet
@@ -233,83 +229,46 @@ async fn open_buffer(
     config: &Config,
     telemetry: &Telemetry,
 ) -> Result<Arc<dyn Buffer>, StartError> {
-    match config.buffer.kind {
-        BufferKind::Memory => Ok(Arc::new(MemoryBuffer::new(
-            config.buffer.memory.max_bytes.0,
-        ))),
+    let failed = |kind: &'static str| move |source| StartError::Buffer { kind, source };
+    // Validation requires the section of the chosen kind; a Config built in code may lack it.
+    fn section<'c, T>(section: &'c Option<T>, kind: &'static str) -> Result<&'c T, StartError> {
+        section.as_ref().ok_or_else(|| StartError::Buffer {
+            kind,
+            source: BufferError::Unavailable(format!("buffer.{kind} is not configured")),
+        })
+    }
+    let buffer = &config.buffer;
+    match buffer.kind {
+        BufferKind::Memory => Ok(Arc::new(MemoryBuffer::new(buffer.memory.max_bytes.0))),
         BufferKind::Redis => {
-            let Some(redis) = &config.buffer.redis else {
-                // Validation requires the section; a Config built in code may lack it.
-                return Err(StartError::Buffer {
-                    kind: "redis",
-                    source: BufferError::Unavailable("buffer.redis is not configured".into()),
-                });
-            };
-            let mut options = buffer::redis::RedisOptions::new(redis.url.clone());
-            options.stream_prefix = redis.stream_prefix.clone();
-            options.max_len = redis.max_len;
-            options.claim_idle = redis.claim_idle;
-            options.max_deliveries = redis.max_deliveries;
-            options.group = redis.group.clone();
-            if let Some(consumer) = &redis.consumer {
-                options.consumer = consumer.clone();
-            }
-            let buffer = buffer::redis::RedisBuffer::connect(options)
+            let redis = section(&buffer.redis, "redis")?;
+            let opened = RedisBuffer::connect(redis.options())
                 .await
-                .map_err(|source| StartError::Buffer {
-                    kind: "redis",
-                    source,
-                })?;
+                .map_err(failed("redis"))?;
             info!(url = %redact(&redis.url), "redis buffer connected");
-            Ok(Arc::new(buffer))
+            Ok(Arc::new(opened))
         }
         BufferKind::Nats => {
-            let Some(nats) = &config.buffer.nats else {
-                return Err(StartError::Buffer {
-                    kind: "nats",
-                    source: BufferError::Unavailable("buffer.nats is not configured".into()),
-                });
-            };
-            let mut options = buffer::nats::NatsOptions::new(nats.url.clone());
-            options.stream = nats.stream.clone();
-            options.subject_prefix = nats.subject_prefix.clone();
-            options.max_bytes = nats.max_bytes.0;
-            options.replicas = nats.replicas;
-            options.ack_wait = nats.ack_wait;
-            options.max_deliver = nats.max_deliver;
-            options.credentials_file = nats.credentials_file.clone();
-            options.token = nats.token.clone();
-            let buffer = buffer::nats::NatsBuffer::open(options)
+            let nats = section(&buffer.nats, "nats")?;
+            let opened = NatsBuffer::open(nats.options())
                 .await
-                .map_err(|source| StartError::Buffer {
-                    kind: "nats",
-                    source,
-                })?;
+                .map_err(failed("nats"))?;
             info!(url = %redact(&nats.url), stream = %nats.stream, "nats buffer connected");
-            Ok(Arc::new(buffer))
+            Ok(Arc::new(opened))
         }
         BufferKind::Disk => {
-            let disk = &config.buffer.disk;
-            let mut options = DiskOptions::new(disk.path.clone(), disk.max_bytes.0);
-            options.fsync = match disk.fsync {
-                Fsync::Always => FsyncPolicy::Always,
-                Fsync::Interval => FsyncPolicy::Interval(disk.fsync_interval),
-            };
-            let buffer = DiskBuffer::open(options)
+            let opened = DiskBuffer::open(buffer.disk.options())
                 .await
-                .map_err(|source| StartError::Buffer {
-                    kind: "disk",
-                    source,
-                })?;
-            let report = buffer.recovery();
+                .map_err(failed("disk"))?;
+            let report = opened.recovery();
             telemetry
                 .buffer_corrupt_records
                 .set(report.corrupt_records as i64);
             telemetry
                 .buffer_truncated_bytes
                 .set(report.truncated_bytes as i64);
-            info!(path = %disk.path.display(), pending = ?report.pending, "disk buffer open");
-            Ok(Arc::new(buffer))
+            info!(path = %buffer.disk.path.display(), pending = ?report.pending, "disk buffer open");
+            Ok(Arc::new(opened))
         }
     }
 }

@@ -99,28 +99,11 @@ impl Request {
         }
     }
 
-    pub fn signal(&self) -> Signal {
-        match self {
-            Request::Metrics(_) => Signal::Metrics,
-            Request::Logs(_) => Signal::Logs,
-            Request::Traces(_) => Signal::Traces,
-        }
-    }
-
     pub fn encode_to_vec(&self) -> Vec<u8> {
         match self {
             Request::Metrics(r) => r.encode_to_vec(),
             Request::Logs(r) => r.encode_to_vec(),
             Request::Traces(r) => r.encode_to_vec(),
-        }
-    }
-
-    /// Data points, log records or spans.
-    pub fn items(&self) -> u64 {
-        match self {
-            Request::Metrics(r) => metric_points(r).0,
-            Request::Logs(r) => log_records(r),
-            Request::Traces(r) => spans(r),
         }
     }
 }

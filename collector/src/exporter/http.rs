@@ -71,10 +71,6 @@ impl HttpSender {
         })
     }
 
-    pub fn endpoint(&self) -> &Url {
-        &self.endpoint
-    }
-
     /// POSTs `body` with the exporter's fixed headers plus `extra`, and classifies the
     /// answer: 2xx is success; network errors, 408, 429 and 5xx are retryable (honouring
     /// `Retry-After`); any other status is permanent.
@@ -118,6 +114,20 @@ impl HttpSender {
 /// 408, 429 and 5xx may succeed later; any other refusal will be repeated.
 fn is_retryable(status: reqwest::StatusCode) -> bool {
     status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error()
+}
+
+/// The header naming the tenant at Loki and Tempo.
+pub fn tenant_header(
+    tenant: Option<&str>,
+) -> Result<Option<(HeaderName, HeaderValue)>, ExportError> {
+    match tenant {
+        None => Ok(None),
+        Some(t) => HeaderValue::from_str(t)
+            .map(|v| Some((HeaderName::from_static("x-scope-orgid"), v)))
+            .map_err(|_| {
+                ExportError::permanent(format!("tenant `{t}` is not a valid header value"))
+            }),
+    }
 }
 
 /// reqwest's top-level message ("error sending request") hides the cause; show it all.

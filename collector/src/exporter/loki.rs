@@ -9,12 +9,12 @@
 
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use vigil_core::Signal;
 use vigil_core::buffer::Record;
 use vigil_core::loki::{self, LabelRule, LokiOptions};
 
-use super::http::{BuildError, HttpSender};
+use super::http::{BuildError, HttpSender, tenant_header};
 use super::{ExportError, Exported, Exporter, decode_payloads};
 use crate::config::LokiConfig;
 
@@ -39,20 +39,6 @@ impl Loki {
                 structured_metadata: config.structured_metadata,
             },
         })
-    }
-}
-
-/// The header naming the tenant at Loki and Tempo.
-pub fn tenant_header(
-    tenant: Option<&str>,
-) -> Result<Option<(HeaderName, HeaderValue)>, ExportError> {
-    match tenant {
-        None => Ok(None),
-        Some(t) => HeaderValue::from_str(t)
-            .map(|v| Some((HeaderName::from_static("x-scope-orgid"), v)))
-            .map_err(|_| {
-                ExportError::permanent(format!("tenant `{t}` is not a valid header value"))
-            }),
     }
 }
 

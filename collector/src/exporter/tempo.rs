@@ -20,8 +20,7 @@ use tonic_types::StatusExt;
 use vigil_core::Signal;
 use vigil_core::buffer::Record;
 
-use super::http::{BuildError, HttpSender};
-use super::loki::tenant_header;
+use super::http::{BuildError, HttpSender, tenant_header};
 use super::{ExportError, Exported, Exporter, decode_payloads};
 use crate::config::{TempoConfig, TempoProtocol};
 
@@ -108,19 +107,16 @@ impl Exporter for Tempo {
                 .collect(),
         };
         let items = vigil_core::otlp::spans(&merged);
-        let tenant = tenant_header(tenant)?;
         match &self.transport {
             TempoTransport::Grpc(client, metadata) => {
                 let mut request = tonic::Request::new(merged);
                 *request.metadata_mut() = metadata.clone();
-                if let Some((_, value)) = tenant {
-                    let value = value
-                        .to_str()
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .ok_or_else(|| {
-                            ExportError::permanent("tenant is not valid gRPC metadata")
-                        })?;
+                if let Some(tenant) = tenant {
+                    let value = tenant.parse().map_err(|_| {
+                        ExportError::permanent(format!(
+                            "tenant `{tenant}` is not valid gRPC metadata"
+                        ))
+                    })?;
                     request.metadata_mut().insert("x-scope-orgid", value);
                 }
                 client
@@ -130,6 +126,7 @@ impl Exporter for Tempo {
                     .map_err(|s| classify(&s))?;
             }
             TempoTransport::Http(sender) => {
+                let tenant = tenant_header(tenant)?;
                 let mut headers = vec![(
                     CONTENT_TYPE,
                     HeaderValue::from_static("application/x-protobuf"),

@@ -149,12 +149,6 @@ fn server<S: OtlpService>(
     }
 }
 
-impl<S: OtlpService> ExportServer<S> {
-    pub fn export(&self) -> &Export {
-        &self.export
-    }
-}
-
 struct ExportMethod(Export);
 
 impl UnaryService<Bytes> for ExportMethod {
