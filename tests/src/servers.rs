@@ -1,5 +1,6 @@
 //! Real servers from Debian packages, one instance per test.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -9,9 +10,8 @@ use crate::{eventually, free_port, require_program};
 
 /// A VictoriaMetrics single-node server on a free loopback port with its own data dir.
 pub struct VictoriaMetrics {
-    child: Child,
     pub port: u16,
-    _data: TempDir,
+    _server: Server,
 }
 
 impl VictoriaMetrics {
@@ -23,21 +23,18 @@ impl VictoriaMetrics {
     /// is up).
     pub async fn start_on(port: u16) -> VictoriaMetrics {
         let program = require_program("victoria-metrics", "victoria-metrics");
-        let data = tempfile::tempdir().expect("temp dir");
-        let child = Command::new(program)
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", data.path().display()))
-            .arg("-retentionPeriod=100y")
-            .arg("-search.disableCache")
-            .arg("-loggerLevel=ERROR")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start victoria-metrics");
+        let server = Server::spawn(program, port, |port, dir| {
+            vec![
+                format!("-httpListenAddr=127.0.0.1:{port}"),
+                format!("-storageDataPath={dir}"),
+                "-retentionPeriod=100y".into(),
+                "-search.disableCache".into(),
+                "-loggerLevel=ERROR".into(),
+            ]
+        });
         let vm = VictoriaMetrics {
-            child,
             port,
-            _data: data,
+            _server: server,
         };
         let health = format!("{}/health", vm.base());
         eventually(
@@ -101,76 +98,77 @@ impl VictoriaMetrics {
     }
 }
 
-impl Drop for VictoriaMetrics {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A process on a free loopback port with a temporary data dir, killed on drop, ready once
-/// the port accepts connections.
-pub struct Broker {
+/// A server process on a loopback port with a temporary data dir, killed on drop.
+pub struct Server {
     child: Child,
     pub port: u16,
     _data: TempDir,
 }
 
-impl Broker {
-    /// `redis-server` without persistence.
-    pub async fn redis() -> Broker {
+impl Server {
+    /// `redis-server` without persistence, ready once its port accepts connections.
+    pub async fn redis() -> Server {
         let program = require_program("redis-server", "redis-server");
-        Self::start(program, |port, dir| {
-            vec![
-                "--bind".into(),
-                "127.0.0.1".into(),
-                "--port".into(),
-                port.to_string(),
-                "--save".into(),
-                String::new(),
-                "--appendonly".into(),
-                "no".into(),
-                "--dir".into(),
-                dir.to_string(),
-            ]
-        })
-        .await
+        let server = Server::spawn(program, free_port(), |port, dir| {
+            let args = [
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                dir,
+            ];
+            args.map(String::from).to_vec()
+        });
+        server.wait_listening("redis-server").await;
+        server
     }
 
-    /// `nats-server` with JetStream, storing under the temporary dir.
-    pub async fn nats() -> Broker {
+    /// `nats-server` with JetStream storing under the temporary dir, ready once its port
+    /// accepts connections.
+    pub async fn nats() -> Server {
         let program = require_program("nats-server", "nats-server");
-        Self::start(program, |port, dir| {
-            vec![
-                "-a".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-                "-js".into(),
-                "-sd".into(),
-                dir.to_string(),
-            ]
-        })
-        .await
+        let server = Server::spawn(program, free_port(), |port, dir| {
+            let args = [
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-js",
+                "-sd",
+                dir,
+            ];
+            args.map(String::from).to_vec()
+        });
+        server.wait_listening("nats-server").await;
+        server
     }
 
-    async fn start(program: std::path::PathBuf, args: impl Fn(u16, &str) -> Vec<String>) -> Broker {
+    /// Starts `program` with the arguments `args(port, data_dir)` returns.
+    fn spawn(program: PathBuf, port: u16, args: impl FnOnce(u16, &str) -> Vec<String>) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
         let child = Command::new(&program)
             .args(args(port, &data.path().display().to_string()))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        let broker = Broker {
+        Server {
             child,
             port,
             _data: data,
-        };
+        }
+    }
+
+    async fn wait_listening(&self, what: &str) {
+        let port = self.port;
         eventually(
             Duration::from_secs(30),
-            &format!("{} to listen", program.display()),
+            &format!("{what} to listen"),
             || async move {
                 tokio::net::TcpStream::connect(("127.0.0.1", port))
                     .await
@@ -179,11 +177,10 @@ impl Broker {
             },
         )
         .await;
-        broker
     }
 }
 
-impl Drop for Broker {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -9,7 +9,7 @@ use vigil_collector::Collector;
 use vigil_e2e::collector;
 use vigil_e2e::collector::CollectorProcess;
 use vigil_e2e::fakes::FakeLoki;
-use vigil_e2e::servers::Broker;
+use vigil_e2e::servers::Server;
 
 const PER_COLLECTOR: usize = 20;
 
@@ -70,7 +70,7 @@ async fn two_collectors_deliver_everything_once(buffer_yaml: impl Fn(&str) -> St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_collectors_share_a_redis_streams_buffer() {
-    let redis = Broker::redis().await;
+    let redis = Server::redis().await;
     let port = redis.port;
     two_collectors_deliver_everything_once(|consumer| {
         format!(
@@ -82,7 +82,7 @@ async fn two_collectors_share_a_redis_streams_buffer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_collectors_share_a_nats_jetstream_buffer() {
-    let nats = Broker::nats().await;
+    let nats = Server::nats().await;
     let port = nats.port;
     two_collectors_deliver_everything_once(|_| {
         format!("buffer:\n  kind: nats\n  nats: {{ url: \"nats://127.0.0.1:{port}\", max_bytes: 64MiB, ack_wait: 5s }}\n")
@@ -92,7 +92,7 @@ async fn two_collectors_share_a_nats_jetstream_buffer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_makes_receivers_answer_503_and_readyz_false() {
-    let mut redis = Some(Broker::redis().await);
+    let mut redis = Some(Server::redis().await);
     let port = redis.as_ref().unwrap().port;
     let loki = FakeLoki::start().await;
     let c = collector::start(&collector::yaml_on_free_ports(&format!(
@@ -199,7 +199,7 @@ async fn a_killed_collectors_records_are_taken_over(buffer_yaml: impl Fn(&str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_killed_collectors_records_are_taken_over() {
-    let redis = Broker::redis().await;
+    let redis = Server::redis().await;
     let port = redis.port;
     a_killed_collectors_records_are_taken_over(|consumer| {
         format!("buffer:\n  kind: redis\n  redis: {{ url: \"redis://127.0.0.1:{port}\", consumer: {consumer}, claim_idle: 1s }}\n")
@@ -209,7 +209,7 @@ async fn redis_a_killed_collectors_records_are_taken_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_a_killed_collectors_records_are_taken_over() {
-    let nats = Broker::nats().await;
+    let nats = Server::nats().await;
     let port = nats.port;
     a_killed_collectors_records_are_taken_over(|_| {
         format!("buffer:\n  kind: nats\n  nats: {{ url: \"nats://127.0.0.1:{port}\", max_bytes: 64MiB, ack_wait: 2s }}\n")
