@@ -197,10 +197,14 @@ impl TraceService for TempoService {
 
 impl FakeTempo {
     pub async fn start() -> FakeTempo {
+        Self::start_on(([127, 0, 0, 1], 0).into()).await
+    }
+
+    /// Starts on a given address (a test may hand the port to a collector before the
+    /// backend is up).
+    pub async fn start_on(addr: SocketAddr) -> FakeTempo {
         let received = Arc::new(Mutex::new(Vec::new()));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake tempo");
+        let listener = TcpListener::bind(addr).await.expect("bind fake tempo");
         let addr = listener.local_addr().expect("local addr");
         let service = TraceServiceServer::new(TempoService(received.clone()))
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);

@@ -102,12 +102,24 @@ impl VictoriaMetrics {
 pub struct Server {
     child: Child,
     pub port: u16,
+    program: PathBuf,
+    args: Vec<String>,
     _data: TempDir,
 }
 
 impl Server {
     /// `redis-server` without persistence, ready once its port accepts connections.
     pub async fn redis() -> Server {
+        Self::redis_with("no").await
+    }
+
+    /// `redis-server` with the append-only file fsynced on every write, so a kill -9 loses
+    /// nothing it acknowledged: what a broker restart test needs.
+    pub async fn redis_aof() -> Server {
+        Self::redis_with("yes").await
+    }
+
+    async fn redis_with(appendonly: &str) -> Server {
         let program = require_program("redis-server", "redis-server");
         let server = Server::spawn(program, free_port(), |port, dir| {
             let args = [
@@ -118,7 +130,9 @@ impl Server {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                appendonly,
+                "--appendfsync",
+                "always",
                 "--dir",
                 dir,
             ];
@@ -148,11 +162,30 @@ impl Server {
         server
     }
 
+    /// Kills the server with SIGKILL, so nothing but what it already made durable survives.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and data dir, after [`Server::kill_9`].
+    pub async fn restart(&mut self) {
+        self.kill_9();
+        self.child = Command::new(&self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot restart {}: {e}", self.program.display()));
+        self.wait_listening("the restarted server").await;
+    }
+
     /// Starts `program` with the arguments `args(port, data_dir)` returns.
     fn spawn(program: PathBuf, port: u16, args: impl FnOnce(u16, &str) -> Vec<String>) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
+        let args = args(port, &data.path().display().to_string());
         let child = Command::new(&program)
-            .args(args(port, &data.path().display().to_string()))
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -160,6 +193,8 @@ impl Server {
         Server {
             child,
             port,
+            program,
+            args,
             _data: data,
         }
     }

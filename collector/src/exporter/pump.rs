@@ -136,11 +136,18 @@ impl Pump {
             };
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return Ok(batch),
-                more = consumer.next_batch(limits) => {
+                more = consumer.next_batch(limits) => match more {
                     // A consumer returns one record even when it alone exceeds the byte
                     // limit, so a batch may exceed max_bytes by at most one record.
-                    batch.extend(more?);
-                }
+                    Ok(more) => batch.extend(more),
+                    // What is in hand was handed out and must be delivered now: the
+                    // consumer counts it as in flight until acked, so dropping it here
+                    // would strand it. The error shows again on the next read.
+                    Err(e) => {
+                        warn!(exporter = self.exporter.name(), error = %e, "topping up a batch failed; sending what is in hand");
+                        return Ok(batch);
+                    }
+                },
             }
         }
     }
