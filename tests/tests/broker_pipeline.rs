@@ -273,7 +273,7 @@ async fn a_full_stream_pushes_back_on_the_sdk(broker: Broker, limit: &str) {
     // The simple exporter sends each span as it ends and blocks until the export (with
     // its retries) is done, so this thread waits out the backpressure.
     let sender = tokio::task::spawn_blocking(move || {
-        use opentelemetry::trace::{Span as _, TraceContextExt as _};
+        use opentelemetry::trace::TraceContextExt as _;
         let tracer = provider.tracer("backpressure");
         // 8 KiB a span, so that a few of them fill even the smallest JetStream stream.
         let payload = "x".repeat(8 << 10);
