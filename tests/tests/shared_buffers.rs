@@ -13,80 +13,134 @@ use vigil_e2e::servers::Server;
 
 const PER_COLLECTOR: usize = 20;
 
-async fn send_lines(collector: &Collector, tag: &str) {
-    let client = vigil_e2e::http_client();
-    for i in 0..PER_COLLECTOR {
-        let body = format!(
-            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{}","body":{{"stringValue":"{tag}-{i}"}}}}]}}]}}]}}"#,
-            1_700_000_000_000_000_000u64 + i as u64
-        );
-        let response = client
-            .post(format!("http://{}/v1/logs", collector.http_addr().unwrap()))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{tag}-{i}");
-    }
+/// Records in the scale-out tests, and how many go in one request.
+const SCALE_OUT_RECORDS: usize = 100_000;
+const RECORDS_PER_REQUEST: usize = 500;
+
+/// One OTLP/JSON logs request carrying lines `first..first + n`.
+fn lines_request(first: usize, n: usize) -> String {
+    let records: Vec<String> = (first..first + n)
+        .map(|i| {
+            format!(
+                r#"{{"timeUnixNano":"{}","body":{{"stringValue":"r-{i}"}}}}"#,
+                1_700_000_000_000_000_000u64 + i as u64
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#,
+        records.join(",")
+    )
 }
 
-async fn two_collectors_deliver_everything_once(buffer_yaml: impl Fn(&str) -> String) {
+/// A collector binary with `rest` (buffer and exporters) in its config, on free ports.
+async fn collector_process(
+    dir: &std::path::Path,
+    name: &str,
+    rest: &str,
+) -> (CollectorProcess, u16) {
+    let (http_port, admin_port) = (vigil_e2e::free_port(), vigil_e2e::free_port());
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  otlp:\n    grpc: null\n    http: {{ listen: \"127.0.0.1:{http_port}\" }}\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\n{rest}"
+        ),
+    )
+    .unwrap();
+    (
+        CollectorProcess::start(&config, admin_port, http_port).await,
+        admin_port,
+    )
+}
+
+/// Log records a collector's exporters delivered, from its own /metrics.
+async fn exported_logs(admin_port: u16) -> f64 {
+    let text = vigil_e2e::http_client()
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("vigil_collector_exported_items_total{") && l.contains("logs"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Two collector processes on one shared buffer; 100K log records are sent, half to each,
+/// and every one reaches Loki exactly once in total.
+async fn two_collector_processes_deliver_everything_once(buffer_yaml: &str) {
     let loki = FakeLoki::start().await;
-    let exporters = format!(
-        "exporters:\n  loki: {{ endpoint: \"{}\", batch: {{ linger: 10ms }} }}\n",
+    let rest = format!(
+        "{buffer_yaml}exporters:\n  loki: {{ endpoint: \"{}\", batch: {{ linger: 20ms, max_records: 64 }} }}\n",
         loki.push_url()
     );
-    let a = collector::start(&collector::yaml_on_free_ports(&format!(
-        "{}{exporters}",
-        buffer_yaml("collector-a")
-    )))
-    .await;
-    let b = collector::start(&collector::yaml_on_free_ports(&format!(
-        "{}{exporters}",
-        buffer_yaml("collector-b")
-    )))
-    .await;
-    for c in [&a, &b] {
-        let ready = vigil_e2e::http_client()
-            .get(format!("http://{}/readyz", c.admin_addr()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(ready.status(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_admin) = collector_process(dir.path(), "a", &rest).await;
+    let (b, b_admin) = collector_process(dir.path(), "b", &rest).await;
+    let urls = [a.http_port, b.http_port].map(|p| format!("http://127.0.0.1:{p}/v1/logs"));
+
+    let client = vigil_e2e::http_client();
+    let requests = SCALE_OUT_RECORDS / RECORDS_PER_REQUEST;
+    // Four requests in flight at a time, alternating between the collectors.
+    for wave in (0..requests).collect::<Vec<_>>().chunks(4) {
+        let sends = wave.iter().map(|&r| {
+            let (client, url) = (client.clone(), urls[r % 2].clone());
+            async move {
+                let response = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(lines_request(r * RECORDS_PER_REQUEST, RECORDS_PER_REQUEST))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200, "request {r}");
+            }
+        });
+        futures_util::future::join_all(sends).await;
     }
-    send_lines(&a, "a").await;
-    send_lines(&b, "b").await;
 
-    let counts = loki.line_counts(2 * PER_COLLECTOR).await;
-    let expected: BTreeMap<String, usize> = ["a", "b"]
-        .iter()
-        .flat_map(|tag| (0..PER_COLLECTOR).map(move |i| (format!("{tag}-{i}"), 1)))
-        .collect();
-    assert_eq!(counts, expected);
-    a.shutdown().await;
-    b.shutdown().await;
+    let counts = loki.line_counts(SCALE_OUT_RECORDS).await;
+    let missing = (0..SCALE_OUT_RECORDS)
+        .filter(|i| !counts.contains_key(&format!("r-{i}")))
+        .count();
+    assert_eq!(missing, 0, "records lost");
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "records exported more than once: {twice:?}"
+    );
+    assert_eq!(counts.len(), SCALE_OUT_RECORDS);
+    // The work was shared, and the two collectors' own counts add up to the total.
+    let (by_a, by_b) = (exported_logs(a_admin).await, exported_logs(b_admin).await);
+    assert!(
+        by_a > 0.0 && by_b > 0.0,
+        "one collector did all the work: {by_a} / {by_b}"
+    );
+    assert_eq!(by_a + by_b, SCALE_OUT_RECORDS as f64);
+    drop((a, b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_collectors_share_a_redis_streams_buffer() {
+async fn two_collector_processes_share_100k_records_on_redis_streams() {
     let redis = Server::redis().await;
-    let port = redis.port;
-    two_collectors_deliver_everything_once(|consumer| {
-        format!(
-            "buffer:\n  kind: redis\n  redis: {{ url: \"redis://127.0.0.1:{port}\", consumer: {consumer}, claim_idle: 2s }}\n"
-        )
-    })
+    two_collector_processes_deliver_everything_once(&format!(
+        "buffer:\n  kind: redis\n  redis: {{ url: \"redis://127.0.0.1:{}\", claim_idle: 30s }}\n",
+        redis.port
+    ))
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_collectors_share_a_nats_jetstream_buffer() {
+async fn two_collector_processes_share_100k_records_on_nats_jetstream() {
     let nats = Server::nats().await;
-    let port = nats.port;
-    two_collectors_deliver_everything_once(|_| {
-        format!("buffer:\n  kind: nats\n  nats: {{ url: \"nats://127.0.0.1:{port}\", max_bytes: 64MiB, ack_wait: 5s }}\n")
-    })
+    two_collector_processes_deliver_everything_once(&format!(
+        "buffer:\n  kind: nats\n  nats: {{ url: \"nats://127.0.0.1:{}\", max_bytes: 256MiB, ack_wait: 30s }}\n",
+        nats.port
+    ))
     .await;
 }
 
