@@ -33,6 +33,13 @@ pub struct Telemetry {
     pub dead_lettered_items: IntCounterVec,
     /// Backend request latency, by exporter and outcome.
     pub export_duration: HistogramVec,
+    /// Time a write to the buffer took until it was durable (disk fsync, Redis XADD
+    /// reply, JetStream publish ack): the broker round trip for shared buffers.
+    pub buffer_write_duration: HistogramVec,
+    /// Records handed to this process again after an unacked earlier delivery.
+    pub buffer_redelivered_records: IntCounterVec,
+    /// Records this process took over from another consumer (Redis XAUTOCLAIM).
+    pub buffer_reclaimed_records: IntCounterVec,
     pub buffer_used_bytes: IntGauge,
     pub buffer_capacity_bytes: IntGauge,
     pub buffer_pending_records: IntGaugeVec,
@@ -88,6 +95,21 @@ impl Telemetry {
             .register(Box::new(export_duration.clone()))
             .expect("each metric is registered once");
 
+        let buffer_write_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "vigil_collector_buffer_write_duration_seconds",
+                "Time a buffer write took until durable (fsync, XADD reply, publish ack)",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+            &["signal"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(buffer_write_duration.clone()))
+            .expect("each metric is registered once");
+
         let telemetry = Telemetry {
             received_items: counter(
                 "received_items_total",
@@ -130,6 +152,17 @@ impl Telemetry {
                 &["signal", "exporter"],
             ),
             export_duration,
+            buffer_write_duration,
+            buffer_redelivered_records: counter(
+                "buffer_redelivered_records_total",
+                "Requests handed to this collector again after an unacked delivery",
+                &["signal"],
+            ),
+            buffer_reclaimed_records: counter(
+                "buffer_reclaimed_records_total",
+                "Requests this collector took over from a consumer that held them too long",
+                &["signal"],
+            ),
             buffer_used_bytes: gauge("buffer_used_bytes", "Bytes held by the buffer"),
             buffer_capacity_bytes: gauge("buffer_capacity_bytes", "The buffer's configured bound"),
             buffer_pending_records: gauge_vec(
@@ -187,6 +220,14 @@ impl Telemetry {
             self.buffer_oldest_unacked_age_seconds
                 .with_label_values(&[signal.as_str()])
                 .set(s.oldest_unacked_age.map_or(0, |d| d.as_secs() as i64));
+            // The buffer counts; the counters catch up with its totals.
+            for (counter, total) in [
+                (&self.buffer_redelivered_records, s.redelivered_records),
+                (&self.buffer_reclaimed_records, s.reclaimed_records),
+            ] {
+                let counter = counter.with_label_values(&[signal.as_str()]);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
             if let Some(undelivered) = s.undelivered_records {
                 self.buffer_undelivered_records
                     .with_label_values(&[signal.as_str()])

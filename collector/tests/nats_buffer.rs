@@ -332,6 +332,8 @@ async fn a_record_of_a_dead_consumer_goes_to_another_after_ack_wait() {
     assert_eq!(again[0].record, taken[0].record);
     assert!(started.elapsed() < Duration::from_secs(5));
     survivor.ack(&[again[0].id]).await.unwrap();
+    let stats = b.stats().await.signals[Signal::Logs.index()];
+    assert_eq!(stats.redelivered_records, 1);
     let lag = b.lag(Signal::Logs).await.unwrap();
     assert_eq!((lag.num_pending, lag.num_ack_pending), (0, 0));
 }

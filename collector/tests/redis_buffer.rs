@@ -289,10 +289,9 @@ async fn a_dead_consumers_entries_are_reclaimed_after_claim_idle() {
         .ack(&got.iter().map(|d| d.id).collect::<Vec<_>>())
         .await
         .unwrap();
-    assert_eq!(
-        b.stats().await.signals[Signal::Logs.index()].pending_records,
-        0
-    );
+    let stats = b.stats().await.signals[Signal::Logs.index()];
+    assert_eq!(stats.pending_records, 0);
+    assert_eq!((stats.reclaimed_records, stats.redelivered_records), (3, 3));
 }
 
 #[tokio::test]

@@ -75,3 +75,24 @@ pub fn http_client() -> reqwest::Client {
     vigil_collector::exporter::http::install_crypto_provider();
     reqwest::Client::new()
 }
+
+/// The sum of the samples of metric `name` on a binary's admin `/metrics` whose label set
+/// contains every one of `labels` (written `key="value"`).
+pub async fn metric_sum(admin: impl std::fmt::Display, name: &str, labels: &[&str]) -> f64 {
+    let text = http_client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("/metrics body");
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && labels.iter().all(|x| l.contains(x))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -227,22 +227,6 @@ async fn a_nats_restart_loses_nothing() {
     a_broker_restart_loses_nothing(Broker::Nats).await;
 }
 
-/// The sum of a counter's samples whose line mentions every one of `labels`.
-async fn counter(admin: std::net::SocketAddr, name: &str, labels: &[&str]) -> f64 {
-    let text = vigil_e2e::http_client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn a_full_stream_pushes_back_on_the_sdk(broker: Broker, limit: &str) {
     let server = broker.start().await;
     // Tempo is down at first, so nothing leaves the stream and it fills up.
@@ -291,7 +275,7 @@ async fn a_full_stream_pushes_back_on_the_sdk(broker: Broker, limit: &str) {
         Duration::from_secs(30),
         "the receiver to refuse spans as the buffer is full",
         || async {
-            let refused = counter(
+            let refused = vigil_e2e::metric_sum(
                 admin,
                 "vigil_collector_refused_requests_total",
                 &["signal=\"traces\"", "reason=\"buffer_full\""],

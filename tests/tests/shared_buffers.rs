@@ -2,10 +2,8 @@
 //! consumer group, or one set of NATS JetStream durable consumers, and everything sent to
 //! either reaches the backend exactly once.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use vigil_collector::Collector;
 use vigil_e2e::collector;
 use vigil_e2e::collector::CollectorProcess;
 use vigil_e2e::fakes::FakeLoki;
@@ -54,22 +52,6 @@ async fn collector_process(
     )
 }
 
-/// Log records a collector's exporters delivered, from its own /metrics.
-async fn exported_logs(admin_port: u16) -> f64 {
-    let text = vigil_e2e::http_client()
-        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("vigil_collector_exported_items_total{") && l.contains("logs"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Two collector processes on one shared buffer; 100K log records are sent, half to each,
 /// and every one reaches Loki exactly once in total.
 async fn two_collector_processes_deliver_everything_once(buffer_yaml: &str) {
@@ -115,7 +97,14 @@ async fn two_collector_processes_deliver_everything_once(buffer_yaml: &str) {
     );
     assert_eq!(counts.len(), SCALE_OUT_RECORDS);
     // The work was shared, and the two collectors' own counts add up to the total.
-    let (by_a, by_b) = (exported_logs(a_admin).await, exported_logs(b_admin).await);
+    let exported = |port: u16| {
+        vigil_e2e::metric_sum(
+            format!("127.0.0.1:{port}"),
+            "vigil_collector_exported_items_total",
+            &["signal=\"logs\""],
+        )
+    };
+    let (by_a, by_b) = (exported(a_admin).await, exported(b_admin).await);
     assert!(
         by_a > 0.0 && by_b > 0.0,
         "one collector did all the work: {by_a} / {by_b}"
@@ -190,7 +179,10 @@ async fn an_unreachable_broker_makes_receivers_answer_503_and_readyz_false() {
 /// Two collectors on one shared buffer; the backend is down, so both hold records they
 /// read but could not export. One is killed with SIGKILL; once the backend is up, the
 /// survivor takes over the dead one's records and everything arrives.
-async fn a_killed_collectors_records_are_taken_over(buffer_yaml: impl Fn(&str) -> String) {
+async fn a_killed_collectors_records_are_taken_over(
+    buffer_yaml: impl Fn(&str) -> String,
+    takeover_metric: &str,
+) {
     let loki_port = vigil_e2e::free_port();
     let loki_url = format!("http://127.0.0.1:{loki_port}/loki/api/v1/push");
     let exporters = format!(
@@ -248,6 +240,10 @@ async fn a_killed_collectors_records_are_taken_over(buffer_yaml: impl Fn(&str) -
     // The killed collector never delivered anything (the backend was down), so nothing
     // may arrive twice.
     assert!(counts.values().all(|n| *n == 1), "duplicates: {counts:?}");
+    // The survivor's self-metrics say it took records over.
+    let taken_over =
+        vigil_e2e::metric_sum(survivor.admin_addr(), takeover_metric, &["signal=\"logs\""]).await;
+    assert!(taken_over > 0.0, "{takeover_metric} stayed 0");
     survivor.shutdown().await;
 }
 
@@ -257,7 +253,7 @@ async fn redis_a_killed_collectors_records_are_taken_over() {
     let port = redis.port;
     a_killed_collectors_records_are_taken_over(|consumer| {
         format!("buffer:\n  kind: redis\n  redis: {{ url: \"redis://127.0.0.1:{port}\", consumer: {consumer}, claim_idle: 1s }}\n")
-    })
+    }, "vigil_collector_buffer_reclaimed_records_total")
     .await;
 }
 
@@ -267,6 +263,6 @@ async fn nats_a_killed_collectors_records_are_taken_over() {
     let port = nats.port;
     a_killed_collectors_records_are_taken_over(|_| {
         format!("buffer:\n  kind: nats\n  nats: {{ url: \"nats://127.0.0.1:{port}\", max_bytes: 64MiB, ack_wait: 2s }}\n")
-    })
+    }, "vigil_collector_buffer_redelivered_records_total")
     .await;
 }

@@ -54,8 +54,8 @@ use futures_util::StreamExt;
 use tracing::warn;
 use vigil_core::Signal;
 use vigil_core::buffer::{
-    BatchLimits, Buffer, BufferError, BufferStats, Consumer, DeadLetter, Delivery, DeliveryId,
-    Record, SignalStats, now_ms,
+    BatchLimits, Buffer, BufferError, BufferStats, Consumer, DeadLetter, Delivery,
+    DeliveryCounters, DeliveryId, Record, SignalStats, now_ms,
 };
 
 /// Messages one pull request asks for; also the most a consumer holds client-side.
@@ -143,6 +143,7 @@ struct Shared {
     client: async_nats::Client,
     js: jetstream::Context,
     closed: AtomicBool,
+    deliveries: DeliveryCounters,
 }
 
 impl NatsBuffer {
@@ -179,6 +180,7 @@ impl NatsBuffer {
             client,
             js,
             closed: AtomicBool::new(false),
+            deliveries: DeliveryCounters::default(),
         };
         shared.ensure_streams().await?;
         for signal in Signal::ALL {
@@ -440,6 +442,7 @@ impl Buffer for NatsBuffer {
             capacity_bytes: shared.options.max_bytes,
             ..Default::default()
         };
+        shared.deliveries.report(&mut stats);
         if let Ok(stream) = shared.js.get_stream(&shared.options.stream).await {
             stats.used_bytes = stream.cached_info().state.bytes;
         }
@@ -458,6 +461,7 @@ impl Buffer for NatsBuffer {
                     pending_records: lag.num_pending + lag.num_ack_pending,
                     oldest_unacked_age: self.oldest_unacked_age(signal).await,
                     undelivered_records: Some(lag.num_pending),
+                    ..stats.signals[signal.index()]
                 };
             }
         }
@@ -603,6 +607,9 @@ impl Consumer for NatsConsumer {
                 if delivered >= max_deliver {
                     self.give_up(&message, record, delivered).await;
                     continue;
+                }
+                if delivered > 1 {
+                    self.shared.deliveries.redelivered(self.signal, 1);
                 }
                 let id = self.next_id;
                 self.next_id += 1;

@@ -45,7 +45,8 @@ use redis::{Cmd, RedisError, Value};
 use tokio::task::JoinHandle;
 use vigil_core::Signal;
 use vigil_core::buffer::{
-    Buffer, BufferError, BufferStats, Consumer, DeadLetter, Record, SignalStats, now_ms,
+    Buffer, BufferError, BufferStats, Consumer, DeadLetter, DeliveryCounters, Record, SignalStats,
+    now_ms,
 };
 
 use consumer::RedisConsumer;
@@ -190,6 +191,7 @@ struct Inner {
     reachable: AtomicBool,
     closed: AtomicBool,
     dead_letters_dropped: AtomicU64,
+    deliveries: DeliveryCounters,
     pinger: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -219,6 +221,7 @@ impl RedisBuffer {
             reachable: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             dead_letters_dropped: AtomicU64::new(0),
+            deliveries: DeliveryCounters::default(),
             pinger: Mutex::new(None),
         });
         for key in &inner.keys {
@@ -476,7 +479,7 @@ impl Buffer for RedisBuffer {
             .await?;
         Ok(Box::new(RedisConsumer::new(
             self.inner.clone(),
-            self.inner.keys[signal.index()].clone(),
+            signal,
             reader,
             block,
         )))
@@ -509,6 +512,7 @@ impl Buffer for RedisBuffer {
             dead_letters_dropped: self.inner.dead_letters_dropped.load(Ordering::Relaxed),
             ..Default::default()
         };
+        self.inner.deliveries.report(&mut stats);
         let mut pipe = redis::pipe();
         for key in &self.inner.keys {
             pipe.cmd("XLEN").arg(key);
@@ -537,6 +541,7 @@ impl Buffer for RedisBuffer {
                 pending_records: reply::int(len).unwrap_or(0).max(0) as u64,
                 oldest_unacked_age: oldest,
                 undelivered_records: None,
+                ..stats.signals[signal.index()]
             };
         }
         // Acked entries are deleted, so every entry left is either delivered and pending

@@ -251,9 +251,14 @@ impl Ingest {
             return Ok(accepted);
         }
         let items = u32::try_from(inspected.items).unwrap_or(u32::MAX);
+        let started = std::time::Instant::now();
         self.buffer
             .push(Record::new(signal, tenant, items, inspected.protobuf))
             .await?;
+        self.telemetry
+            .buffer_write_duration
+            .with_label_values(&[signal.as_str()])
+            .observe(started.elapsed().as_secs_f64());
         self.telemetry
             .buffered_items
             .with_label_values(&[signal.as_str()])

@@ -147,6 +147,7 @@ impl Buffer for MemoryBuffer {
                 pending_records: (queue.ready.len() + queue.in_flight.len()) as u64,
                 oldest_unacked_age: oldest,
                 undelivered_records: Some(queue.ready.len() as u64),
+                ..Default::default()
             };
         }
         stats

@@ -260,6 +260,40 @@ pub struct SignalStats {
     /// Records not yet handed to any consumer: the backlog an autoscaler scales on.
     /// `None` where the buffer does not tell it apart from `pending_records`.
     pub undelivered_records: Option<u64>,
+    /// Records this process was handed again after an earlier delivery went unacked
+    /// (a crash, a restart, an ack that never arrived); cumulative.
+    pub redelivered_records: u64,
+    /// Records this process took over from another consumer that held them too long
+    /// (Redis XAUTOCLAIM); cumulative.
+    pub reclaimed_records: u64,
+}
+
+/// Redeliveries and reclaims per signal, counted by a shared buffer's consumers and
+/// reported in its [`BufferStats`].
+#[derive(Debug, Default)]
+pub struct DeliveryCounters {
+    redelivered: [std::sync::atomic::AtomicU64; 3],
+    reclaimed: [std::sync::atomic::AtomicU64; 3],
+}
+
+impl DeliveryCounters {
+    pub fn redelivered(&self, signal: Signal, n: u64) {
+        self.redelivered[signal.index()].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn reclaimed(&self, signal: Signal, n: u64) {
+        self.reclaimed[signal.index()].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Copies the counts into `stats`.
+    pub fn report(&self, stats: &mut BufferStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for signal in Signal::ALL {
+            let s = &mut stats.signals[signal.index()];
+            s.redelivered_records = self.redelivered[signal.index()].load(Relaxed);
+            s.reclaimed_records = self.reclaimed[signal.index()].load(Relaxed);
+        }
+    }
 }
 
 /// Durable storage between receivers and exporters. See the module docs.

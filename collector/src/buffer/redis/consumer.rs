@@ -9,6 +9,7 @@ use redis::aio::ConnectionManager;
 use redis::{Cmd, Value};
 use tokio::time::Instant;
 use tracing::warn;
+use vigil_core::Signal;
 use vigil_core::buffer::{
     BatchLimits, BufferError, Consumer, Delivery, DeliveryId, Record, now_ms,
 };
@@ -39,6 +40,7 @@ enum Resync {
 /// Anything still missed is reclaimed by XAUTOCLAIM after `claim_idle`.
 pub(super) struct RedisConsumer {
     inner: Arc<Inner>,
+    signal: Signal,
     key: String,
     /// Dedicated to this consumer's reads (blocking XREADGROUP, XAUTOCLAIM, XPENDING).
     reader: ConnectionManager,
@@ -59,13 +61,14 @@ pub(super) struct RedisConsumer {
 impl RedisConsumer {
     pub(super) fn new(
         inner: Arc<Inner>,
-        key: String,
+        signal: Signal,
         reader: ConnectionManager,
         block: Duration,
     ) -> RedisConsumer {
         RedisConsumer {
+            key: inner.keys[signal.index()].clone(),
             inner,
-            key,
+            signal,
             reader,
             block,
             next_id: 0,
@@ -147,7 +150,14 @@ impl RedisConsumer {
             let parts = reply::array(&answer).unwrap_or_default();
             let entries = parts.get(1).map(reply::entries).unwrap_or_default();
             let counts = self.delivery_counts(&entries).await?;
+            let taken_over = entries
+                .iter()
+                .filter(|e| e.record.is_some() && !self.known.contains(&e.id))
+                .count();
             self.admit(with_counts(entries, &counts)).await?;
+            self.inner
+                .deliveries
+                .reclaimed(self.signal, taken_over as u64);
             self.claim_cursor = parts
                 .first()
                 .and_then(reply::string)
@@ -258,6 +268,9 @@ impl RedisConsumer {
                     "delivered {deliveries} times without an ack (max_deliveries {max})"
                 )),
                 Ok(record) => {
+                    if deliveries > 1 {
+                        self.inner.deliveries.redelivered(self.signal, 1);
+                    }
                     self.known.insert(entry.id.clone());
                     self.ready.push_back((entry.id.clone(), record));
                     None

@@ -502,6 +502,7 @@ impl Buffer for DiskBuffer {
                 oldest_unacked_age: oldest_ms
                     .map(|ms| Duration::from_millis(now.saturating_sub(ms))),
                 undelivered_records: None,
+                ..Default::default()
             };
         }
         stats
