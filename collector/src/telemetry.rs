@@ -22,6 +22,8 @@ pub struct Telemetry {
     pub refused_items: IntCounterVec,
     /// Items written to the buffer.
     pub buffered_items: IntCounterVec,
+    /// Requests split into several buffer records to fit the broker's message limit.
+    pub split_requests: IntCounterVec,
     /// Items the backend accepted, by signal and exporter.
     pub exported_items: IntCounterVec,
     /// Export attempts that failed with a retryable error, by signal and exporter.
@@ -129,6 +131,11 @@ impl Telemetry {
             buffered_items: counter(
                 "buffered_items_total",
                 "Items written to the buffer",
+                &["signal"],
+            ),
+            split_requests: counter(
+                "split_requests_total",
+                "Requests split into several buffer records to fit the broker's message limit",
                 &["signal"],
             ),
             exported_items: counter(

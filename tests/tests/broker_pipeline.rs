@@ -317,3 +317,63 @@ async fn a_full_redis_stream_pushes_back_on_the_sdk_until_space_frees() {
 async fn a_full_nats_stream_pushes_back_on_the_sdk_until_space_frees() {
     a_full_stream_pushes_back_on_the_sdk(Broker::Nats, "64KiB").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_nats_message_limit_is_split_not_refused() {
+    let server = Broker::Nats.start().await;
+    let loki = FakeLoki::start().await;
+    let c = collector::start(&collector::yaml_on_free_ports(&format!(
+        "{}exporters:\n  loki: {{ endpoint: \"{}\", batch: {{ linger: 10ms }} }}\n",
+        Broker::Nats.buffer_yaml(server.port, None),
+        loki.push_url()
+    )))
+    .await;
+    // 3 resources × 1,000 lines of ~600 bytes: about 1.8 MB, over NATS' 1 MiB max_payload.
+    let total = 3_000;
+    let resources: Vec<String> = (0..3)
+        .map(|r| {
+            let records: Vec<String> = (0..1_000)
+                .map(|i| {
+                    let n = r * 1_000 + i;
+                    format!(
+                        r#"{{"timeUnixNano":"{}","body":{{"stringValue":"big-{n}-{}"}}}}"#,
+                        1_700_000_000_000_000_000u64 + n as u64,
+                        "p".repeat(600)
+                    )
+                })
+                .collect();
+            format!(
+                r#"{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc-{r}"}}}}]}},"scopeLogs":[{{"logRecords":[{}]}}]}}"#,
+                records.join(",")
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"resourceLogs":[{}]}}"#, resources.join(","));
+    assert!(body.len() > 1 << 20);
+    let url = format!("http://{}/v1/logs", c.http_addr().unwrap());
+    assert_eq!(post_json(&url, body).await, 200);
+
+    let counts = loki.line_counts(total).await;
+    assert_eq!(counts.len(), total);
+    assert!(counts.values().all(|n| *n == 1), "each line once");
+    // Lines kept their resource: each stream's lines come from one service.
+    for push in loki.pushes() {
+        for stream in &push.request.streams {
+            let svc = (0..3)
+                .find(|r| stream.labels.contains(&format!("svc-{r}")))
+                .expect("a service label");
+            assert!(stream.entries.iter().all(|e| {
+                let n: usize = e.line.split('-').nth(1).unwrap().parse().unwrap();
+                n / 1_000 == svc
+            }));
+        }
+    }
+    let split = vigil_e2e::metric_sum(
+        c.admin_addr(),
+        "vigil_collector_split_requests_total",
+        &["signal=\"logs\""],
+    )
+    .await;
+    assert_eq!(split, 1.0);
+    c.shutdown().await;
+}

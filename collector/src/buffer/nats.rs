@@ -68,6 +68,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The dead-letter stream's byte limit.
 const DEAD_LETTER_MAX_BYTES: i64 = 128 * 1024 * 1024;
+/// The longest dead-letter reason kept; longer ones are cut.
+const MAX_REASON_BYTES: usize = 8 << 10;
+/// What a dead letter may add to its record (exporter name, reason, timestamps): records
+/// are kept this much below the message limit so their dead letters fit too.
+const DEAD_LETTER_HEADROOM: usize = 16 << 10;
 
 /// Where the buffer lives and how it is shaped. Built from the collector's config.
 #[derive(Debug, Clone)]
@@ -424,7 +429,16 @@ impl Buffer for NatsBuffer {
         }))
     }
 
-    async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BufferError> {
+    async fn dead_letter(&self, mut letter: DeadLetter) -> Result<(), BufferError> {
+        // A backend's error body can be long; the letter must still fit one message.
+        if letter.reason.len() > MAX_REASON_BYTES {
+            let mut end = MAX_REASON_BYTES;
+            while !letter.reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            letter.reason.truncate(end);
+            letter.reason.push_str(" [cut]");
+        }
         let mut payload = Vec::new();
         letter.encode(&mut payload);
         let subject = self.shared.options.dead_letter_subject();
@@ -433,6 +447,14 @@ impl Buffer for NatsBuffer {
 
     fn is_ready(&self) -> bool {
         !self.shared.closed.load(Ordering::Acquire) && self.shared.connected()
+    }
+
+    fn max_record_bytes(&self) -> Option<usize> {
+        let max_payload = self.shared.client.server_info().max_payload;
+        let stream = usize::try_from(self.shared.options.max_bytes).unwrap_or(usize::MAX);
+        // Room for what a dead letter adds to a record (exporter, reason), so a record
+        // that fits also fits the dead-letter stream.
+        Some(max_payload.min(stream).saturating_sub(DEAD_LETTER_HEADROOM))
     }
 
     /// Unreachable parts read as zero: stats never fail.

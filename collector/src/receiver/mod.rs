@@ -250,20 +250,56 @@ impl Ingest {
         if inspected.items == 0 {
             return Ok(accepted);
         }
-        let items = u32::try_from(inspected.items).unwrap_or(u32::MAX);
-        let started = std::time::Instant::now();
-        self.buffer
-            .push(Record::new(signal, tenant, items, inspected.protobuf))
-            .await?;
-        self.telemetry
-            .buffer_write_duration
-            .with_label_values(&[signal.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-        self.telemetry
-            .buffered_items
-            .with_label_values(&[signal.as_str()])
-            .inc_by(inspected.items);
+        for piece in self.pieces(signal, &tenant, inspected)? {
+            let items = u32::try_from(piece.items).unwrap_or(u32::MAX);
+            let started = std::time::Instant::now();
+            // A later piece refused after earlier ones were stored makes the client send
+            // the whole request again: the stored pieces arrive twice, none is lost.
+            self.buffer
+                .push(Record::new(signal, tenant.clone(), items, piece.protobuf))
+                .await?;
+            self.telemetry
+                .buffer_write_duration
+                .with_label_values(&[signal.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            self.telemetry
+                .buffered_items
+                .with_label_values(&[signal.as_str()])
+                .inc_by(piece.items);
+        }
         Ok(accepted)
+    }
+
+    /// The request as records the buffer takes: whole, or split by resource, scope and
+    /// item where the buffer's largest record (a broker's message limit) is smaller.
+    fn pieces(
+        &self,
+        signal: Signal,
+        tenant: &Option<String>,
+        inspected: Inspected,
+    ) -> Result<Vec<otlp::Piece>, Refusal> {
+        let whole = otlp::Piece {
+            protobuf: inspected.protobuf,
+            items: inspected.items,
+        };
+        let Some(limit) = self.buffer.max_record_bytes() else {
+            return Ok(vec![whole]);
+        };
+        let overhead = Record::new(signal, tenant.clone(), 0, Bytes::new()).encoded_len();
+        if whole.protobuf.len() + overhead <= limit {
+            return Ok(vec![whole]);
+        }
+        let pieces = otlp::split(signal, whole.protobuf, limit.saturating_sub(overhead)).map_err(
+            |e| match e {
+                otlp::SplitError::Decode(_) => Refusal::Invalid(e.to_string()),
+                otlp::SplitError::ItemTooLarge { .. } => Refusal::TooLarge(e.to_string()),
+            },
+        )?;
+        self.telemetry
+            .split_requests
+            .with_label_values(&[signal.as_str()])
+            .inc();
+        Ok(pieces)
     }
 
     fn count(

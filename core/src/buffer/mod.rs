@@ -308,6 +308,13 @@ pub trait Buffer: Send + Sync + 'static {
     /// processes.
     async fn consumer(&self, signal: Signal) -> Result<Box<dyn Consumer>, BufferError>;
 
+    /// The largest encoded record the buffer stores, when it has a limit well below the
+    /// receivers' body limit (a broker's largest message). Receivers split larger
+    /// requests into records that fit.
+    fn max_record_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Keeps a record no exporter will ever deliver, with the reason, for inspection and
     /// replay. The caller acks the original afterwards.
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BufferError>;

@@ -12,6 +12,10 @@
 //! value, a Loki label or structured-metadata value), so one attribute reads the same
 //! everywhere.
 
+mod split;
+
+pub use split::{Piece, SplitError, split};
+
 use std::borrow::Cow;
 
 use bytes::Bytes;
