@@ -1,13 +1,20 @@
-//! OTLP data points per second through receiver → disk buffer → remote-write encoding.
+//! OTLP data points per second through receiver → buffer → remote-write encoding.
 //!
-//! `cargo bench -p vigil-collector --bench pipeline [-- --points N] [--histograms]`
+//! `cargo bench -p vigil-collector --bench pipeline [-- --points N] [--histograms]
+//! [--buffer disk|redis|nats]`
 //!
 //! Not a test: it asserts nothing about speed. It reports wall-clock throughput and, more
 //! stable on shared machines, points per CPU-second of this process (user + system time
 //! from /proc), which is the "per core" figure. Target: ≥ 200K points/s/core.
+//!
+//! With `redis` or `nats` the benchmark starts its own `redis-server` (append-only file,
+//! fsync every second, as production Redis runs) or `nats-server -js` (file storage) on a
+//! free loopback port and reports the broker's CPU seconds next to Vigil's: on a shared
+//! buffer the goal is that the broker, not Vigil, is the bottleneck.
 
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -18,6 +25,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
+use vigil_collector::buffer::nats::{NatsBuffer, NatsOptions};
+use vigil_collector::buffer::redis::{RedisBuffer, RedisOptions};
 use vigil_collector::receiver::{Ingest, Transport};
 use vigil_collector::telemetry::Telemetry;
 use vigil_core::Signal;
@@ -120,7 +129,12 @@ fn request(seq: usize, histograms: bool) -> Bytes {
 
 /// CPU seconds (user + system) this process has used.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    process_cpu_seconds("self")
+}
+
+/// CPU seconds (user + system) of process `pid` ("self" for this one).
+fn process_cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks = |i: usize| {
@@ -133,13 +147,124 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// A broker process the benchmark started, killed when dropped.
+struct Broker {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start(program: &str, args: impl FnOnce(u16, &str) -> Vec<String>) -> (Broker, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = Command::new(program)
+            .args(args(port, &dir.path().display().to_string()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {program} ({e}); install it with scripts/install-test-deps")
+            });
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{program} did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (Broker { child, _dir: dir }, port)
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        process_cpu_seconds(&self.child.id().to_string())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The buffer under test, with the broker behind it when there is one.
+async fn open_buffer(kind: &str, dir: &std::path::Path) -> (Arc<dyn Buffer>, Option<Broker>) {
+    match kind {
+        "disk" => {
+            let buffer = DiskBuffer::open(DiskOptions::new(dir, 4 << 30))
+                .await
+                .expect("disk buffer");
+            (Arc::new(buffer), None)
+        }
+        "redis" => {
+            let (broker, port) = Broker::start("redis-server", |port, dir| {
+                [
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--dir",
+                    dir,
+                ]
+                .map(String::from)
+                .to_vec()
+            });
+            let options = RedisOptions {
+                max_len: 10_000_000,
+                ..RedisOptions::new(format!("redis://127.0.0.1:{port}"))
+            };
+            (
+                Arc::new(RedisBuffer::connect(options).await.expect("redis buffer")),
+                Some(broker),
+            )
+        }
+        "nats" => {
+            let (broker, port) = Broker::start("nats-server", |port, dir| {
+                [
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-js",
+                    "-sd",
+                    dir,
+                ]
+                .map(String::from)
+                .to_vec()
+            });
+            let options = NatsOptions {
+                max_bytes: 4 << 30,
+                ..NatsOptions::new(format!("nats://127.0.0.1:{port}"))
+            };
+            (
+                Arc::new(NatsBuffer::open(options).await.expect("nats buffer")),
+                Some(broker),
+            )
+        }
+        other => panic!("--buffer {other}: expected disk, redis or nats"),
+    }
+}
+
 fn main() {
     let mut points_total = 200_000usize;
     let mut histograms = false;
+    let mut buffer_kind = String::from("disk");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--histograms" {
             histograms = true;
+        } else if a == "--buffer" {
+            buffer_kind = args.next().unwrap_or(buffer_kind);
         } else if a == "--points" {
             points_total = args
                 .next()
@@ -159,7 +284,9 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
-        let buffer = Arc::new(DiskBuffer::open(DiskOptions::new(dir.path(), 4 << 30)).await.expect("disk buffer"));
+        let (buffer, broker) = open_buffer(&buffer_kind, dir.path()).await;
+        let broker_cpu = || broker.as_ref().map_or(0.0, Broker::cpu_seconds);
+        let broker_start = broker_cpu();
         let ingest = Arc::new(Ingest::new(buffer.clone(), Telemetry::new(), [true; 3], None));
 
         // Receive: decode, validate, count and durably store, 16 requests in flight so
@@ -205,11 +332,21 @@ fn main() {
 
         let total = (receive.0 + export.0, receive.1 + export.1);
         let kind = if histograms { "histogram (10 buckets)" } else { "counter and gauge" };
-        println!("pipeline benchmark: {points} {kind} data points in {} requests ({:.1} MiB of OTLP), disk buffer fsync=always", points / POINTS_PER_REQUEST as f64, body_bytes as f64 / 1048576.0);
+        let buffer_note = match buffer_kind.as_str() {
+            "disk" => "disk buffer fsync=always",
+            "redis" => "redis buffer (redis-server, AOF fsync every second)",
+            _ => "nats buffer (nats-server -js, file storage)",
+        };
+        println!("pipeline benchmark: {points} {kind} data points in {} requests ({:.1} MiB of OTLP), {buffer_note}", points / POINTS_PER_REQUEST as f64, body_bytes as f64 / 1048576.0);
         println!("{:<34} {:>12} {:>14} {:>16}", "stage", "wall s", "cpu s", "points/s/core");
-        for (name, (w, c)) in [("receive → disk buffer", receive), ("buffer → remote write (encoded)", export), ("end to end", total)] {
+        for (name, (w, c)) in [("receive → buffer", receive), ("buffer → remote write (encoded)", export), ("end to end", total)] {
             println!("{name:<34} {w:>12.3} {c:>14.3} {:>16.0}", points / c.max(1e-9));
         }
         println!("remote write bytes (snappy): {:.1} MiB; target ≥ 200000 points/s/core", encoded as f64 / 1048576.0);
+        println!("end to end: {:.1} MiB/s of OTLP, {:.0} requests/s", body_bytes as f64 / 1048576.0 / total.0, points / POINTS_PER_REQUEST as f64 / total.0);
+        if broker.is_some() {
+            let broker_used = broker_cpu() - broker_start;
+            println!("broker cpu s: {broker_used:.3} (vigil {:.3}); the {} spent more CPU", total.1, if broker_used > total.1 { "broker" } else { "collector" });
+        }
     });
 }
