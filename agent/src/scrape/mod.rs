@@ -24,7 +24,7 @@
 
 pub mod config;
 mod http;
-mod otlp;
+pub(crate) mod otlp;
 pub mod parse;
 mod points;
 pub mod relabel;
@@ -46,6 +46,7 @@ use vigil_core::config::{ConfigErrors, Errors, Validate};
 pub use config::{KubernetesPods, ScrapeConfig, StaticTarget};
 pub use http::{ACCEPT_HEADER, ScrapeError};
 pub use target::TargetError;
+pub(crate) use target::unix_nanos;
 pub use telemetry::ScrapeTelemetry;
 
 use relabel::RelabelRule;
