@@ -35,6 +35,16 @@ pub enum ScrapeError {
 }
 
 impl ScrapeError {
+    /// Every value [`ScrapeError::reason`] returns.
+    pub const REASONS: [&'static str; 6] = [
+        "http",
+        "status",
+        "timeout",
+        "body_limit",
+        "parse",
+        "sample_limit",
+    ];
+
     /// The failure as a metric label value.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -132,6 +132,15 @@ impl Point {
         }
     }
 
+    /// The shape as far as series identity goes: a gauge and a counter of the same name
+    /// and labels are one Prometheus series, so a type change is not a vanished series.
+    fn series_shape(&self) -> u8 {
+        match self {
+            Point::Counter(_) => 0,
+            other => other.shape(),
+        }
+    }
+
     /// The same point with no value and the "no recorded value" flag: its stale marker.
     fn stale_metric(&self, name: &str) -> Metric {
         let marker = |p: &NumberDataPoint| NumberDataPoint {
@@ -252,7 +261,7 @@ impl<'m> Batch<'m> {
             job,
             instance,
             name,
-            point.shape(),
+            point.series_shape(),
             attributes_of(&point),
             identity,
         );

@@ -2,13 +2,15 @@
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
+use super::ScrapeError;
+
 /// Counters of the scraper; clones share the same counters.
 #[derive(Clone)]
 pub struct ScrapeTelemetry {
     /// `vigil_agent_scrape_scrapes_total`: scrapes attempted.
     pub scrapes: IntCounter,
     /// `vigil_agent_scrape_failures_total{reason}`: scrapes that failed, by
-    /// [`super::ScrapeError::reason`].
+    /// [`ScrapeError::reason`].
     pub failures: IntCounterVec,
     /// `vigil_agent_scrape_samples_total`: samples kept after metric relabeling.
     pub samples: IntCounter,
@@ -21,7 +23,7 @@ impl ScrapeTelemetry {
         let counter = |name: &str, help: &str| {
             IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"))
         };
-        ScrapeTelemetry {
+        let telemetry = ScrapeTelemetry {
             scrapes: counter("vigil_agent_scrape_scrapes_total", "Scrapes attempted."),
             failures: IntCounterVec::new(
                 Opts::new(
@@ -39,7 +41,12 @@ impl ScrapeTelemetry {
                 "vigil_agent_scrape_stale_markers_total",
                 "Staleness markers sent for series that vanished.",
             ),
+        };
+        // Every reason shows from the start, at 0, so a rate over it has a baseline.
+        for reason in ScrapeError::REASONS {
+            telemetry.failures.with_label_values(&[reason]);
         }
+        telemetry
     }
 
     /// Registers every counter in `registry` (an admin `/metrics` serves it).

@@ -477,3 +477,21 @@ async fn run_scrapes_each_interval_until_shutdown() {
     assert!((3..=4).contains(&rounds), "{rounds} rounds");
     assert_eq!(telemetry.scrapes.get(), rounds);
 }
+
+#[test]
+fn a_type_change_is_not_a_vanished_series() {
+    let mut s = node();
+    record(
+        &mut s,
+        Ok(("# TYPE x_total gauge\nx_total 1\n", Format::Text)),
+        NOW_NS,
+    );
+    let got = series(record(
+        &mut s,
+        Ok(("# TYPE x_total counter\nx_total 2\n", Format::Text)),
+        NOW_NS + 1,
+    ));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got.values().next().map(|v| v.0), Some(2.0));
+    assert_eq!(s.telemetry().stale_markers.get(), 0);
+}
