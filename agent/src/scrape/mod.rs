@@ -16,8 +16,8 @@
 //! that clash with target labels become `exported_<name>` unless `honor_labels`; a
 //! `sample_limit` overrun fails the scrape; series that vanish, and all series of a failed
 //! target, get a staleness marker (an OTLP point flagged "no recorded value", which core
-//! writes as Prometheus' stale NaN); targets are spread over the interval by a fixed
-//! per-target offset.
+//! writes as Prometheus' stale NaN), except series exposed with their own timestamps;
+//! targets are spread over the interval by a fixed per-target offset.
 //!
 //! Not built yet: Kubernetes pod discovery (`kubernetes_pods.enabled: true` is refused by
 //! validation).

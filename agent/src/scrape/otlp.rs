@@ -114,6 +114,15 @@ pub(crate) struct Relabeled {
     pub timestamp_ms: Option<i64>,
 }
 
+/// Where a point goes: its resource (job, instance) and its metric (name, help).
+#[derive(Clone, Copy)]
+struct Destination<'a> {
+    job: &'a str,
+    instance: &'a str,
+    name: &'a str,
+    help: &'a str,
+}
+
 /// One data point on its way into a batch.
 enum Point {
     Gauge(NumberDataPoint),
@@ -248,15 +257,13 @@ impl<'m> Batch<'m> {
 
     /// Adds a point of a scraped series, tracking it for staleness; `identity` is what
     /// besides name, labels and shape tells its series apart (histogram bounds, quantiles).
-    fn add(
-        &mut self,
-        job: &str,
-        instance: &str,
-        name: &str,
-        help: &str,
-        mut point: Point,
-        identity: &str,
-    ) {
+    fn add(&mut self, to: Destination<'_>, mut point: Point, identity: &str, explicit_time: bool) {
+        let Destination {
+            job,
+            instance,
+            name,
+            help,
+        } = to;
         let key = series_key(
             job,
             instance,
@@ -270,7 +277,7 @@ impl<'m> Batch<'m> {
             job: job.to_owned(),
             instance: instance.to_owned(),
             first_seen_ns: now,
-            stale: point.stale_metric(name),
+            stale: (!explicit_time).then(|| point.stale_metric(name)),
         });
         match &mut point {
             Point::Counter(p) if p.start_time_unix_nano == 0 => p.start_time_unix_nano = first_seen,
@@ -340,9 +347,11 @@ impl<'m> Batch<'m> {
     /// Adds stale markers for series that vanished.
     pub(crate) fn stale(&mut self, vanished: Vec<Remembered>) {
         for r in vanished {
-            self.points += 1;
-            self.stale_markers += 1;
-            self.resource(&r.job, &r.instance).metrics.push(r.stale);
+            if let Some(metric) = r.stale {
+                self.points += 1;
+                self.stale_markers += 1;
+                self.resource(&r.job, &r.instance).metrics.push(metric);
+            }
         }
     }
 
@@ -365,18 +374,18 @@ impl<'m> Batch<'m> {
             MetricKind::Histogram => match histogram_points(family, &samples) {
                 Some(groups) => {
                     for mut g in groups {
-                        if g.point.time_unix_nano == 0 {
+                        let explicit_time = g.point.time_unix_nano != 0;
+                        if !explicit_time {
                             g.point.time_unix_nano = self.now_ns;
                         }
                         let identity = join_floats(&g.point.explicit_bounds);
-                        self.add(
-                            &g.job,
-                            &g.instance,
-                            family,
+                        let to = Destination {
+                            job: &g.job,
+                            instance: &g.instance,
+                            name: family,
                             help,
-                            Point::Histogram(g.point),
-                            &identity,
-                        );
+                        };
+                        self.add(to, Point::Histogram(g.point), &identity, explicit_time);
                     }
                 }
                 None => self.gauges(help, samples),
@@ -384,20 +393,20 @@ impl<'m> Batch<'m> {
             MetricKind::Summary => match summary_points(family, &samples) {
                 Some(groups) => {
                     for mut g in groups {
-                        if g.point.time_unix_nano == 0 {
+                        let explicit_time = g.point.time_unix_nano != 0;
+                        if !explicit_time {
                             g.point.time_unix_nano = self.now_ns;
                         }
                         let quantiles: Vec<f64> =
                             g.point.quantile_values.iter().map(|q| q.quantile).collect();
                         let identity = join_floats(&quantiles);
-                        self.add(
-                            &g.job,
-                            &g.instance,
-                            family,
+                        let to = Destination {
+                            job: &g.job,
+                            instance: &g.instance,
+                            name: family,
                             help,
-                            Point::Summary(g.point),
-                            &identity,
-                        );
+                        };
+                        self.add(to, Point::Summary(g.point), &identity, explicit_time);
                     }
                 }
                 None => self.gauges(help, samples),
@@ -413,7 +422,15 @@ impl<'m> Batch<'m> {
     fn gauges(&mut self, help: &str, samples: Vec<Relabeled>) {
         for s in samples {
             let point = number_point(attributes(&s.labels), 0, self.time(s.timestamp_ms), s.value);
-            self.add(&s.job, &s.instance, &s.name, help, Point::Gauge(point), "");
+            let explicit_time = s.timestamp_ms.is_some();
+            let point = Point::Gauge(point);
+            let to = Destination {
+                job: &s.job,
+                instance: &s.instance,
+                name: &s.name,
+                help,
+            };
+            self.add(to, point, "", explicit_time);
         }
     }
 
@@ -439,7 +456,14 @@ impl<'m> Batch<'m> {
                     ..point
                 }),
             };
-            self.add(&s.job, &s.instance, &s.name, help, point, "");
+            let explicit_time = s.timestamp_ms.is_some();
+            let to = Destination {
+                job: &s.job,
+                instance: &s.instance,
+                name: &s.name,
+                help,
+            };
+            self.add(to, point, "", explicit_time);
         }
     }
 

@@ -21,8 +21,10 @@ pub(crate) struct Remembered {
     /// When the series was first seen in this run of scrapes (Unix ns): the start time of
     /// a cumulative sum or histogram without an OpenMetrics `_created`.
     pub first_seen_ns: u64,
-    /// The metric with one point flagged "no recorded value", its timestamp set on use.
-    pub stale: Metric,
+    /// The metric with one point flagged "no recorded value", its timestamp set on use;
+    /// `None` for a series exposed with its own timestamps, which Prometheus does not
+    /// mark stale either (the exporter owns its timeline).
+    pub stale: Option<Metric>,
 }
 
 /// The series of one target's last successful scrape and of the scrape under way.
@@ -61,13 +63,18 @@ impl SeriesMemory {
 }
 
 fn markers(series: HashMap<String, Remembered>, now_ns: u64) -> Vec<Remembered> {
-    let mut out: Vec<Remembered> = series.into_values().collect();
-    for r in &mut out {
-        set_time(&mut r.stale, now_ns);
+    let mut out: Vec<(String, Remembered)> = series
+        .into_iter()
+        .filter(|(_, r)| r.stale.is_some())
+        .collect();
+    for (_, r) in &mut out {
+        if let Some(metric) = &mut r.stale {
+            set_time(metric, now_ns);
+        }
     }
     // Stable output order makes batches (and tests) deterministic.
-    out.sort_by(|a, b| a.stale.name.cmp(&b.stale.name));
-    out
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 fn set_time(metric: &mut Metric, now_ns: u64) {

@@ -375,9 +375,10 @@ fn a_failed_scrape_is_up_zero_and_makes_everything_stale() {
         .filter(|(_, (v, _))| v.to_bits() == STALE_NAN.to_bits())
         .map(|(k, _)| k)
         .collect();
-    assert_eq!(stale.len(), 15, "{stale:?}");
+    // All but the one with its own timestamp (see the test below).
+    assert_eq!(stale.len(), 14, "{stale:?}");
     assert_eq!(s.telemetry().failures_total(), 1);
-    assert_eq!(s.telemetry().stale_markers.get(), 8);
+    assert_eq!(s.telemetry().stale_markers.get(), 7);
     // Back up: the series are new again, no markers.
     let got = all_series(record(&mut s, Ok((TEXT, Format::Text)), NOW_NS + 2));
     assert!(
@@ -494,4 +495,21 @@ fn a_type_change_is_not_a_vanished_series() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got.values().next().map(|v| v.0), Some(2.0));
     assert_eq!(s.telemetry().stale_markers.get(), 0);
+}
+
+#[test]
+fn series_with_their_own_timestamps_get_no_stale_marker() {
+    let mut s = node();
+    record(
+        &mut s,
+        Ok(("a 1 1699999999000\nb 2\n", Format::Text)),
+        NOW_NS,
+    );
+    let got = series(record(&mut s, Ok(("", Format::Text)), NOW_NS + 1));
+    let keys: Vec<&str> = got
+        .keys()
+        .map(|k| k.split('{').next().unwrap_or(""))
+        .collect();
+    assert_eq!(keys, ["b"]);
+    assert_eq!(s.telemetry().stale_markers.get(), 1);
 }
