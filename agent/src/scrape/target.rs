@@ -44,6 +44,9 @@ pub(crate) struct Target {
     /// The other target labels (none starting with `__`).
     pub labels: Labels,
     memory: SeriesMemory,
+    /// Whether the last scrape succeeded (true before the first, so a target that is down
+    /// from the start is reported once).
+    was_up: bool,
 }
 
 impl Target {
@@ -110,6 +113,7 @@ impl Target {
             instance,
             labels,
             memory: SeriesMemory::default(),
+            was_up: true,
         }))
     }
 
@@ -159,11 +163,23 @@ impl Target {
         let (up, scraped, kept) = match &outcome {
             Ok(samples) => (1.0, samples.scraped, samples.kept),
             Err(e) => {
-                tracing::warn!(target = %self.url, job = %self.job, error = %e, "scrape failed");
+                // Said loudly once when a target goes down, then quietly each interval.
+                match self.was_up {
+                    true => {
+                        tracing::warn!(url = %self.url, job = %self.job, error = %e, "scrape failed")
+                    }
+                    false => {
+                        tracing::debug!(url = %self.url, job = %self.job, error = %e, "scrape failed")
+                    }
+                }
                 telemetry.failures.with_label_values(&[e.reason()]).inc();
                 (0.0, 0, 0)
             }
         };
+        if outcome.is_ok() && !self.was_up {
+            tracing::info!(url = %self.url, job = %self.job, "target is up");
+        }
+        self.was_up = outcome.is_ok();
         let vanished = match &outcome {
             Ok(_) => Vec::new(),
             Err(_) => self.memory.forget_all(now_ns),
