@@ -45,6 +45,7 @@ use crate::scrape::otlp::{counter, gauge, number_point, resource_metrics, string
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostMetricsConfig {
+    /// Off: the agent does not start [`HostMetrics`] at all.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
     /// Time between two collections.

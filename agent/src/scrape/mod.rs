@@ -141,6 +141,48 @@ impl Scraper {
         join_all(scrapes).await.into_iter().flatten().collect()
     }
 
+    /// Scrapes every target each interval, at its own offset, and hands each round's metrics
+    /// to `sink` (awaited, so a bounded queue behind it pushes back) until `shutdown`
+    /// completes.
+    pub async fn run<S, F>(mut self, mut sink: S, shutdown: impl Future<Output = ()>)
+    where
+        S: FnMut(Vec<ResourceMetrics>) -> F,
+        F: Future<Output = ()>,
+    {
+        tokio::pin!(shutdown);
+        let start = Instant::now();
+        let mut due: Vec<Instant> = (0..self.targets.len())
+            .map(|i| start + self.offset(i))
+            .collect();
+        loop {
+            let Some(next) = due.iter().min().copied() else {
+                shutdown.await;
+                return;
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep_until(next) => {}
+            }
+            let now = Instant::now();
+            let ready: Vec<usize> = (0..due.len()).filter(|&i| due[i] <= now).collect();
+            let metrics = tokio::select! {
+                () = &mut shutdown => return,
+                metrics = self.scrape_some(&ready) => metrics,
+            };
+            let after = Instant::now();
+            for &i in &ready {
+                due[i] += self.interval;
+                // A round that overran skips the missed slots rather than bursting.
+                while due[i] <= after {
+                    due[i] += self.interval;
+                }
+            }
+            if !metrics.is_empty() {
+                sink(metrics).await;
+            }
+        }
+    }
+
     /// Where in the interval a target is scraped: a fixed offset from a hash of its URL,
     /// as Prometheus spreads targets so they are not all scraped at once.
     fn offset(&self, target: usize) -> Duration {
@@ -148,48 +190,6 @@ impl Scraper {
         self.targets[target].url.as_str().hash(&mut hasher);
         let nanos = self.interval.as_nanos().max(1);
         Duration::from_nanos((u128::from(hasher.finish()) % nanos) as u64)
-    }
-}
-
-/// Scrapes every target each interval, at its own offset, and hands each round's metrics
-/// to `sink` (awaited, so a bounded queue behind it pushes back) until `shutdown`
-/// completes.
-pub async fn run<S, F>(mut scraper: Scraper, mut sink: S, shutdown: impl Future<Output = ()>)
-where
-    S: FnMut(Vec<ResourceMetrics>) -> F,
-    F: Future<Output = ()>,
-{
-    tokio::pin!(shutdown);
-    let start = Instant::now();
-    let mut due: Vec<Instant> = (0..scraper.targets.len())
-        .map(|i| start + scraper.offset(i))
-        .collect();
-    loop {
-        let Some(next) = due.iter().min().copied() else {
-            shutdown.await;
-            return;
-        };
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep_until(next) => {}
-        }
-        let now = Instant::now();
-        let ready: Vec<usize> = (0..due.len()).filter(|&i| due[i] <= now).collect();
-        let metrics = tokio::select! {
-            () = &mut shutdown => return,
-            metrics = scraper.scrape_some(&ready) => metrics,
-        };
-        let after = Instant::now();
-        for &i in &ready {
-            due[i] += scraper.interval;
-            // A round that overran skips the missed slots rather than bursting.
-            while due[i] <= after {
-                due[i] += scraper.interval;
-            }
-        }
-        if !metrics.is_empty() {
-            sink(metrics).await;
-        }
     }
 }
 

@@ -458,8 +458,7 @@ async fn run_scrapes_each_interval_until_shutdown() {
     let shutdown = async {
         tokio::time::sleep(std::time::Duration::from_secs(35)).await;
     };
-    run(
-        s,
+    s.run(
         |batch| {
             let tx = tx.clone();
             async move {
