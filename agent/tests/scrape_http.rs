@@ -201,3 +201,66 @@ async fn oversized_bodies_and_slow_targets_fail_the_scrape() {
         1
     );
 }
+
+/// Timestamps (ns) of the `up` points of the target whose instance is `instance`.
+fn up_times(batches: &[Vec<ResourceMetrics>], instance: &str) -> Vec<u64> {
+    batches
+        .iter()
+        .flatten()
+        .filter(|rm| resource_attr(std::slice::from_ref(rm), "service.instance.id") == instance)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .filter(|m| m.name == "up")
+        .filter_map(|m| match &m.data {
+            Some(Data::Gauge(g)) => g.data_points.first().map(|p| p.time_unix_nano),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_slow_target_does_not_delay_the_others() {
+    let fast = serve(Arc::new(Mutex::new(Exposition {
+        content_type: "text/plain",
+        body: TEXT.into(),
+        ..Default::default()
+    })))
+    .await;
+    let slow = serve(Arc::new(Mutex::new(Exposition {
+        content_type: "text/plain",
+        body: TEXT.into(),
+        delay: Duration::from_secs(30),
+        ..Default::default()
+    })))
+    .await;
+    let yaml = format!(
+        "interval: 1s\ntimeout: 900ms\nstatic:\n\
+         - {{ url: 'http://127.0.0.1:{fast}/metrics', labels: {{ job: fast }} }}\n\
+         - {{ url: 'http://127.0.0.1:{slow}/metrics', labels: {{ job: slow }} }}\n"
+    );
+    let config: ScrapeConfig = vigil_core::config::load(&yaml, |_| None).unwrap();
+    let scraper = Scraper::new(&config).unwrap();
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let sink_batches = batches.clone();
+    scraper
+        .run(
+            move |batch| {
+                sink_batches.lock().unwrap().push(batch);
+                std::future::ready(())
+            },
+            tokio::time::sleep(Duration::from_millis(4500)),
+        )
+        .await;
+    let batches = batches.lock().unwrap();
+    let times = up_times(&batches, &format!("127.0.0.1:{fast}"));
+    assert!(times.len() >= 3, "{times:?}");
+    for pair in times.windows(2) {
+        let gap = Duration::from_nanos(pair[1] - pair[0]);
+        assert!(
+            gap > Duration::from_millis(900) && gap < Duration::from_millis(1100),
+            "fast target scraped {gap:?} apart"
+        );
+    }
+    let slow_times = up_times(&batches, &format!("127.0.0.1:{slow}"));
+    assert!(slow_times.len() >= 3, "{slow_times:?}");
+}

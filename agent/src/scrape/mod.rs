@@ -37,7 +37,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Once;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use tokio::time::Instant;
 use url::Url;
@@ -141,10 +143,11 @@ impl Scraper {
         join_all(scrapes).await.into_iter().flatten().collect()
     }
 
-    /// Scrapes every target each interval, at its own offset, and hands each round's metrics
-    /// to `sink` (awaited, so a bounded queue behind it pushes back) until `shutdown`
-    /// completes.
-    pub async fn run<S, F>(mut self, mut sink: S, shutdown: impl Future<Output = ()>)
+    /// Scrapes every target each interval, at its own offset, and hands each scrape's
+    /// metrics to `sink` until `shutdown` completes. Each target keeps its own rhythm: a
+    /// slow target delays nobody else. `sink` is awaited (a bounded queue behind it pushes
+    /// back); scrapes in flight pause meanwhile, their timeouts still running.
+    pub async fn run<S, F>(self, mut sink: S, shutdown: impl Future<Output = ()>)
     where
         S: FnMut(Vec<ResourceMetrics>) -> F,
         F: Future<Output = ()>,
@@ -154,31 +157,53 @@ impl Scraper {
         let mut due: Vec<Instant> = (0..self.targets.len())
             .map(|i| start + self.offset(i))
             .collect();
+        let Scraper {
+            targets,
+            context,
+            interval,
+        } = self;
+        let context = &context;
+        // A target is either idle here or moved into its scrape in flight.
+        let mut idle: Vec<Option<Target>> = targets.into_iter().map(Some).collect();
+        let mut in_flight = FuturesUnordered::new();
         loop {
-            let Some(next) = due.iter().min().copied() else {
-                shutdown.await;
-                return;
+            let next = (0..idle.len())
+                .filter(|&i| idle[i].is_some())
+                .map(|i| due[i])
+                .min();
+            let wake = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
             };
             tokio::select! {
                 () = &mut shutdown => return,
-                () = tokio::time::sleep_until(next) => {}
-            }
-            let now = Instant::now();
-            let ready: Vec<usize> = (0..due.len()).filter(|&i| due[i] <= now).collect();
-            let metrics = tokio::select! {
-                () = &mut shutdown => return,
-                metrics = self.scrape_some(&ready) => metrics,
-            };
-            let after = Instant::now();
-            for &i in &ready {
-                due[i] += self.interval;
-                // A round that overran skips the missed slots rather than bursting.
-                while due[i] <= after {
-                    due[i] += self.interval;
+                () = wake => {
+                    let now = Instant::now();
+                    for i in 0..idle.len() {
+                        if due[i] > now {
+                            continue;
+                        }
+                        let Some(mut target) = idle[i].take() else {
+                            continue;
+                        };
+                        // A scrape that overran skips the missed slots rather than bursting.
+                        while due[i] <= now {
+                            due[i] += interval;
+                        }
+                        in_flight.push(async move {
+                            let metrics = target.scrape(context).await;
+                            (i, target, metrics)
+                        });
+                    }
                 }
-            }
-            if !metrics.is_empty() {
-                sink(metrics).await;
+                Some((i, target, metrics)) = in_flight.next() => {
+                    idle[i] = Some(target);
+                    if !metrics.is_empty() {
+                        sink(metrics).await;
+                    }
+                }
             }
         }
     }
