@@ -51,6 +51,9 @@ pub struct RelabelConfig {
     /// The label `replace` writes; required for `replace`.
     #[serde(default)]
     pub target_label: Option<String>,
+    /// What `replace` writes (and `labelmap` names labels), with regex groups as `$1` or
+    /// `${1}`. In the agent's YAML `${…}` is environment substitution, so write `$1` or
+    /// `$${1}` there.
     #[serde(default = "default_replacement")]
     pub replacement: String,
     #[serde(default)]
