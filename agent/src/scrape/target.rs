@@ -1,0 +1,320 @@
+//! One scrape target: its labels, its URL, and what one scrape of it produces.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+use url::Url;
+
+use super::config::StaticTarget;
+use super::http::{ScrapeError, fetch};
+use super::otlp::{Batch, Relabeled};
+use super::parse::{Family, Format, MetricKind, Sample, parse};
+use super::relabel::{Labels, RelabelRule, relabel};
+use super::staleness::SeriesMemory;
+use super::telemetry::ScrapeTelemetry;
+
+/// Why a configured target cannot be scraped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("`{0}` is not a valid URL")]
+    Url(String),
+    #[error("target `{0}` has no `job` label after relabeling")]
+    NoJob(String),
+    #[error("target `{url}`: relabeling produced the invalid URL `{built}`")]
+    Relabeled { url: String, built: String },
+}
+
+/// What every scrape needs besides the target.
+pub(crate) struct ScrapeContext {
+    pub client: reqwest::Client,
+    pub timeout: Duration,
+    pub body_limit: u64,
+    pub sample_limit: usize,
+    pub honor_labels: bool,
+    pub metric_relabel: Vec<RelabelRule>,
+    pub telemetry: ScrapeTelemetry,
+}
+
+/// A target after relabeling.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub url: Url,
+    pub job: String,
+    pub instance: String,
+    /// The other target labels (none starting with `__`).
+    pub labels: Labels,
+    memory: SeriesMemory,
+    /// Whether the last scrape succeeded (true before the first, so a target that is down
+    /// from the start is reported once).
+    was_up: bool,
+}
+
+impl Target {
+    /// The target of a static entry, or `None` when relabeling dropped it.
+    pub fn from_static(
+        entry: &StaticTarget,
+        rules: &[RelabelRule],
+    ) -> Result<Option<Target>, TargetError> {
+        let url = Url::parse(&entry.url).map_err(|_| TargetError::Url(entry.url.clone()))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| TargetError::Url(entry.url.clone()))?;
+        let address = match url.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let mut labels = entry.labels.clone();
+        let mut defaults = vec![
+            ("__address__".to_owned(), address),
+            ("__scheme__".to_owned(), url.scheme().to_owned()),
+            ("__metrics_path__".to_owned(), url.path().to_owned()),
+        ];
+        for (name, value) in url.query_pairs() {
+            defaults.push((format!("__param_{name}"), value.into_owned()));
+        }
+        for (name, value) in defaults {
+            labels.entry(name).or_insert(value);
+        }
+        if !relabel(rules, &mut labels) {
+            return Ok(None);
+        }
+        let built = format!(
+            "{}://{}{}",
+            labels.get("__scheme__").map_or("http", String::as_str),
+            labels.get("__address__").map_or("", String::as_str),
+            labels
+                .get("__metrics_path__")
+                .map_or("/metrics", String::as_str),
+        );
+        let mut scrape_url = Url::parse(&built).map_err(|_| TargetError::Relabeled {
+            url: entry.url.clone(),
+            built: built.clone(),
+        })?;
+        let params: Vec<(&str, &str)> = labels
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("__param_")?, v.as_str())))
+            .collect();
+        if !params.is_empty() {
+            scrape_url.query_pairs_mut().extend_pairs(params);
+        }
+        if !labels.contains_key("instance")
+            && let Some(address) = labels.get("__address__").cloned()
+        {
+            labels.insert("instance".into(), address);
+        }
+        labels.retain(|name, value| !name.starts_with("__") && !value.is_empty());
+        let job = labels
+            .remove("job")
+            .ok_or_else(|| TargetError::NoJob(entry.url.clone()))?;
+        let instance = labels.remove("instance").unwrap_or_default();
+        Ok(Some(Target {
+            url: scrape_url,
+            job,
+            instance,
+            labels,
+            memory: SeriesMemory::default(),
+            was_up: true,
+        }))
+    }
+
+    /// Scrapes once and returns the OTLP of it: the samples, stale markers of vanished
+    /// series, and `up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
+    /// `scrape_samples_post_metric_relabeling`. Never fails: a failed scrape is `up` 0.
+    pub async fn scrape(&mut self, context: &ScrapeContext) -> Vec<ResourceMetrics> {
+        let started = Instant::now();
+        let now_ns = unix_nanos(SystemTime::now());
+        let fetched = match tokio::time::timeout(
+            context.timeout,
+            fetch(
+                &context.client,
+                &self.url,
+                context.timeout,
+                context.body_limit,
+            ),
+        )
+        .await
+        {
+            Ok(fetched) => fetched,
+            Err(_) => Err(ScrapeError::Timeout(context.timeout)),
+        };
+        self.record(fetched, now_ns, started, context)
+    }
+
+    /// The OTLP of one scrape's outcome (see [`Target::scrape`]); `now_ns` is when it
+    /// started, the timestamp of samples without their own.
+    pub fn record(
+        &mut self,
+        fetched: Result<(String, Format), ScrapeError>,
+        now_ns: u64,
+        started: Instant,
+        context: &ScrapeContext,
+    ) -> Vec<ResourceMetrics> {
+        // Declared before `outcome`, which borrows from it.
+        let body;
+        let outcome = match fetched {
+            Ok((text, format)) => {
+                body = text;
+                self.samples(&body, format, context)
+            }
+            Err(e) => Err(e),
+        };
+        let telemetry = &context.telemetry;
+        telemetry.scrapes.inc();
+        let (up, scraped, kept) = match &outcome {
+            Ok(samples) => (1.0, samples.scraped, samples.kept),
+            Err(e) => {
+                // Said loudly once when a target goes down, then quietly each interval.
+                match self.was_up {
+                    true => {
+                        tracing::warn!(url = %self.url, job = %self.job, error = %e, "scrape failed")
+                    }
+                    false => {
+                        tracing::debug!(url = %self.url, job = %self.job, error = %e, "scrape failed")
+                    }
+                }
+                telemetry.failures.with_label_values(&[e.reason()]).inc();
+                (0.0, 0, 0)
+            }
+        };
+        if outcome.is_ok() && !self.was_up {
+            tracing::info!(url = %self.url, job = %self.job, "target is up");
+        }
+        self.was_up = outcome.is_ok();
+        let vanished = match &outcome {
+            Ok(_) => Vec::new(),
+            Err(_) => self.memory.forget_all(now_ns),
+        };
+        let mut batch = Batch::new(now_ns, &mut self.memory);
+        batch.stale(vanished);
+        if let Ok(samples) = outcome {
+            for (family, samples) in samples.families {
+                batch.family(family.name, family.kind, &family.help, samples);
+            }
+            batch.end_of_scrape();
+        }
+        let stale = batch.stale_markers;
+        telemetry.samples.inc_by(kept as u64);
+        telemetry.stale_markers.inc_by(stale as u64);
+        let duration = started.elapsed().as_secs_f64();
+        for (name, value) in [
+            ("up", up),
+            ("scrape_duration_seconds", duration),
+            ("scrape_samples_scraped", scraped as f64),
+            ("scrape_samples_post_metric_relabeling", kept as f64),
+        ] {
+            batch.report(&self.job, &self.instance, &self.labels, name, value);
+        }
+        batch.finish()
+    }
+
+    /// Parses a body and relabels its samples, enforcing the sample limit.
+    fn samples<'b>(
+        &self,
+        body: &'b str,
+        format: Format,
+        context: &ScrapeContext,
+    ) -> Result<Scraped<'b>, ScrapeError> {
+        let families = parse(body, format)?;
+        let scraped = families.iter().map(|f| f.samples.len()).sum();
+        let mut kept = 0;
+        let mut out = Vec::with_capacity(families.len());
+        for family in families {
+            let samples: Vec<Relabeled> = family
+                .samples
+                .iter()
+                .filter_map(|s| self.relabel_sample(s, context))
+                .collect();
+            kept += samples.len();
+            if context.sample_limit > 0 && kept > context.sample_limit {
+                return Err(ScrapeError::SampleLimit {
+                    got: kept,
+                    limit: context.sample_limit,
+                });
+            }
+            out.push((FamilyMeta::of(&family), samples));
+        }
+        Ok(Scraped {
+            families: out,
+            scraped,
+            kept,
+        })
+    }
+
+    /// The sample's labels with the target's merged in (Prometheus' `honor_labels` rule),
+    /// then metric relabeling; `None` when a rule dropped it.
+    fn relabel_sample(&self, sample: &Sample<'_>, context: &ScrapeContext) -> Option<Relabeled> {
+        let mut labels: Labels = sample
+            .labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_ref().to_owned()))
+            .collect();
+        let target = [("job", &self.job), ("instance", &self.instance)]
+            .into_iter()
+            .chain(self.labels.iter().map(|(k, v)| (k.as_str(), v)));
+        for (name, value) in target {
+            if value.is_empty() {
+                continue;
+            }
+            if context.honor_labels {
+                labels
+                    .entry(name.to_owned())
+                    .or_insert_with(|| value.clone());
+                continue;
+            }
+            if let Some(scraped) = labels.remove(name) {
+                let mut exported = format!("exported_{name}");
+                while labels.contains_key(&exported) {
+                    exported.insert_str(0, "exported_");
+                }
+                labels.insert(exported, scraped);
+            }
+            labels.insert(name.to_owned(), value.clone());
+        }
+        let mut name = sample.name.to_owned();
+        if !context.metric_relabel.is_empty() {
+            labels.insert("__name__".into(), name);
+            if !relabel(&context.metric_relabel, &mut labels) {
+                return None;
+            }
+            name = labels.remove("__name__").filter(|n| !n.is_empty())?;
+        }
+        labels.retain(|k, v| !k.starts_with("__") && !v.is_empty());
+        Some(Relabeled {
+            name,
+            job: labels.remove("job").unwrap_or_default(),
+            instance: labels.remove("instance").unwrap_or_default(),
+            labels,
+            value: sample.value,
+            timestamp_ms: sample.timestamp_ms,
+        })
+    }
+}
+
+/// What a family keeps of its metadata once its samples are relabeled.
+pub(crate) struct FamilyMeta<'b> {
+    name: &'b str,
+    kind: MetricKind,
+    help: String,
+}
+
+impl<'b> FamilyMeta<'b> {
+    fn of(family: &Family<'b>) -> Self {
+        FamilyMeta {
+            name: family.name,
+            kind: family.kind,
+            help: family.help.clone().into_owned(),
+        }
+    }
+}
+
+/// One successful scrape before it becomes OTLP.
+pub(crate) struct Scraped<'b> {
+    families: Vec<(FamilyMeta<'b>, Vec<Relabeled>)>,
+    scraped: usize,
+    kept: usize,
+}
+
+pub(crate) fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
+}
