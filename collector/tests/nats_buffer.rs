@@ -493,3 +493,34 @@ async fn a_stream_with_another_retention_is_refused() {
     let error = NatsBuffer::open(o).await.err().expect("open refuses");
     assert!(error.to_string().contains("retention"), "{error}");
 }
+
+#[tokio::test]
+async fn records_kept_alive_are_not_redelivered_after_ack_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let slow = open(options(&server)).await;
+    let other = open(options(&server)).await;
+    slow.push(record(1, 10)).await.unwrap();
+    let mut exporting = slow.consumer(Signal::Logs).await.unwrap();
+    let held = next(exporting.as_mut(), LIMITS).await;
+    let every = exporting
+        .keep_alive_every()
+        .expect("nats asks for keep-alive");
+    assert!(every < Duration::from_secs(1));
+    let ids: Vec<_> = held.iter().map(|d| d.id).collect();
+
+    // An export three times ack_wait long, declared in progress as the pump does.
+    let mut waiting = other.consumer(Signal::Logs).await.unwrap();
+    let keep = async {
+        for _ in 0..10 {
+            sleep(Duration::from_millis(300)).await;
+            exporting.keep_alive(&ids).await.unwrap();
+        }
+    };
+    let watch = timeout(Duration::from_secs(3), waiting.next_batch(LIMITS));
+    let (_, redelivered) = tokio::join!(keep, watch);
+    assert!(redelivered.is_err(), "redelivered while kept alive");
+    exporting.ack(&ids).await.unwrap();
+    let lag = slow.lag(Signal::Logs).await.unwrap();
+    assert_eq!((lag.num_pending, lag.num_ack_pending), (0, 0));
+}

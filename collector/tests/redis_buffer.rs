@@ -559,3 +559,41 @@ async fn redis_out_of_memory_is_full() {
         "an answer from Redis means it is reachable"
     );
 }
+
+#[tokio::test]
+async fn records_kept_alive_are_not_reclaimed_by_another_consumer() {
+    let server = RedisServer::start();
+    let short = |name: &str| RedisOptions {
+        claim_idle: Duration::from_millis(300),
+        ..server.options(name)
+    };
+    let slow = RedisBuffer::connect(short("slow")).await.unwrap();
+    let other = RedisBuffer::connect(short("other")).await.unwrap();
+    slow.push(record(Signal::Logs, 7)).await.unwrap();
+    let mut exporting = slow.consumer(Signal::Logs).await.unwrap();
+    let held = read(exporting.as_mut(), 1).await;
+    assert_eq!(
+        exporting.keep_alive_every(),
+        Some(Duration::from_millis(100))
+    );
+    let ids: Vec<_> = held.iter().map(|d| d.id).collect();
+
+    // An export that takes four times claim_idle, declared alive as the pump does.
+    let mut waiting = other.consumer(Signal::Logs).await.unwrap();
+    let keep = async {
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            exporting.keep_alive(&ids).await.unwrap();
+        }
+    };
+    let (_, ()) = tokio::join!(keep, nothing(waiting.as_mut(), Duration::from_millis(1200)));
+    exporting.ack(&ids).await.unwrap();
+    assert_eq!(
+        other.stats().await.signals[Signal::Logs.index()].reclaimed_records,
+        0
+    );
+    // Without keep-alive the same wait does hand the record over.
+    slow.push(record(Signal::Logs, 8)).await.unwrap();
+    let _abandoned = read(exporting.as_mut(), 1).await;
+    assert_eq!(first_bytes(&read(waiting.as_mut(), 1).await), vec![8]);
+}

@@ -648,6 +648,23 @@ impl Consumer for NatsConsumer {
         }
     }
 
+    fn keep_alive_every(&self) -> Option<Duration> {
+        Some(self.shared.options.ack_wait / 3)
+    }
+
+    /// `+WPI` (progress) for each message: the server restarts its `ack_wait` clock.
+    async fn keep_alive(&mut self, ids: &[DeliveryId]) -> Result<(), BufferError> {
+        let messages = ids.iter().filter_map(|id| self.in_flight.get(&id.0));
+        let results =
+            futures_util::future::join_all(messages.map(|m| m.ack_with(AckKind::Progress))).await;
+        match results.iter().filter(|r| r.is_err()).count() {
+            0 => Ok(()),
+            failed => Err(BufferError::Unavailable(format!(
+                "nats: {failed} progress acks failed"
+            ))),
+        }
+    }
+
     async fn ack(&mut self, ids: &[DeliveryId]) -> Result<(), BufferError> {
         let messages: Vec<_> = ids
             .iter()

@@ -75,8 +75,10 @@ impl Pump {
             };
             let mut acks = Vec::with_capacity(batch.len());
             let mut interrupted = false;
+            let in_hand: Vec<DeliveryId> = batch.iter().map(|d| d.id).collect();
             for group in by_tenant(batch) {
-                match self.deliver(&group, &mut shutdown).await {
+                let delivery = self.deliver(&group, &mut shutdown);
+                match keeping_alive(consumer.as_mut(), &in_hand, delivery).await {
                     Outcome::Done => acks.extend(group.iter().map(|d| d.id)),
                     Outcome::Interrupted => {
                         interrupted = true;
@@ -329,6 +331,32 @@ fn by_tenant(batch: Vec<Delivery>) -> Vec<Vec<Delivery>> {
 }
 
 /// Sleeps; true if shutdown came first.
+/// Runs `delivery`, meanwhile declaring the records `in_hand` still in progress as often
+/// as the buffer asks, so a slow backend does not make them look abandoned and exported
+/// twice by another collector. A failed keep-alive is only logged: the worst it costs is
+/// that duplicate.
+async fn keeping_alive<T>(
+    consumer: &mut dyn Consumer,
+    in_hand: &[DeliveryId],
+    delivery: impl Future<Output = T>,
+) -> T {
+    let Some(every) = consumer.keep_alive_every().filter(|d| !d.is_zero()) else {
+        return delivery.await;
+    };
+    tokio::pin!(delivery);
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            outcome = &mut delivery => return outcome,
+            _ = tick.tick() => {
+                if let Err(e) = consumer.keep_alive(in_hand).await {
+                    warn!(error = %e, "declaring records in progress failed; another collector may export them too");
+                }
+            }
+        }
+    }
+}
+
 async fn sleep_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = shutdown.wait_for(|stop| *stop) => true,

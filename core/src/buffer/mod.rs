@@ -338,6 +338,19 @@ pub trait Consumer: Send {
 
     /// Marks records as delivered to the backend; they will not be delivered again.
     async fn ack(&mut self, ids: &[DeliveryId]) -> Result<(), BufferError>;
+
+    /// How often records in hand must be declared still in progress, for buffers that hand
+    /// records held too long to another consumer (Redis `claim_idle`, NATS `ack_wait`).
+    /// `None`: records stay with this consumer until acked or dropped.
+    fn keep_alive_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Declares handed-out records still in progress, so a slow export is not mistaken
+    /// for a dead consumer and its records are not exported twice.
+    async fn keep_alive(&mut self, _ids: &[DeliveryId]) -> Result<(), BufferError> {
+        Ok(())
+    }
 }
 
 pub fn now_ms() -> u64 {

@@ -346,6 +346,30 @@ impl Consumer for RedisConsumer {
         }
     }
 
+    fn keep_alive_every(&self) -> Option<Duration> {
+        Some(self.inner.options.claim_idle / 3)
+    }
+
+    /// XCLAIM to itself with JUSTID: resets the entries' idle time without counting a
+    /// delivery, so XAUTOCLAIM elsewhere leaves them alone.
+    async fn keep_alive(&mut self, ids: &[DeliveryId]) -> Result<(), BufferError> {
+        let stream_ids: Vec<&String> = ids
+            .iter()
+            .filter_map(|id| self.handed_out.get(id))
+            .collect();
+        if stream_ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&self.key)
+            .arg(&self.inner.options.group)
+            .arg(&self.inner.options.consumer)
+            .arg(0)
+            .arg(&stream_ids)
+            .arg("JUSTID");
+        self.inner.query::<Value>(&cmd).await.map(drop)
+    }
+
     async fn ack(&mut self, ids: &[DeliveryId]) -> Result<(), BufferError> {
         let stream_ids: Vec<&String> = ids
             .iter()
