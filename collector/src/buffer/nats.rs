@@ -54,7 +54,7 @@ use futures_util::StreamExt;
 use tracing::warn;
 use vigil_core::Signal;
 use vigil_core::buffer::{
-    BatchLimits, Buffer, BufferError, BufferStats, Consumer, DeadLetter, Delivery,
+    BatchLimits, Bound, Buffer, BufferError, BufferStats, Consumer, DeadLetter, Delivery,
     DeliveryCounters, DeliveryId, Record, SignalStats, now_ms,
 };
 
@@ -378,6 +378,7 @@ impl Shared {
                 BufferError::Full {
                     used: self.options.max_bytes,
                     capacity: self.options.max_bytes,
+                    bound: Bound::Bytes,
                     retry_after: FULL_RETRY_AFTER,
                 }
             }

@@ -27,7 +27,7 @@
 //!   (at most 1 s, less for a short `claim_idle`) holds up whatever is queued behind it.
 //! - **Readiness** follows every answer (a connection error clears it, any reply sets it)
 //!   and a PING each second.
-//! - **Units.** `Full { used, capacity }` are entries here, not bytes; stats'
+//! - **Units.** `Full` counts entries here (`Bound::Entries`), not bytes; stats'
 //!   `used_bytes` is Redis' sampled MEMORY USAGE estimate and `capacity_bytes` is 0.
 //!
 //! Delivery ids are per consumer counters mapped to stream ids.
@@ -45,8 +45,8 @@ use redis::{Cmd, RedisError, Value};
 use tokio::task::JoinHandle;
 use vigil_core::Signal;
 use vigil_core::buffer::{
-    Buffer, BufferError, BufferStats, Consumer, DeadLetter, DeliveryCounters, Record, SignalStats,
-    now_ms,
+    Bound, Buffer, BufferError, BufferStats, Consumer, DeadLetter, DeliveryCounters, Record,
+    SignalStats, now_ms,
 };
 
 use consumer::RedisConsumer;
@@ -347,6 +347,7 @@ impl Inner {
             return BufferError::Full {
                 used: 0,
                 capacity: 0,
+                bound: Bound::BrokerMemory,
                 retry_after: Duration::from_secs(1),
             };
         }
@@ -456,6 +457,7 @@ impl Buffer for RedisBuffer {
                 // In entries, not bytes: the bound of this buffer is a stream length.
                 used: answer.get(1).and_then(reply::int).unwrap_or(0).max(0) as u64,
                 capacity: self.inner.options.max_len,
+                bound: Bound::Entries,
                 retry_after: Duration::from_secs(1),
             }),
             _ => Err(BufferError::Unavailable(

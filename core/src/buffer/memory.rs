@@ -92,6 +92,7 @@ impl Buffer for MemoryBuffer {
                 return Err(BufferError::Full {
                     used: state.used,
                     capacity: self.inner.capacity,
+                    bound: super::Bound::Bytes,
                     retry_after: Duration::from_secs(1),
                 });
             }

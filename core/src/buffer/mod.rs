@@ -206,10 +206,12 @@ pub struct BatchLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
     /// Over capacity: the client should retry later (429 / RESOURCE_EXHAUSTED).
-    #[error("buffer is full ({used} of {capacity} bytes used); retry later")]
+    #[error("buffer is full ({}); retry later", .bound.describe(*.used, *.capacity))]
     Full {
         used: u64,
         capacity: u64,
+        /// What `used` and `capacity` count.
+        bound: Bound,
         retry_after: Duration,
     },
     /// The record can never fit (413 / INVALID_ARGUMENT).
@@ -223,6 +225,27 @@ pub enum BufferError {
     Closed,
     #[error("buffer I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// What a full buffer ran out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Its byte bound (disk, memory, a JetStream stream's `max_bytes`).
+    Bytes,
+    /// Its entry bound (a Redis stream's `max_len`).
+    Entries,
+    /// The broker's own memory (Redis `maxmemory`): no figures of ours to give.
+    BrokerMemory,
+}
+
+impl Bound {
+    fn describe(self, used: u64, capacity: u64) -> String {
+        match self {
+            Bound::Bytes => format!("{used} of {capacity} bytes used"),
+            Bound::Entries => format!("{used} of {capacity} entries used"),
+            Bound::BrokerMemory => "the broker is out of memory".into(),
+        }
+    }
 }
 
 impl BufferError {

@@ -224,6 +224,7 @@ async fn full_and_too_large_are_told_apart() {
     let BufferError::Full {
         used,
         capacity: reported,
+        bound: crate::buffer::Bound::Bytes,
         retry_after,
     } = full
     else {

@@ -481,6 +481,7 @@ fn admit_queue_frame(
     Err(BufferError::Full {
         used,
         capacity,
+        bound: super::super::Bound::Bytes,
         retry_after: FULL_RETRY_AFTER,
     })
 }
