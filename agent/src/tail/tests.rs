@@ -1,0 +1,254 @@
+//! The tailer against real files in a temporary directory: rotation by rename,
+//! copytruncate, deletion, `start_at`, and resuming from checkpoints.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
+use super::*;
+
+struct Harness {
+    dir: tempfile::TempDir,
+    checkpoints: Arc<Mutex<Checkpoints>>,
+    tailer: Tailer,
+    records: mpsc::Receiver<TailedRecord>,
+    /// The tailer's clock: moved forward by hand.
+    now: Instant,
+}
+
+fn source(dir: &Path, start_at: &str) -> LogSource {
+    let yaml = format!(
+        "include: [\"{}/*.log\"]\nformat: raw\nstart_at: {start_at}\nscan_interval: 1s\n",
+        dir.display()
+    );
+    vigil_core::config::parse(&yaml).unwrap()
+}
+
+impl Harness {
+    fn new(start_at: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        Self::with_dir(dir, start_at)
+    }
+
+    fn with_dir(dir: tempfile::TempDir, start_at: &str) -> Harness {
+        let checkpoints = Arc::new(Mutex::new(
+            Checkpoints::open(&dir.path().join("state")).unwrap(),
+        ));
+        let (tx, records) = mpsc::channel(10_000);
+        let tailer = Tailer::new(
+            &[source(&dir.path().join("logs"), start_at)],
+            checkpoints.clone(),
+            Telemetry::new(),
+            tx,
+            Some("node-1".into()),
+        );
+        Harness {
+            dir,
+            checkpoints,
+            tailer,
+            records,
+            now: Instant::now(),
+        }
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join("logs").join(name)
+    }
+
+    fn append(&self, name: &str, text: &str) {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// One tick a scan interval later; the records it produced.
+    fn tick(&mut self) -> Vec<TailedRecord> {
+        self.now += Duration::from_secs(2);
+        assert!(self.tailer.tick(self.now).is_ok());
+        let mut out = Vec::new();
+        while let Ok(record) = self.records.try_recv() {
+            out.push(record);
+        }
+        out
+    }
+
+    fn ack(&self, records: &[TailedRecord]) {
+        let mut checkpoints = lock(&self.checkpoints);
+        for r in records {
+            checkpoints.ack(r.ack.key, r.ack.generation, r.ack.offset);
+        }
+        checkpoints.save().unwrap();
+    }
+}
+
+fn bodies(records: &[TailedRecord]) -> Vec<String> {
+    let mut bodies: Vec<String> = records
+        .iter()
+        .map(|r| match &r.record.body.as_ref().unwrap().value {
+            Some(Value::StringValue(s)) => s.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    bodies.sort();
+    bodies
+}
+
+#[test]
+fn rename_rotation_reads_the_old_file_to_its_end_and_the_new_one_from_the_start() {
+    let mut h = Harness::new("beginning");
+    h.append("app.log", "a\nb\n");
+    let first = h.tick();
+    assert_eq!(bodies(&first), vec!["a", "b"]);
+    let resource = &first[0].resource.attributes;
+    assert!(resource.contains(&string_attribute("host.name", "node-1")));
+    assert!(resource.contains(&string_attribute(
+        "log.file.path",
+        h.log("app.log").display().to_string()
+    )));
+    h.ack(&first);
+
+    let mut writer = OpenOptions::new()
+        .append(true)
+        .open(h.log("app.log"))
+        .unwrap();
+    writer.write_all(b"c\n").unwrap();
+    std::fs::rename(h.log("app.log"), h.log("app.log.1")).unwrap();
+    // The writer has not reopened yet.
+    writer.write_all(b"d\n").unwrap();
+    h.append("app.log", "e\n");
+    let second = h.tick();
+    assert_eq!(bodies(&second), vec!["c", "d", "e"]);
+    assert_eq!(h.tailer.files.len(), 2);
+
+    // The rotated file stays open until what was read from it is delivered.
+    for _ in 0..3 {
+        assert!(h.tick().is_empty());
+    }
+    assert_eq!(h.tailer.files.len(), 2);
+    h.ack(&second);
+    h.tick();
+    h.tick();
+    assert_eq!(h.tailer.files.len(), 1, "the rotated file is closed");
+    assert!(h.tick().is_empty(), "nothing is read twice");
+}
+
+#[test]
+fn copytruncate_reads_again_from_the_start_and_ignores_late_acks() {
+    let mut h = Harness::new("beginning");
+    h.append("app.log", "one\ntwo\nthree\n");
+    let before = h.tick();
+    assert_eq!(bodies(&before), vec!["one", "three", "two"]);
+    File::create(h.log("app.log")).unwrap(); // truncate
+    h.append("app.log", "x\n");
+    let after = h.tick();
+    assert_eq!(bodies(&after), vec!["x"]);
+    h.ack(&before); // late: lines of the old content
+    let ack = after[0].ack;
+    assert_eq!(
+        lock(&h.checkpoints).delivered(ack.key, ack.generation),
+        Some(0)
+    );
+    h.ack(&after);
+    assert_eq!(
+        lock(&h.checkpoints).delivered(ack.key, ack.generation),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_deleted_file_is_read_to_its_end_then_closed() {
+    let mut h = Harness::new("beginning");
+    let mut writer = File::create(h.log("app.log")).unwrap();
+    writer.write_all(b"a\n").unwrap();
+    let first = h.tick();
+    std::fs::remove_file(h.log("app.log")).unwrap();
+    writer.write_all(b"b\nunterminated").unwrap();
+    drop(writer);
+    let rest = h.tick();
+    assert_eq!(bodies(&rest), vec!["b"]);
+    let last = h.tick();
+    assert_eq!(
+        bodies(&last),
+        vec!["unterminated"],
+        "a file that is gone ends"
+    );
+    h.ack(&first);
+    h.ack(&rest);
+    h.ack(&last);
+    h.tick();
+    assert!(h.tailer.files.is_empty());
+    assert_eq!(h.tailer.telemetry.files_watched.get(), 0);
+}
+
+#[test]
+fn start_at_end_applies_to_the_first_start_only_and_checkpoints_resume() {
+    let mut h = Harness::new("end");
+    h.append("old.log", "history\n");
+    assert!(
+        h.tick().is_empty(),
+        "present at the first start: read from its end"
+    );
+    h.append("old.log", "fresh\n");
+    h.append("new.log", "born\n");
+    let records = h.tick();
+    assert_eq!(
+        bodies(&records),
+        vec!["born", "fresh"],
+        "found later: read from its beginning"
+    );
+    // Only `fresh` is delivered before the agent stops.
+    let fresh: Vec<TailedRecord> = records
+        .into_iter()
+        .filter(|r| {
+            r.resource
+                .attributes
+                .iter()
+                .any(|a| format!("{a:?}").contains("old.log"))
+        })
+        .collect();
+    h.ack(&fresh);
+    lock(&h.checkpoints).save().unwrap();
+
+    let Harness { dir, .. } = h;
+    let mut h = Harness::with_dir(dir, "end");
+    h.append("later.log", "while away\n");
+    let records = h.tick();
+    assert_eq!(
+        bodies(&records),
+        vec!["born", "while away"],
+        "not a first start: undelivered lines replay, new files from the beginning"
+    );
+}
+
+#[test]
+fn compressed_and_excluded_files_are_left_alone() {
+    let h = Harness::new("beginning");
+    h.append("a.log", "kept\n");
+    h.append("skip.log", "excluded\n");
+    std::fs::write(h.log("b.log.gz"), b"\x1f\x8b binary").unwrap();
+    std::fs::write(h.log("c.zst"), b"x\n").unwrap();
+    let yaml = format!(
+        "include: [\"{0}/*\"]\nexclude: [\"{0}/skip.*\"]\nformat: raw\nstart_at: beginning\n",
+        h.dir.path().join("logs").display()
+    );
+    let (tx, mut rx) = mpsc::channel(100);
+    let mut tailer = Tailer::new(
+        &[vigil_core::config::parse(&yaml).unwrap()],
+        h.checkpoints.clone(),
+        Telemetry::new(),
+        tx,
+        None,
+    );
+    assert!(tailer.tick(Instant::now()).is_ok());
+    let mut records = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        records.push(r);
+    }
+    assert_eq!(bodies(&records), vec!["kept"]);
+    assert_eq!(tailer.files.len(), 1);
+}
