@@ -162,7 +162,8 @@ impl Checkpoints {
             path,
             files,
             existed,
-            dirty: false,
+            // The first save creates the file, so the next start is not a first start.
+            dirty: !existed,
             next_generation: 0,
         })
     }

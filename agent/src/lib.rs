@@ -115,6 +115,15 @@ impl Agent {
             std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()),
         );
 
+        // After the tailer learnt whether this is a first start: this creates the file,
+        // and finds an unwritable state directory now rather than at the first delivery.
+        tail::lock(&checkpoints)
+            .save()
+            .map_err(|source| CheckpointError::Dir {
+                path: config.state_dir.clone(),
+                source,
+            })?;
+
         let stop_tailer = Arc::new(AtomicBool::new(false));
         let stop = stop_tailer.clone();
         let tailer = tokio::task::spawn_blocking(move || tailer.run(&stop));

@@ -92,19 +92,28 @@ impl Decoder {
         self.current = (!line.last).then_some(header);
         let ends_message = line.last && !header.partial;
         let mut entry = match self.merging.take() {
-            Some(mut merged) => {
+            Some(mut merged) if merged.body.len() + body.len() <= self.max_bytes => {
                 merged.body.extend_from_slice(&body);
                 merged.split |= line.is_piece();
                 merged
             }
-            None => Entry {
-                time_unix_nano: header.time_unix_nano,
-                stream: header.stream,
-                body,
-                split: line.is_piece(),
-                // Until the message is complete, resuming means re-reading all of it.
-                resume_offset: line.line_start,
-            },
+            merging => {
+                // Over the limit with this line: what was merged leaves first, cut.
+                if let Some(merged) = merging {
+                    out.push(Entry {
+                        split: true,
+                        ..merged
+                    });
+                }
+                Entry {
+                    time_unix_nano: header.time_unix_nano,
+                    stream: header.stream,
+                    body,
+                    split: line.is_piece(),
+                    // Until the message is complete, resuming means re-reading all of it.
+                    resume_offset: line.line_start,
+                }
+            }
         };
         if ends_message {
             entry.resume_offset = line.end;
@@ -394,7 +403,10 @@ mod tests {
         let (entries, _) = decode(LogFormat::Cri, 64, text.as_bytes());
         let joined: String = bodies(&entries).concat();
         assert_eq!(joined, "y".repeat(160) + "z");
-        assert!(entries.iter().all(|e| e.body.len() <= 80));
+        assert!(
+            entries.iter().all(|e| e.body.len() <= 64),
+            "never over the limit"
+        );
         assert!(entries[0].split);
     }
 

@@ -215,6 +215,14 @@ impl Tailer {
                 file.missing_since(now);
             }
         }
+        if self.initial_scan {
+            // Where `start_at: end` put each file must survive a crash before the first
+            // delivery, or the next start would take them for new files.
+            if let Err(e) = lock(&self.checkpoints).save() {
+                self.telemetry.checkpoint_failures.inc();
+                warn!(error = %e, "cannot save checkpoints");
+            }
+        }
         self.initial_scan = false;
     }
 

@@ -30,6 +30,16 @@ impl Multiline {
     pub fn push(&mut self, entry: Entry, now: Instant, out: &mut Vec<Entry>) {
         let starts = self.start.is_match(&entry.body);
         let merged = match self.pending.take() {
+            Some((pending, _))
+                if !starts && pending.body.len() + 1 + entry.body.len() > self.max_bytes =>
+            {
+                // Joining would pass the limit: the message leaves cut, the rest goes on.
+                out.push(Entry {
+                    split: true,
+                    ..pending
+                });
+                entry
+            }
             Some((mut pending, _)) if !starts => {
                 pending.body.push(b'\n');
                 pending.body.extend_from_slice(&entry.body);
@@ -136,8 +146,9 @@ mod tests {
             m.push(entry(line, i as u64), now, &mut out);
         }
         m.finish(&mut out);
-        assert_eq!(bodies(&out), vec!["START\n  abc", "  def\n  g"]);
-        assert!(out[0].split);
-        assert!(!out[1].split);
+        assert_eq!(bodies(&out), vec!["START", "  abc", "  def\n  g"]);
+        assert!(out[0].split, "cut before it went over the limit");
+        assert!(!out[2].split);
+        assert!(out.iter().all(|e| e.body.len() <= 10));
     }
 }
