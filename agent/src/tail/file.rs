@@ -128,16 +128,19 @@ impl TrackedFile {
     /// interval (writers of a renamed file have moved on), it is read to its end, and all
     /// of that is delivered.
     pub fn is_done(&self, now: Instant, grace: Duration, checkpoints: &Mutex<Checkpoints>) -> bool {
-        let Some(missing_since) = self.missing_since else {
-            return false;
-        };
-        let quiet = now.saturating_duration_since(missing_since.max(self.grew_at)) >= grace;
-        quiet
+        self.is_abandoned(now, grace)
             && self.finished
             && self.offset >= self.size
             && lock(checkpoints)
                 .delivered(self.key, self.generation)
                 .is_none_or(|delivered| delivered >= self.last_sent)
+    }
+
+    /// No glob finds the file and it did not grow for `grace`: its writers moved on.
+    fn is_abandoned(&self, now: Instant, grace: Duration) -> bool {
+        self.missing_since.is_some_and(|missing_since| {
+            now.saturating_duration_since(missing_since.max(self.grew_at)) >= grace
+        })
     }
 
     /// Reads what is new (up to `budget` bytes) and sends the records it completes. True if
@@ -146,6 +149,7 @@ impl TrackedFile {
         &mut self,
         now: Instant,
         budget: usize,
+        grace: Duration,
         checkpoints: &Mutex<Checkpoints>,
         telemetry: &Telemetry,
         send: &mut impl FnMut(TailedRecord) -> Result<(), ShipperGone>,
@@ -198,7 +202,7 @@ impl TrackedFile {
             multiline.flush_expired(now, &mut entries);
         }
         // A file nobody writes to any more: what is held for its last line is complete.
-        if self.missing_since.is_some() && read == 0 && !self.finished {
+        if read == 0 && !self.finished && self.is_abandoned(now, grace) {
             self.splitter.finish(&mut lines);
             self.decode(std::mem::take(&mut lines), now, telemetry, &mut entries);
             self.decoder.finish(self.offset, &mut entries);

@@ -172,7 +172,14 @@ impl Tailer {
             let checkpoints = &self.checkpoints;
             let mut send =
                 |record: TailedRecord| records.blocking_send(record).map_err(|_| ShipperGone);
-            busy |= file.poll(now, READ_BUDGET, checkpoints, telemetry, &mut send)?;
+            busy |= file.poll(
+                now,
+                READ_BUDGET,
+                self.scan_interval,
+                checkpoints,
+                telemetry,
+                &mut send,
+            )?;
             if file.is_done(now, self.scan_interval, checkpoints) {
                 info!(path = %file.path.display(), "closing a file that is gone and fully delivered");
                 lock(checkpoints).forget(key);
