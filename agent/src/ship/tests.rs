@@ -103,3 +103,223 @@ async fn retryable_failures_are_retried_and_permanent_ones_are_not() {
     assert_eq!(tries.load(Ordering::SeqCst), 1);
     assert_eq!(failures("permanent"), 1);
 }
+
+/// An OTLP/gRPC logs and metrics service on a loopback port that answers with scripted
+/// statuses first, then accepts, recording what it accepted.
+mod fake_collector {
+    use std::collections::VecDeque;
+
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+        MetricsService, MetricsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+
+    use super::*;
+
+    #[derive(Default)]
+    pub struct State {
+        pub script: VecDeque<tonic::Code>,
+        pub logs: Vec<ExportLogsServiceRequest>,
+        pub metrics: Vec<ExportMetricsServiceRequest>,
+        pub calls: usize,
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Fake(pub Arc<Mutex<State>>);
+
+    impl Fake {
+        fn answer(&self) -> Result<(), tonic::Status> {
+            let mut state = self.0.lock().unwrap();
+            state.calls += 1;
+            match state.script.pop_front() {
+                Some(code) => Err(tonic::Status::new(code, "scripted")),
+                None => Ok(()),
+            }
+        }
+    }
+
+    #[tonic::async_trait]
+    impl LogsService for Fake {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            self.answer()?;
+            self.0.lock().unwrap().logs.push(request.into_inner());
+            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl MetricsService for Fake {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            self.answer()?;
+            self.0.lock().unwrap().metrics.push(request.into_inner());
+            Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        }
+    }
+
+    /// Starts the fake; returns it and a collector config pointing at it.
+    pub async fn start(script: &[tonic::Code]) -> (Fake, CollectorConfig) {
+        let fake = Fake::default();
+        fake.0.lock().unwrap().script = script.iter().copied().collect();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(
+                LogsServiceServer::new(fake.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .add_service(
+                MetricsServiceServer::new(fake.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            );
+        tokio::spawn(
+            server.serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let yaml = format!(
+            "endpoint: \"http://{addr}\"\nretry: {{ initial: 10ms, max: 50ms }}\nbatch: {{ max_lines: 3, max_wait: 20ms }}\n"
+        );
+        (fake, vigil_core::config::parse(&yaml).unwrap())
+    }
+}
+
+fn open_checkpoints(dir: &std::path::Path) -> (Arc<Mutex<Checkpoints>>, FileKey, u32) {
+    let mut checkpoints = Checkpoints::open(dir).unwrap();
+    let key = FileKey { dev: 1, ino: 1 };
+    let generation = checkpoints.track(
+        key,
+        crate::checkpoint::Fingerprint::of(b"x"),
+        0,
+        std::path::Path::new("/x"),
+    );
+    (Arc::new(Mutex::new(checkpoints)), key, generation)
+}
+
+#[tokio::test]
+async fn checkpoints_move_after_acceptance_and_after_a_permanent_refusal_only() {
+    use tonic::Code;
+    let (fake, config) = fake_collector::start(&[Code::Unavailable, Code::InvalidArgument]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (checkpoints, key, generation) = open_checkpoints(dir.path());
+    let telemetry = Telemetry::new();
+    let (tx, rx) = mpsc::channel(16);
+    let shipper = LogShipper::new(
+        rx,
+        CollectorClient::new(&config).unwrap(),
+        &config,
+        checkpoints.clone(),
+        telemetry.clone(),
+    )
+    .unwrap();
+    let resource = Arc::new(Resource::default());
+    let with_generation = |mut r: TailedRecord| {
+        r.ack.generation = generation;
+        r
+    };
+    // First batch (3 lines): UNAVAILABLE, retried, then refused for good: dropped, and
+    // its checkpoint moves, since it can never be delivered.
+    for (i, body) in ["a", "b", "c"].iter().enumerate() {
+        tx.send(with_generation(record(
+            &resource,
+            body,
+            10 * (i as u64 + 1),
+        )))
+        .await
+        .unwrap();
+    }
+    let shipping = tokio::spawn(shipper.run());
+    let delivered = || lock(&checkpoints).delivered(key, generation);
+    for _ in 0..200 {
+        if delivered() == Some(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(delivered(), Some(30));
+    assert_eq!(fake.0.lock().unwrap().calls, 2);
+    assert_eq!(
+        telemetry
+            .lines_dropped
+            .with_label_values(&["refused"])
+            .get(),
+        3
+    );
+    // Second batch: accepted.
+    tx.send(with_generation(record(&resource, "d", 40)))
+        .await
+        .unwrap();
+    drop(tx);
+    shipping.await.unwrap();
+    assert_eq!(delivered(), Some(40));
+    assert_eq!(telemetry.lines_shipped.get(), 1);
+    let state = fake.0.lock().unwrap();
+    assert_eq!(state.logs.len(), 1);
+    assert_eq!(
+        state.logs[0].resource_logs[0].scope_logs[0]
+            .log_records
+            .len(),
+        1
+    );
+    drop(state);
+    // What was acknowledged is on disk.
+    let reopened = Checkpoints::open(dir.path()).unwrap();
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, b"x").unwrap(); // what the fingerprint was taken of
+    let probe = std::fs::File::open(probe).unwrap();
+    assert_eq!(reopened.resume_offset(key, &probe), Some(40));
+}
+
+#[tokio::test]
+async fn queued_metrics_are_shipped_with_retry() {
+    use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+    let (fake, config) = fake_collector::start(&[tonic::Code::ResourceExhausted]).await;
+    let telemetry = Telemetry::new();
+    let queue = metrics::MetricsQueue::new(100, telemetry.clone());
+    let shipper = metrics::MetricsShipper::new(
+        queue.clone(),
+        CollectorClient::new(&config).unwrap(),
+        &config,
+        telemetry.clone(),
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shipping = tokio::spawn(shipper.run(stopped));
+    queue.push(vec![ResourceMetrics::default(); 4]);
+    for _ in 0..200 {
+        if telemetry.metrics_shipped.get() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(telemetry.metrics_shipped.get(), 4);
+    let _ = stop.send(true);
+    shipping.await.unwrap();
+    let state = fake.0.lock().unwrap();
+    let sizes: Vec<usize> = state
+        .metrics
+        .iter()
+        .map(|r| r.resource_metrics.len())
+        .collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 4);
+    assert!(
+        sizes.iter().all(|n| *n <= 3),
+        "batches of max_lines: {sizes:?}"
+    );
+    assert_eq!(
+        telemetry
+            .ship_failures
+            .with_label_values(&["metrics", "retryable"])
+            .get(),
+        1
+    );
+}
