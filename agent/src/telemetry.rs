@@ -10,6 +10,9 @@ pub struct Telemetry {
     registry: Registry,
     /// Files being tailed.
     pub files_watched: IntGauge,
+    /// Files opened for tailing, and closed once gone and delivered.
+    pub files_opened: IntCounter,
+    pub files_closed: IntCounter,
     /// Bytes read from log files.
     pub bytes_read: IntCounter,
     /// Lines read from log files (pieces of cut lines count once each).
@@ -63,6 +66,11 @@ impl Telemetry {
         };
         let telemetry = Telemetry {
             files_watched: gauge("files_watched", "Log files being tailed"),
+            files_opened: counter("files_opened_total", "Log files opened for tailing"),
+            files_closed: counter(
+                "files_closed_total",
+                "Log files closed once gone and fully delivered",
+            ),
             bytes_read: counter("bytes_read_total", "Bytes read from log files"),
             lines_read: counter("lines_read_total", "Lines read from log files"),
             lines_split: counter(

@@ -233,18 +233,37 @@ async fn rotations_of_every_kind_deliver_every_line_exactly_once() {
     let counts = loki.line_counts(430).await;
     assert_eq!(counts, expected, "before the collector stops");
 
-    // Two rename rotations while the collector is down: the agent keeps reading into its
-    // bounded channel, then waits; the files hold the rest.
+    // Two rename rotations while the collector is down, with more lines than the agent
+    // holds (a batch in flight, two in its channel, one read held back): it stops reading
+    // but keeps finding files, so the file rotated first — deleted by the second rotation
+    // with lines still unread — is open already and is read to its end later.
     collector.shutdown().await;
-    write(&mut expected, Some(&log("app.log")), "down", 0, 60);
-    read(490).await;
+    let down = format!("down-{}", "x".repeat(90)); // ~100-byte lines: files span reads
+    let opened = || agent.telemetry().files_opened.get();
+    let opened_before = opened();
+    write(&mut expected, Some(&log("app.log")), &down, 0, 2400);
     std::fs::rename(log("app.log"), log("app.log.1")).unwrap();
-    write(&mut expected, Some(&log("app.log")), "down", 60, 120);
-    read(550).await;
+    write(&mut expected, Some(&log("app.log")), &down, 2400, 3000);
+    eventually(
+        Duration::from_secs(10),
+        "the first new file opened",
+        || async { (opened() > opened_before).then_some(()) },
+    )
+    .await;
     std::fs::rename(log("app.log"), log("app.log.1")).unwrap();
-    write(&mut expected, Some(&log("app.log")), "down", 120, 180);
-    read(610).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // a few failed exports
+    write(&mut expected, Some(&log("app.log")), &down, 3000, 3600);
+    eventually(
+        Duration::from_secs(10),
+        "the second new file opened",
+        || async { (opened() > opened_before + 1).then_some(()) },
+    )
+    .await;
+    let read_while_down = agent.telemetry().lines_read.get() - 430;
+    assert!(
+        read_while_down < 2400,
+        "the agent read {read_while_down} lines although the collector was away"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // a few failed exports
     let collector = collector::start(&collector_yaml(&loki, &buffer, &grpc)).await;
 
     let counts = loki.line_counts(expected.len()).await;

@@ -26,7 +26,8 @@ pub const SPLIT_ATTRIBUTE: &str = "vigil.line.split";
 /// The OTel semantic-conventions attribute for stdout / stderr.
 pub const STREAM_ATTRIBUTE: &str = "log.iostream";
 
-const READ_CHUNK: usize = 64 << 10;
+/// One read; also the most a tailer holds back when the channel is full.
+const READ_CHUNK: usize = 32 << 10;
 
 pub struct TrackedFile {
     pub key: FileKey,
@@ -152,7 +153,7 @@ impl TrackedFile {
         grace: Duration,
         checkpoints: &Mutex<Checkpoints>,
         telemetry: &Telemetry,
-        send: &mut impl FnMut(TailedRecord) -> Result<(), ShipperGone>,
+        send: &mut impl FnMut(TailedRecord) -> Result<bool, ShipperGone>,
     ) -> Result<bool, ShipperGone> {
         let size = match self.file.metadata() {
             Ok(m) => m.len(),
@@ -193,7 +194,9 @@ impl TrackedFile {
             read += n;
             self.splitter.feed(&buf[..n], &mut lines);
             self.decode(std::mem::take(&mut lines), now, telemetry, &mut entries);
-            self.send(entries.drain(..), telemetry, send)?;
+            if !self.send(entries.drain(..), telemetry, send)? {
+                break; // the shipper is behind: the rest of the file waits
+            }
         }
         telemetry.bytes_read.inc_by(read as u64);
         self.size = self.size.max(self.offset);
@@ -277,8 +280,9 @@ impl TrackedFile {
         &mut self,
         entries: impl Iterator<Item = Entry>,
         telemetry: &Telemetry,
-        send: &mut impl FnMut(TailedRecord) -> Result<(), ShipperGone>,
-    ) -> Result<(), ShipperGone> {
+        send: &mut impl FnMut(TailedRecord) -> Result<bool, ShipperGone>,
+    ) -> Result<bool, ShipperGone> {
+        let mut flowing = true;
         let observed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -288,7 +292,7 @@ impl TrackedFile {
             }
             let size = entry.body.len() + 64;
             self.last_sent = entry.resume_offset;
-            send(TailedRecord {
+            flowing &= send(TailedRecord {
                 resource: self.resource.clone(),
                 record: to_log_record(entry, observed),
                 ack: Ack {
@@ -299,7 +303,7 @@ impl TrackedFile {
                 size,
             })?;
         }
-        Ok(())
+        Ok(flowing)
     }
 }
 

@@ -7,7 +7,9 @@
 //!
 //! The [`Tailer`] runs on its own thread (file reads block) and hands [`TailedRecord`]s to
 //! the shipper through a bounded channel: when the collector is unreachable the channel
-//! fills and the tailer stops reading — the files themselves are the buffer.
+//! fills and the tailer stops reading — the files themselves are the buffer. It never
+//! blocks on the channel, though: it keeps scanning, so files rotated while the collector
+//! is away are opened (and so kept readable) before a later rotation deletes them.
 //!
 //! Rotation: every `scan_interval` the globs are evaluated again. A file is known by its
 //! device and inode, so a renamed file is followed (read on to its end, never re-read) and
@@ -23,7 +25,7 @@ pub mod multiline;
 
 mod file;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,8 @@ use file::TrackedFile;
 
 /// How often open files are checked for new data.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a tailer whose channel is full tries again.
+const BLOCKED_INTERVAL: Duration = Duration::from_millis(10);
 /// Most bytes read from one file before the others get their turn.
 const READ_BUDGET: usize = 1 << 20;
 /// Most files tailed at once; more are left alone, with a warning.
@@ -79,6 +83,38 @@ struct Source {
 #[derive(Debug)]
 struct ShipperGone;
 
+/// How a round of the tailer went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tick {
+    /// A file has more to read right away.
+    Busy,
+    /// Everything is read.
+    Idle,
+    /// The channel to the shipper is full: records are held back and nothing is read.
+    Blocked,
+}
+
+/// Hands a record to the shipper without blocking: when the channel is full it is held
+/// back (after any already held, to keep the order). False once records are held.
+fn forward(
+    records: &mpsc::Sender<TailedRecord>,
+    held: &mut VecDeque<TailedRecord>,
+    record: TailedRecord,
+) -> Result<bool, ShipperGone> {
+    if !held.is_empty() {
+        held.push_back(record);
+        return Ok(false);
+    }
+    match records.try_send(record) {
+        Ok(()) => Ok(true),
+        Err(mpsc::error::TrySendError::Full(record)) => {
+            held.push_back(record);
+            Ok(false)
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(ShipperGone),
+    }
+}
+
 pub struct Tailer {
     sources: Vec<Source>,
     scan_interval: Duration,
@@ -90,6 +126,8 @@ pub struct Tailer {
     /// Files found by the first scan of the agent's first start are read from `start_at`.
     initial_scan: bool,
     last_scan: Option<Instant>,
+    /// Records read while the channel was full, oldest first: at most one read's worth.
+    held: VecDeque<TailedRecord>,
     /// Paths already warned about, so a broken file is not reported every scan.
     warned: HashSet<PathBuf>,
 }
@@ -134,6 +172,7 @@ impl Tailer {
             node_name,
             initial_scan,
             last_scan: None,
+            held: VecDeque::new(),
             warned: HashSet::new(),
         }
     }
@@ -142,17 +181,18 @@ impl Tailer {
     pub fn run(mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Acquire) {
             match self.tick(Instant::now()) {
-                Ok(true) => {}
-                Ok(false) => std::thread::sleep(POLL_INTERVAL),
+                Ok(Tick::Busy) => {}
+                Ok(Tick::Idle) => std::thread::sleep(POLL_INTERVAL),
+                Ok(Tick::Blocked) => std::thread::sleep(BLOCKED_INTERVAL),
                 Err(ShipperGone) => break,
             }
         }
         debug!("tailer stopped");
     }
 
-    /// One round: scan if due, read every file, close finished ones. True if some file
-    /// has more to read right away.
-    fn tick(&mut self, now: Instant) -> Result<bool, ShipperGone> {
+    /// One round: scan if due, read every file (unless the channel is full), close
+    /// finished ones.
+    fn tick(&mut self, now: Instant) -> Result<Tick, ShipperGone> {
         if self
             .last_scan
             .is_none_or(|at| now.duration_since(at) >= self.scan_interval)
@@ -160,6 +200,7 @@ impl Tailer {
             self.scan(now);
             self.last_scan = Some(now);
         }
+        self.flush_held()?;
         let mut busy = false;
         let keys: Vec<FileKey> = self.files.keys().copied().collect();
         let mut lag = 0;
@@ -167,30 +208,53 @@ impl Tailer {
             let Some(file) = self.files.get_mut(&key) else {
                 continue;
             };
-            let records = &self.records;
-            let telemetry = &self.telemetry;
             let checkpoints = &self.checkpoints;
-            let mut send =
-                |record: TailedRecord| records.blocking_send(record).map_err(|_| ShipperGone);
-            busy |= file.poll(
-                now,
-                READ_BUDGET,
-                self.scan_interval,
-                checkpoints,
-                telemetry,
-                &mut send,
-            )?;
+            // While records are held back nothing is read, so each file's records stay in
+            // order and what is held stays within one read's worth.
+            if self.held.is_empty() {
+                let records = &self.records;
+                let held = &mut self.held;
+                let mut send = |record: TailedRecord| forward(records, held, record);
+                busy |= file.poll(
+                    now,
+                    READ_BUDGET,
+                    self.scan_interval,
+                    checkpoints,
+                    &self.telemetry,
+                    &mut send,
+                )?;
+            }
             if file.is_done(now, self.scan_interval, checkpoints) {
                 info!(path = %file.path.display(), "closing a file that is gone and fully delivered");
                 lock(checkpoints).forget(key);
                 self.files.remove(&key);
+                self.telemetry.files_closed.inc();
                 continue;
             }
             lag += file.lag();
         }
         self.telemetry.files_watched.set(self.files.len() as i64);
         self.telemetry.file_lag_bytes.set(lag as i64);
-        Ok(busy)
+        Ok(match (self.held.is_empty(), busy) {
+            (false, _) => Tick::Blocked,
+            (true, true) => Tick::Busy,
+            (true, false) => Tick::Idle,
+        })
+    }
+
+    /// Moves held-back records into the channel, as far as it has room.
+    fn flush_held(&mut self) -> Result<(), ShipperGone> {
+        while let Some(record) = self.held.pop_front() {
+            match self.records.try_send(record) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(record)) => {
+                    self.held.push_front(record);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(ShipperGone),
+            }
+        }
+        Ok(())
     }
 
     /// Evaluates every glob: new files are opened, moved ones followed, missing ones marked.
@@ -278,6 +342,7 @@ impl Tailer {
                 info!(path = %path.display(), offset = file.offset(), "tailing");
                 self.warned.remove(path);
                 self.files.insert(file.key, file);
+                self.telemetry.files_opened.inc();
             }
             Err(e) => self.warn_once(path, &format!("cannot open: {e}")),
         }

@@ -252,3 +252,51 @@ fn compressed_and_excluded_files_are_left_alone() {
     assert_eq!(bodies(&records), vec!["kept"]);
     assert_eq!(tailer.files.len(), 1);
 }
+
+#[test]
+fn a_full_channel_holds_records_back_in_order_and_scanning_goes_on() {
+    let h = Harness::new("beginning");
+    let (tx, mut rx) = mpsc::channel(2);
+    let mut tailer = Tailer::new(
+        &[source(&h.dir.path().join("logs"), "beginning")],
+        h.checkpoints.clone(),
+        Telemetry::new(),
+        tx,
+        None,
+    );
+    h.append(
+        "a.log",
+        &(0..10).map(|i| format!("{i}\n")).collect::<String>(),
+    );
+    let mut now = Instant::now();
+    let mut tick = |tailer: &mut Tailer| {
+        now += Duration::from_secs(2);
+        tailer.tick(now).unwrap()
+    };
+    assert_eq!(tick(&mut tailer), Tick::Blocked);
+    assert_eq!(tailer.held.len(), 8, "one read's worth, held back");
+    // Rotated while blocked: the new file is opened all the same.
+    std::fs::rename(h.log("a.log"), h.log("a.log.1")).unwrap();
+    h.append("a.log", "after rotation\n");
+    assert_eq!(tick(&mut tailer), Tick::Blocked);
+    assert_eq!(tailer.files.len(), 2);
+
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        while let Ok(record) = rx.try_recv() {
+            received.push(record);
+        }
+        tick(&mut tailer);
+    }
+    let bodies: Vec<String> = received
+        .iter()
+        .map(|r| format!("{:?}", r.record.body.as_ref().unwrap().value))
+        .collect();
+    let expected: Vec<String> = (0..10)
+        .map(|i| i.to_string())
+        .chain(["after rotation".to_string()])
+        .map(|b| format!("{:?}", Some(Value::StringValue(b))))
+        .collect();
+    assert_eq!(bodies, expected, "in order, none lost, none twice");
+    assert!(tailer.held.is_empty());
+}
