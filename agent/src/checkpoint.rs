@@ -245,6 +245,14 @@ impl Checkpoints {
         }
     }
 
+    /// Drops the checkpoints of files not in `live`: files that went away while the agent
+    /// was stopped, whose entries nothing would remove otherwise.
+    pub fn retain(&mut self, live: impl Fn(&FileKey) -> bool) {
+        let before = self.files.len();
+        self.files.retain(|key, _| live(key));
+        self.dirty |= self.files.len() != before;
+    }
+
     /// Writes the checkpoints if they changed: temporary file, fsync, rename, fsync of
     /// the directory, so a crash leaves the old file or the new one, never a torn one.
     pub fn save(&mut self) -> io::Result<()> {
@@ -340,6 +348,11 @@ mod tests {
         assert_eq!(checkpoints.delivered(KEY, new), Some(0));
         checkpoints.ack(KEY, new, 3);
         assert_eq!(checkpoints.delivered(KEY, new), Some(3));
+        checkpoints.retain(|k| *k == KEY);
+        assert_eq!(checkpoints.delivered(KEY, new), Some(3));
+        checkpoints.retain(|_| false);
+        assert_eq!(checkpoints.delivered(KEY, new), None);
+        checkpoints.track(KEY, fp, 0, Path::new("/x"));
         checkpoints.forget(KEY);
         assert_eq!(checkpoints.delivered(KEY, new), None);
         checkpoints.ack(KEY, new, 9);

@@ -233,7 +233,7 @@ impl TrackedFile {
         self.size = 0;
         self.last_sent = 0;
         self.splitter = LineSplitter::new(self.max_line_bytes, 0);
-        self.decoder = Decoder::new(self.decoder_format(), self.max_line_bytes);
+        self.decoder = Decoder::new(self.decoder.format(), self.max_line_bytes);
         if let Some(multiline) = &mut self.multiline {
             // What was pending belongs to the old content; it is not delivered either way.
             let mut dropped = Vec::new();
@@ -241,10 +241,6 @@ impl TrackedFile {
         }
         self.fingerprint = Fingerprint::read(&self.file).unwrap_or(Fingerprint::of(b""));
         self.generation = lock(checkpoints).track(self.key, self.fingerprint, 0, &self.path);
-    }
-
-    fn decoder_format(&self) -> crate::config::LogFormat {
-        self.decoder.format()
     }
 
     fn decode(

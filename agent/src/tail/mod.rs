@@ -286,6 +286,10 @@ impl Tailer {
                 file.missing_since(now);
             }
         }
+        if self.last_scan.is_none() {
+            // Files that went away while the agent was stopped.
+            lock(&self.checkpoints).retain(|key| self.files.contains_key(key));
+        }
         if self.initial_scan {
             // Where `start_at: end` put each file must survive a crash before the first
             // delivery, or the next start would take them for new files.

@@ -215,6 +215,7 @@ fn start_at_end_applies_to_the_first_start_only_and_checkpoints_resume() {
     lock(&h.checkpoints).save().unwrap();
 
     let Harness { dir, .. } = h;
+    std::fs::remove_file(dir.path().join("logs/old.log")).unwrap();
     let mut h = Harness::with_dir(dir, "end");
     h.append("later.log", "while away\n");
     let records = h.tick();
@@ -223,6 +224,13 @@ fn start_at_end_applies_to_the_first_start_only_and_checkpoints_resume() {
         vec!["born", "while away"],
         "not a first start: undelivered lines replay, new files from the beginning"
     );
+    lock(&h.checkpoints).save().unwrap();
+    let saved = std::fs::read_to_string(h.dir.path().join("state/checkpoints.json")).unwrap();
+    assert!(
+        !saved.contains("old.log"),
+        "a file gone while stopped is forgotten: {saved}"
+    );
+    assert!(saved.contains("later.log"), "{saved}");
 }
 
 #[test]
