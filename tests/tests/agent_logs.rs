@@ -282,3 +282,46 @@ async fn rotations_of_every_kind_deliver_every_line_exactly_once() {
     agent.shutdown().await;
     collector.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_while_the_collector_is_away_keeps_the_lines_for_the_next_start() {
+    let loki = FakeLoki::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let logs_dir = dir.path().join("logs");
+    std::fs::create_dir_all(&logs_dir).unwrap();
+    let logs = format!(
+        "  - include: [\"{}/*.log\"]\n    start_at: beginning\n    scan_interval: 100ms\n",
+        logs_dir.display()
+    );
+    let yaml = agent::yaml(&grpc, &dir.path().join("state"), &logs);
+    append(&logs_dir.join("app.log"), &lines("kept", 0, 50));
+
+    // Nothing listens at the collector's address: the lines are read, never acknowledged.
+    let first = agent::start(&yaml).await;
+    let telemetry = first.telemetry().clone();
+    eventually(Duration::from_secs(10), "a failed export", || async {
+        let failures = telemetry
+            .ship_failures
+            .with_label_values(&["logs", "retryable"])
+            .get();
+        (telemetry.lines_read.get() == 50 && failures > 0).then_some(())
+    })
+    .await;
+    let stopping = std::time::Instant::now();
+    first.shutdown().await;
+    assert!(
+        stopping.elapsed() < vigil_agent::SHUTDOWN_GRACE + Duration::from_secs(2),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+
+    let collector =
+        collector::start(&collector_yaml(&loki, &dir.path().join("buffer"), &grpc)).await;
+    let second = agent::start(&yaml).await;
+    let counts = loki.line_counts(50).await;
+    let expected: BTreeMap<String, usize> = (0..50).map(|i| (format!("kept-{i:05}"), 1)).collect();
+    assert_eq!(counts, expected);
+    second.shutdown().await;
+    collector.shutdown().await;
+}
