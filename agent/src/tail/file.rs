@@ -105,9 +105,10 @@ impl TrackedFile {
         self.offset
     }
 
-    /// Bytes written and not read yet.
+    /// Bytes written and not read yet (one `fstat`).
     pub fn lag(&self) -> u64 {
-        self.size.saturating_sub(self.offset)
+        let size = self.file.metadata().map_or(self.size, |m| m.len());
+        size.saturating_sub(self.offset)
     }
 
     /// A scan found the file, at `path`.

@@ -193,17 +193,17 @@ impl Tailer {
     /// One round: scan if due, read every file (unless the channel is full), close
     /// finished ones.
     fn tick(&mut self, now: Instant) -> Result<Tick, ShipperGone> {
-        if self
+        let scan_due = self
             .last_scan
-            .is_none_or(|at| now.duration_since(at) >= self.scan_interval)
-        {
+            .is_none_or(|at| now.duration_since(at) >= self.scan_interval);
+        if scan_due {
             self.scan(now);
             self.last_scan = Some(now);
         }
         self.flush_held()?;
         let mut busy = false;
         let keys: Vec<FileKey> = self.files.keys().copied().collect();
-        let mut lag = 0;
+        let mut lag = Some(0).filter(|_| scan_due);
         for key in keys {
             let Some(file) = self.files.get_mut(&key) else {
                 continue;
@@ -231,10 +231,15 @@ impl Tailer {
                 self.telemetry.files_closed.inc();
                 continue;
             }
-            lag += file.lag();
+            // Measured at each scan, also while nothing is read: that is when lag grows.
+            if let Some(lag) = &mut lag {
+                *lag += file.lag();
+            }
         }
         self.telemetry.files_watched.set(self.files.len() as i64);
-        self.telemetry.file_lag_bytes.set(lag as i64);
+        if let Some(lag) = lag {
+            self.telemetry.file_lag_bytes.set(lag as i64);
+        }
         Ok(match (self.held.is_empty(), busy) {
             (false, _) => Tick::Blocked,
             (true, true) => Tick::Busy,

@@ -288,6 +288,11 @@ fn a_full_channel_holds_records_back_in_order_and_scanning_goes_on() {
     h.append("a.log", "after rotation\n");
     assert_eq!(tick(&mut tailer), Tick::Blocked);
     assert_eq!(tailer.files.len(), 2);
+    assert_eq!(
+        tailer.telemetry.file_lag_bytes.get(),
+        "after rotation\n".len() as i64,
+        "lag is measured while nothing is read"
+    );
 
     let mut received = Vec::new();
     for _ in 0..20 {
