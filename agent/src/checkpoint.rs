@@ -100,8 +100,9 @@ pub struct Checkpoint {
     pub fingerprint: Fingerprint,
     /// Delivered up to here.
     pub offset: u64,
-    /// Where the file was last seen; for people reading the file.
-    pub path: PathBuf,
+    /// Where the file was last seen; for people reading the file (lossy: a path that is not
+    /// UTF-8 must not make the checkpoints unwritable).
+    pub path: String,
     #[serde(skip)]
     generation: u32,
 }
@@ -200,7 +201,7 @@ impl Checkpoints {
             Checkpoint {
                 fingerprint,
                 offset,
-                path: path.to_path_buf(),
+                path: path.to_string_lossy().into_owned(),
                 generation,
             },
         );
@@ -211,10 +212,10 @@ impl Checkpoints {
     /// A longer fingerprint, or a new path, for a tracked file.
     pub fn update(&mut self, key: FileKey, fingerprint: Fingerprint, path: &Path) {
         if let Some(c) = self.files.get_mut(&key)
-            && (c.fingerprint != fingerprint || c.path != path)
+            && (c.fingerprint != fingerprint || Path::new(&c.path) != path)
         {
             c.fingerprint = fingerprint;
-            c.path = path.to_path_buf();
+            c.path = path.to_string_lossy().into_owned();
             self.dirty = true;
         }
     }
@@ -357,6 +358,19 @@ mod tests {
         assert_eq!(checkpoints.delivered(KEY, new), None);
         checkpoints.ack(KEY, new, 9);
         assert_eq!(checkpoints.delivered(KEY, new), None, "no resurrection");
+    }
+
+    #[test]
+    fn paths_that_are_not_utf8_do_not_stop_saving() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut checkpoints = Checkpoints::open(dir.path()).unwrap();
+        let odd = Path::new(std::ffi::OsStr::from_bytes(b"/var/log/\xff.log"));
+        let generation = checkpoints.track(KEY, Fingerprint::of(b""), 0, odd);
+        checkpoints.ack(KEY, generation, 9);
+        checkpoints.save().unwrap();
+        let saved = std::fs::read_to_string(dir.path().join("checkpoints.json")).unwrap();
+        assert!(saved.contains("\"offset\":9"), "{saved}");
     }
 
     #[test]
