@@ -82,6 +82,17 @@ impl AgentProcess {
         process
     }
 
+    /// SIGTERM, as Kubernetes stops a pod; waits for the exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        self.child.wait().expect("wait for the agent")
+    }
+
     /// SIGKILL: no shutdown code runs, exactly like a crash or an OOM kill.
     pub fn kill_9(mut self) {
         self.child.kill().expect("kill -9");

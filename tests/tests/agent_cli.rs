@@ -49,3 +49,41 @@ fn check_config_reports_every_problem_with_its_path() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_agent_cleanly_and_saves_its_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("app.log"), "a line\n").unwrap();
+    let admin_port = vigil_e2e::free_port();
+    let config = dir.path().join("agent.yaml");
+    // No collector: the line is read and never acknowledged.
+    let yaml = vigil_e2e::agent::yaml_with_admin(
+        &format!("127.0.0.1:{}", vigil_e2e::free_port()),
+        &dir.path().join("state"),
+        &format!("127.0.0.1:{admin_port}"),
+        &format!(
+            "  - include: [\"{}/*.log\"]\n    start_at: beginning\n",
+            logs.display()
+        ),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let agent = vigil_e2e::agent::AgentProcess::start(&config, admin_port).await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || agent.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < vigil_agent::SHUTDOWN_GRACE + std::time::Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let saved = std::fs::read_to_string(dir.path().join("state/checkpoints.json")).unwrap();
+    assert!(saved.contains("app.log"), "{saved}");
+    assert!(
+        saved.contains("\"offset\":0"),
+        "nothing was delivered: {saved}"
+    );
+}
