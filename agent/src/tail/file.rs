@@ -28,6 +28,9 @@ pub const STREAM_ATTRIBUTE: &str = "log.iostream";
 
 /// One read; also the most a tailer holds back when the channel is full.
 const READ_CHUNK: usize = 32 << 10;
+/// How long part of a CRI or Docker message waits for the line that ends it. Runtimes
+/// write the parts at once: a longer wait means the writer died in between.
+pub const PARTIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct TrackedFile {
     pub key: FileKey,
@@ -50,6 +53,8 @@ pub struct TrackedFile {
     missing_since: Option<Instant>,
     /// When the file last grew.
     grew_at: Instant,
+    /// When the last line was read.
+    line_at: Instant,
     /// What is held for an unterminated line was flushed: the file is not expected to grow.
     finished: bool,
 }
@@ -97,6 +102,7 @@ impl TrackedFile {
             last_sent: offset,
             missing_since: None,
             grew_at: Instant::now(),
+            line_at: Instant::now(),
             finished: false,
         })
     }
@@ -202,6 +208,14 @@ impl TrackedFile {
         telemetry.bytes_read.inc_by(read as u64);
         self.size = self.size.max(self.offset);
 
+        if read == 0
+            && self.decoder.has_partial()
+            && now.saturating_duration_since(self.line_at) >= PARTIAL_TIMEOUT
+        {
+            let mut partial = Vec::new();
+            self.decoder.flush_partial(&mut partial);
+            self.merge_multiline(partial, now, &mut entries);
+        }
         if let Some(multiline) = &mut self.multiline {
             multiline.flush_expired(now, &mut entries);
         }
@@ -254,6 +268,7 @@ impl TrackedFile {
         if lines.is_empty() {
             return;
         }
+        self.line_at = now;
         telemetry.lines_read.inc_by(lines.len() as u64);
         let malformed_before = self.decoder.malformed;
         let mut decoded = Vec::new();
@@ -263,6 +278,10 @@ impl TrackedFile {
         telemetry
             .lines_malformed
             .inc_by(self.decoder.malformed - malformed_before);
+        self.merge_multiline(decoded, now, entries);
+    }
+
+    fn merge_multiline(&mut self, decoded: Vec<Entry>, now: Instant, entries: &mut Vec<Entry>) {
         match &mut self.multiline {
             Some(multiline) => {
                 for entry in decoded {

@@ -63,6 +63,8 @@ pub struct Decoder {
     current: Option<Header>,
     /// A message being merged from partial lines.
     merging: Option<Entry>,
+    /// Where a reader may resume once the merged part so far is delivered.
+    merged_resume: u64,
     /// Lines that did not parse in the format (kept as raw entries).
     pub malformed: u64,
 }
@@ -74,6 +76,7 @@ impl Decoder {
             max_bytes: max_bytes.max(1),
             current: None,
             merging: None,
+            merged_resume: 0,
             malformed: 0,
         }
     }
@@ -123,6 +126,22 @@ impl Decoder {
             out.push(entry);
         } else {
             self.merging = Some(entry);
+            self.merged_resume = line.resume_offset();
+        }
+    }
+
+    /// Whether part of a message is waiting for the line that ends it.
+    pub fn has_partial(&self) -> bool {
+        self.merging.is_some()
+    }
+
+    /// Leaves a partial message whose end never came (its writer died between a CRI `P`
+    /// and `F`), flagged as split.
+    pub fn flush_partial(&mut self, out: &mut Vec<Entry>) {
+        if let Some(mut entry) = self.merging.take() {
+            entry.resume_offset = self.merged_resume;
+            entry.split = true;
+            out.push(entry);
         }
     }
 
@@ -422,6 +441,19 @@ mod tests {
         assert_eq!(entries[0].time_unix_nano, 1_546_300_800_000_000_001);
         assert_eq!(entries[1].stream, Some(Stream::Stderr));
         assert_eq!(decoder.malformed, 1);
+    }
+
+    #[test]
+    fn a_partial_message_whose_end_never_comes_can_be_flushed() {
+        let text = b"2016-10-06T00:17:10Z stdout P half a mess\n";
+        let (mut entries, mut decoder) = decode(LogFormat::Cri, 1024, text);
+        assert!(entries.is_empty());
+        assert!(decoder.has_partial());
+        decoder.flush_partial(&mut entries);
+        assert_eq!(bodies(&entries), vec!["half a mess"]);
+        assert!(entries[0].split);
+        assert_eq!(entries[0].resume_offset, text.len() as u64);
+        assert!(!decoder.has_partial());
     }
 
     #[test]

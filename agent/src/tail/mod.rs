@@ -368,7 +368,12 @@ impl Tailer {
 /// node, and the source's static attributes (which win).
 pub fn resource_for(path: &Path, source: &LogSource, node_name: Option<&str>) -> Resource {
     let mut attributes: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(pod) = k8s::PodLogPath::parse(path) {
+    // `/var/log/containers/*.log` are symlinks into `/var/log/pods`: the target says more.
+    let pod = k8s::PodLogPath::parse(path).or_else(|| {
+        let target = std::fs::canonicalize(path).ok()?;
+        k8s::PodLogPath::parse(&target)
+    });
+    if let Some(pod) = pod {
         // Loki and Grafana group by service; a container is the closest thing to one.
         attributes.insert("service.name".into(), pod.container.clone());
         for (key, value) in pod.attributes() {

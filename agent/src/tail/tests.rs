@@ -313,3 +313,66 @@ fn a_full_channel_holds_records_back_in_order_and_scanning_goes_on() {
     assert_eq!(bodies, expected, "in order, none lost, none twice");
     assert!(tailer.held.is_empty());
 }
+
+#[test]
+fn a_cri_message_whose_end_never_comes_leaves_after_a_timeout() {
+    let mut h = Harness::new("beginning");
+    let yaml = format!(
+        "include: [\"{}/*.log\"]\nformat: cri\nstart_at: beginning\n",
+        h.dir.path().join("logs").display()
+    );
+    let (tx, rx) = mpsc::channel(100);
+    h.tailer = Tailer::new(
+        &[vigil_core::config::parse(&yaml).unwrap()],
+        h.checkpoints.clone(),
+        Telemetry::new(),
+        tx,
+        None,
+    );
+    h.records = rx;
+    h.append(
+        "app.log",
+        "2024-01-01T00:00:00Z stderr P the writer died here\n",
+    );
+    // Each tick is 2s later: read at +2s, still waiting at +4s and +6s, out at +8s.
+    for _ in 0..3 {
+        assert!(h.tick().is_empty(), "waiting for the F line");
+    }
+    let records = h.tick();
+    assert_eq!(bodies(&records), vec!["the writer died here"]);
+    assert!(
+        records[0]
+            .record
+            .attributes
+            .iter()
+            .any(|a| a.key == file::SPLIT_ATTRIBUTE)
+    );
+}
+
+#[test]
+fn kubernetes_metadata_is_read_through_container_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let container = dir.path().join("pods/shop_cart-1_uid-9/web");
+    std::fs::create_dir_all(&container).unwrap();
+    std::fs::write(container.join("0.log"), "").unwrap();
+    let link = dir.path().join("cart-1_shop_web-abc123.log");
+    std::os::unix::fs::symlink(container.join("0.log"), &link).unwrap();
+    let resource = resource_for(&link, &source(dir.path(), "end"), Some("node-2"));
+    for (key, value) in [
+        ("k8s.namespace.name", "shop"),
+        ("k8s.pod.name", "cart-1"),
+        ("k8s.container.name", "web"),
+        ("service.name", "web"),
+        ("k8s.node.name", "node-2"),
+    ] {
+        assert!(
+            resource.attributes.contains(&string_attribute(key, value)),
+            "{key}: {:?}",
+            resource.attributes
+        );
+    }
+    assert!(resource.attributes.contains(&string_attribute(
+        "log.file.path",
+        link.display().to_string()
+    )));
+}
