@@ -76,7 +76,8 @@ pub struct Ack {
 struct Source {
     config: LogSource,
     exclude: Vec<glob::Pattern>,
-    multiline: Option<regex::bytes::Regex>,
+    /// The start pattern and timeout, when lines of one message are merged.
+    multiline: Option<(regex::bytes::Regex, Duration)>,
 }
 
 /// The shipper is gone: nothing read any more can be delivered.
@@ -149,10 +150,10 @@ impl Tailer {
                     .iter()
                     .filter_map(|p| glob::Pattern::new(p).ok())
                     .collect(),
-                multiline: config
-                    .multiline
-                    .as_ref()
-                    .and_then(|m| regex::bytes::Regex::new(&m.start_pattern).ok()),
+                multiline: config.multiline.as_ref().and_then(|m| {
+                    let start = regex::bytes::Regex::new(&m.start_pattern).ok()?;
+                    Some((start, m.timeout))
+                }),
                 config: config.clone(),
             })
             .collect();
@@ -335,14 +336,10 @@ impl Tailer {
             &source.config,
             self.node_name.as_deref(),
         ));
-        let multiline = source
-            .multiline
-            .clone()
-            .zip(source.config.multiline.as_ref());
         match TrackedFile::open(
             path,
             &source.config,
-            multiline.map(|(regex, m)| (regex, m.timeout)),
+            source.multiline.clone(),
             resource,
             from_end,
             &self.checkpoints,

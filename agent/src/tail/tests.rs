@@ -376,3 +376,36 @@ fn kubernetes_metadata_is_read_through_container_symlinks() {
         link.display().to_string()
     )));
 }
+
+#[test]
+fn multiline_messages_are_merged_per_file_and_leave_on_timeout() {
+    let mut h = Harness::new("beginning");
+    let yaml = format!(
+        "include: [\"{}/*.log\"]\nstart_at: beginning\nmultiline: {{ start_pattern: '^\\S', timeout: 1s }}\n",
+        h.dir.path().join("logs").display()
+    );
+    let (tx, rx) = mpsc::channel(100);
+    h.tailer = Tailer::new(
+        &[vigil_core::config::parse(&yaml).unwrap()],
+        h.checkpoints.clone(),
+        Telemetry::new(),
+        tx,
+        None,
+    );
+    h.records = rx;
+    let text = "Exception: boom\n  at a()\n  at b()\nnext\n";
+    h.append("app.log", text);
+    let first = h.tick();
+    assert_eq!(bodies(&first), vec!["Exception: boom\n  at a()\n  at b()"]);
+    let last = h.tick(); // 2s later: past the 1s timeout
+    assert_eq!(bodies(&last), vec!["next"]);
+    assert_eq!(
+        last[0].ack.offset,
+        text.len() as u64,
+        "delivering it delivers the whole file"
+    );
+    assert_eq!(
+        first[0].ack.offset,
+        text.len() as u64 - "next\n".len() as u64
+    );
+}
