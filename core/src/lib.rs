@@ -12,11 +12,13 @@
 //! - [`config`]: YAML loading with `${ENV}` substitution, byte sizes, durations, and error
 //!   collection so a config reports every problem at once, each with its path.
 //! - [`retry`]: exponential backoff with jitter.
+//! - [`process`]: a binary's own logs and its shutdown signal, the same in every `main`.
 
 pub mod buffer;
 pub mod config;
 pub mod loki;
 pub mod otlp;
+pub mod process;
 pub mod remote_write;
 pub mod retry;
 pub mod signal;

@@ -5,7 +5,9 @@
 //! - [`servers`]: VictoriaMetrics (real), started per test.
 //! - [`fakes`]: a Loki push receiver and a Tempo OTLP receiver.
 //! - [`collector`]: a collector in-process or as a child process (for kill -9).
+//! - [`agent`]: an agent in-process or as a child process (for kill -9).
 
+pub mod agent;
 pub mod collector;
 pub mod fakes;
 pub mod servers;

@@ -1,0 +1,247 @@
+//! One OTLP/gRPC export to the collector: gzip, bearer token, TLS, and a typed answer
+//! that says whether to retry.
+//!
+//! Codes are classified as the OTLP specification says: UNAVAILABLE, DEADLINE_EXCEEDED,
+//! ABORTED, CANCELLED, OUT_OF_RANGE, DATA_LOSS, and RESOURCE_EXHAUSTED (the collector's
+//! "buffer full", which comes with a `RetryInfo`) are retried; every other code
+//! (INVALID_ARGUMENT, UNIMPLEMENTED, UNAUTHENTICATED, ...) is permanent.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic_types::StatusExt;
+
+use crate::config::CollectorConfig;
+
+pub const USER_AGENT: &str = concat!("vigil-agent/", env!("CARGO_PKG_VERSION"));
+
+/// Why an export failed, and whether it can succeed later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShipError {
+    #[error("{reason}")]
+    Retryable {
+        reason: String,
+        /// The delay the collector asked for (`RetryInfo`).
+        retry_after: Option<Duration>,
+    },
+    #[error("{reason}")]
+    Permanent { reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid collector endpoint `{endpoint}`: {source}")]
+    Endpoint {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot read the CA file {path}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the bearer token cannot be sent as gRPC metadata")]
+    Token,
+}
+
+/// What an export reported besides success.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Items the collector took but could not use (OTLP partial success).
+    pub rejected: i64,
+    pub message: String,
+}
+
+/// The collector's OTLP/gRPC services over one lazily connected channel.
+#[derive(Clone)]
+pub struct CollectorClient {
+    logs: LogsServiceClient<Channel>,
+    metrics: MetricsServiceClient<Channel>,
+    metadata: MetadataMap,
+}
+
+impl CollectorClient {
+    /// Builds the client; nothing connects until the first export, so the agent starts
+    /// (and reads, until its channel fills) while the collector is still down.
+    pub fn new(config: &CollectorConfig) -> Result<CollectorClient, ClientError> {
+        let endpoint_error = |source| ClientError::Endpoint {
+            endpoint: config.endpoint.clone(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(endpoint_error)?
+            .user_agent(USER_AGENT)
+            .map_err(endpoint_error)?
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .tcp_nodelay(true);
+        if config.endpoint.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(tls_config) = &config.tls {
+                if let Some(path) = &tls_config.ca_file {
+                    let pem = std::fs::read(path).map_err(|source| ClientError::CaFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                }
+                if let Some(name) = &tls_config.server_name {
+                    tls = tls.domain_name(name.clone());
+                }
+            }
+            endpoint = endpoint.tls_config(tls).map_err(endpoint_error)?;
+        }
+        let channel = endpoint.connect_lazy();
+        let mut metadata = MetadataMap::new();
+        if let Some(token) = &config.bearer_token {
+            let value = MetadataValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| ClientError::Token)?;
+            metadata.insert("authorization", value);
+        }
+        Ok(CollectorClient {
+            logs: LogsServiceClient::new(channel.clone())
+                .send_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Gzip),
+            metrics: MetricsServiceClient::new(channel)
+                .send_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Gzip),
+            metadata,
+        })
+    }
+
+    pub async fn export_logs(
+        &self,
+        request: ExportLogsServiceRequest,
+    ) -> Result<Accepted, ShipError> {
+        let mut request = tonic::Request::new(request);
+        *request.metadata_mut() = self.metadata.clone();
+        let response = self
+            .logs
+            .clone()
+            .export(request)
+            .await
+            .map_err(|s| classify(&s))?;
+        Ok(response
+            .into_inner()
+            .partial_success
+            .map(|p| Accepted {
+                rejected: p.rejected_log_records,
+                message: p.error_message,
+            })
+            .unwrap_or_default())
+    }
+
+    pub async fn export_metrics(
+        &self,
+        request: ExportMetricsServiceRequest,
+    ) -> Result<Accepted, ShipError> {
+        let mut request = tonic::Request::new(request);
+        *request.metadata_mut() = self.metadata.clone();
+        let response = self
+            .metrics
+            .clone()
+            .export(request)
+            .await
+            .map_err(|s| classify(&s))?;
+        Ok(response
+            .into_inner()
+            .partial_success
+            .map(|p| Accepted {
+                rejected: p.rejected_data_points,
+                message: p.error_message,
+            })
+            .unwrap_or_default())
+    }
+}
+
+pub fn classify(status: &tonic::Status) -> ShipError {
+    use tonic::Code;
+    let reason = format!(
+        "collector answered {:?}: {}",
+        status.code(),
+        status.message()
+    );
+    let retry_after = status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay);
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Cancelled
+        | Code::OutOfRange
+        | Code::DataLoss
+        | Code::ResourceExhausted => ShipError::Retryable {
+            reason,
+            retry_after,
+        },
+        _ => ShipError::Permanent { reason },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+    use tonic_types::ErrorDetails;
+
+    use super::*;
+
+    #[test]
+    fn codes_are_retryable_or_permanent() {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::Cancelled,
+            Code::OutOfRange,
+            Code::DataLoss,
+            Code::ResourceExhausted,
+        ] {
+            assert!(
+                matches!(
+                    classify(&tonic::Status::new(code, "x")),
+                    ShipError::Retryable { .. }
+                ),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::Unimplemented,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::Internal,
+            Code::Unknown,
+        ] {
+            assert!(
+                matches!(
+                    classify(&tonic::Status::new(code, "x")),
+                    ShipError::Permanent { .. }
+                ),
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_info_is_read() {
+        let status = tonic::Status::with_error_details(
+            Code::ResourceExhausted,
+            "buffer full",
+            ErrorDetails::with_retry_info(Some(Duration::from_secs(3))),
+        );
+        assert_eq!(
+            classify(&status),
+            ShipError::Retryable {
+                reason: "collector answered ResourceExhausted: buffer full".into(),
+                retry_after: Some(Duration::from_secs(3)),
+            }
+        );
+    }
+}
