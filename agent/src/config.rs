@@ -39,6 +39,12 @@ pub struct Config {
     /// Log files to tail; a file matched by several sources belongs to the first.
     #[serde(default)]
     pub logs: Vec<LogSource>,
+    /// Prometheus endpoints to scrape; none by default.
+    #[serde(default)]
+    pub scrape: crate::scrape::ScrapeConfig,
+    /// CPU, memory, load, filesystems, disks and network of the node; on by default.
+    #[serde(default)]
+    pub host_metrics: crate::host::HostMetricsConfig,
     #[serde(default)]
     pub admin: Admin,
 }
@@ -66,6 +72,9 @@ impl Validate for Config {
         for (i, source) in self.logs.iter().enumerate() {
             source.validate(&join(path, &format!("logs.{i}")), errors);
         }
+        self.scrape.validate(&join(path, "scrape"), errors);
+        self.host_metrics
+            .validate(&join(path, "host_metrics"), errors);
     }
 }
 

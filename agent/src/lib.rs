@@ -57,6 +57,12 @@ pub enum StartError {
     Client(#[from] ClientError),
     #[error("collector.retry: {0}")]
     Retry(#[from] vigil_core::retry::BackoffError),
+    #[error(transparent)]
+    Scrape(#[from] scrape::BuildError),
+    #[error(transparent)]
+    HostMetrics(#[from] host::HostMetricsError),
+    #[error("self-metrics: {0}")]
+    Telemetry(#[from] prometheus::Error),
     #[error("cannot listen on {addr} (admin): {source}")]
     Bind {
         addr: SocketAddr,
@@ -73,6 +79,8 @@ pub struct Agent {
     stop_tailer: Arc<AtomicBool>,
     tailer: JoinHandle<()>,
     log_shipper: JoinHandle<()>,
+    stop_inputs: watch::Sender<bool>,
+    inputs: Vec<JoinHandle<()>>,
     stop_metrics: watch::Sender<bool>,
     metrics_shipper: JoinHandle<()>,
     stop_admin: watch::Sender<bool>,
@@ -134,6 +142,7 @@ impl Agent {
         let log_shipper = tokio::spawn(log_shipper.run());
         let (stop_metrics, metrics_stopped) = watch::channel(false);
         let metrics_shipper = tokio::spawn(metrics_shipper.run(metrics_stopped));
+        let (stop_inputs, inputs) = start_inputs(&config, &metrics, &telemetry)?;
 
         let admin_state = Arc::new(AdminState {
             telemetry,
@@ -161,6 +170,8 @@ impl Agent {
             stop_tailer,
             tailer,
             log_shipper,
+            stop_inputs,
+            inputs,
             stop_metrics,
             metrics_shipper,
             stop_admin,
@@ -187,6 +198,11 @@ impl Agent {
     pub async fn shutdown(self) {
         self.admin_state.running.store(false, Ordering::Release);
         self.stop_tailer.store(true, Ordering::Release);
+        // Inputs first, so what they produced last is in the queue when its shipper drains.
+        let _ = self.stop_inputs.send(true);
+        for input in self.inputs {
+            let _ = input.await;
+        }
         let _ = self.stop_metrics.send(true);
         let mut log_shipper = self.log_shipper;
         let mut metrics_shipper = self.metrics_shipper;
@@ -213,6 +229,43 @@ impl Agent {
         let _ = self.admin.await;
         info!("agent stopped");
     }
+}
+
+/// Starts the metric inputs (the scraper when there are targets, host metrics when
+/// enabled), each pushing into `metrics`; they stop when the returned sender says so.
+fn start_inputs(
+    config: &Config,
+    metrics: &MetricsQueue,
+    telemetry: &Telemetry,
+) -> Result<(watch::Sender<bool>, Vec<JoinHandle<()>>), StartError> {
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let sink = |queue: MetricsQueue| {
+        move |batch| {
+            queue.push(batch);
+            std::future::ready(())
+        }
+    };
+    let mut inputs = Vec::new();
+    if !config.scrape.static_targets.is_empty() {
+        let scraper = scrape::Scraper::new(&config.scrape)?;
+        scraper.telemetry().register(telemetry.registry())?;
+        inputs.push(tokio::spawn(
+            scraper.run(sink(metrics.clone()), until_stopped()),
+        ));
+    }
+    if config.host_metrics.enabled {
+        let host = host::HostMetrics::new(&config.host_metrics)?;
+        inputs.push(tokio::spawn(
+            host.run(sink(metrics.clone()), until_stopped()),
+        ));
+    }
+    Ok((stop, inputs))
 }
 
 /// Starts an agent and runs it until `shutdown` completes.

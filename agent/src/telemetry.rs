@@ -125,6 +125,12 @@ impl Telemetry {
         telemetry
     }
 
+    /// The registry the agent's inputs (scraper) register their own metrics in, so one
+    /// `/metrics` shows them all.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
