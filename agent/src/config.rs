@@ -447,12 +447,14 @@ logs:
   - include: ["/a/[", "/b/*"]
     multiline: { start_pattern: '(' }
     max_line_bytes: 1
-scrape: {}
+scrape: { interval: 0s }
+shipping: {}
 "#;
         let errors = load(yaml).unwrap_err();
         let has = |prefix: &str| errors.iter().any(|e| e.starts_with(prefix));
         for prefix in [
-            "scrape: unknown field",
+            "shipping: unknown field",
+            "scrape.interval: must be greater than zero",
             "logs.0.format: unknown variant `syslog`",
             "collector.endpoint: scheme must be http or https",
             "collector.batch.max_lines: must be greater than zero",
