@@ -1,0 +1,307 @@
+//! How the buffer reaches Redis: one server, the master Redis Sentinel names, or a Redis
+//! Cluster (<https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/>,
+//! <https://redis.io/docs/latest/operate/oss_and_stack/management/scaling/>).
+//!
+//! Choices:
+//! - **Sentinel.** The master's address comes from the sentinels at start and again
+//!   whenever the buffer notes that it may have moved (a connection error, or a `READONLY`
+//!   answer from a demoted master); see [`Endpoint::follow_master`]. A connection manager
+//!   alone would keep reconnecting to the old address.
+//! - **Cluster.** The crate's cluster connection follows MOVED/ASK and failovers itself.
+//!   Its pipelines must stay within one slot, so the buffer's keys share a hash tag.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use redis::{
+    Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
+    TlsMode, Value,
+};
+use tracing::{info, warn};
+
+/// Where the buffer's data nodes are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Topology {
+    /// One Redis at the options' `url`.
+    #[default]
+    Single,
+    /// The master the sentinels know as `master`. The options' `url` gives only TLS
+    /// (`rediss://`), user, password and db for the data nodes; its host is not used.
+    Sentinel {
+        master: String,
+        /// `redis://[user:password@]host:port` of each sentinel (`rediss://` for TLS).
+        sentinels: Vec<String>,
+    },
+    /// A Redis Cluster, found through the options' `url` and these further seed nodes
+    /// (same scheme and credentials).
+    Cluster { seeds: Vec<String> },
+}
+
+/// Wherever the buffer's keys live: the connection shared by pushes, acks and stats, and
+/// new connections for consumers.
+pub(super) struct Endpoint {
+    nodes: Nodes,
+    /// Shared, multiplexed. Replaced when Sentinel names a new master.
+    shared: RwLock<Connection>,
+    /// Counts replacements of `shared`; consumers reconnect when theirs is older.
+    generation: AtomicU64,
+    /// Sentinel: the master may have moved.
+    master_unsure: AtomicBool,
+}
+
+enum Nodes {
+    Single(redis::Client),
+    Sentinel {
+        sentinel: tokio::sync::Mutex<Sentinel>,
+        master: String,
+        node: SentinelNodeConnectionInfo,
+        /// The master found last.
+        current: Mutex<redis::Client>,
+    },
+    Cluster(ClusterClient),
+}
+
+impl Endpoint {
+    /// Parses the URLs, finds the master (Sentinel) and opens the shared connection.
+    pub(super) async fn open(url: &str, topology: &Topology) -> RedisResult<Endpoint> {
+        let nodes = Nodes::open(url, topology).await?;
+        let shared = nodes.connect(None).await?;
+        Ok(Endpoint {
+            nodes,
+            shared: RwLock::new(shared),
+            generation: AtomicU64::new(0),
+            master_unsure: AtomicBool::new(false),
+        })
+    }
+
+    /// The shared connection (a cheap clone).
+    pub(super) fn shared(&self) -> Connection {
+        self.shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes whenever the shared connection was replaced for a new master.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// A new connection; `response_timeout` for one that blocks (XREADGROUP ... BLOCK).
+    pub(super) async fn connect(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> RedisResult<Connection> {
+        self.nodes.connect(response_timeout).await
+    }
+
+    /// Notes an error: with Sentinel, a connection error or `READONLY` (a master demoted
+    /// by a failover) means the master may have moved.
+    pub(super) fn note_error(&self, e: &RedisError) {
+        if matches!(self.nodes, Nodes::Sentinel { .. })
+            && (super::is_connection_error(e) || e.code() == Some("READONLY"))
+        {
+            self.master_unsure.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Sentinel, after [`Endpoint::note_error`]: asks for the master and, when it moved,
+    /// replaces the shared connection. Stays unsure until the sentinels name a master that
+    /// answers as one.
+    pub(super) async fn follow_master(&self) {
+        if !self.master_unsure.load(Ordering::Relaxed) {
+            return;
+        }
+        let moved = match self.nodes.locate_master().await {
+            Ok(moved) => moved,
+            Err(e) => {
+                warn!(error = %e, "redis sentinel: no master found yet; asking again");
+                return;
+            }
+        };
+        if moved {
+            let conn = match self.nodes.connect(None).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    warn!(error = %e, "redis sentinel: cannot connect to the new master");
+                    return;
+                }
+            };
+            *self.shared.write().unwrap_or_else(|e| e.into_inner()) = conn;
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            info!(
+                master = %self.nodes.master_addr().unwrap_or_default(),
+                "redis sentinel: the master moved; reconnected"
+            );
+        }
+        self.master_unsure.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Nodes {
+    async fn open(url: &str, topology: &Topology) -> RedisResult<Nodes> {
+        match topology {
+            Topology::Single => Ok(Nodes::Single(redis::Client::open(url)?)),
+            Topology::Sentinel { master, sentinels } => {
+                let info = url.into_connection_info()?;
+                let mut node = SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(info.redis_settings().clone());
+                if let ConnectionAddr::TcpTls { insecure, .. } = info.addr() {
+                    node = node.set_tls_mode(match insecure {
+                        true => TlsMode::Insecure,
+                        false => TlsMode::Secure,
+                    });
+                }
+                let mut sentinel = Sentinel::build(sentinels.iter().map(String::as_str).collect())?;
+                let client = sentinel.async_master_for(master, Some(&node)).await?;
+                Ok(Nodes::Sentinel {
+                    sentinel: tokio::sync::Mutex::new(sentinel),
+                    master: master.clone(),
+                    node,
+                    current: Mutex::new(client),
+                })
+            }
+            Topology::Cluster { seeds } => {
+                let nodes = std::iter::once(url).chain(seeds.iter().map(String::as_str));
+                ClusterClient::new(nodes.collect::<Vec<_>>()).map(Nodes::Cluster)
+            }
+        }
+    }
+
+    async fn connect(&self, response_timeout: Option<Duration>) -> RedisResult<Connection> {
+        let client = match self {
+            Nodes::Single(client) => client.clone(),
+            Nodes::Sentinel { current, .. } => {
+                current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            }
+            Nodes::Cluster(client) => {
+                let mut config =
+                    ClusterConfig::new().set_connection_timeout(Duration::from_secs(1));
+                if let Some(timeout) = response_timeout {
+                    config = config.set_response_timeout(timeout);
+                }
+                let conn = client.get_async_connection_with_config(config).await?;
+                return Ok(Connection::Cluster(conn));
+            }
+        };
+        let mut config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_max_delay(Duration::from_secs(2));
+        if let Some(timeout) = response_timeout {
+            config = config.set_response_timeout(Some(timeout));
+        }
+        if matches!(self, Nodes::Sentinel { .. }) {
+            // Commands wait for the reconnection; after a failover the old address is gone
+            // for good, so fail them fast and let the sentinels name the new master.
+            config = config.set_number_of_retries(1);
+        }
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Connection::Node(conn))
+    }
+
+    /// Sentinel only: asks the sentinels for the master (which must answer as one);
+    /// `true` when it is not the one found last.
+    async fn locate_master(&self) -> RedisResult<bool> {
+        let Nodes::Sentinel {
+            sentinel,
+            master,
+            node,
+            current,
+        } = self
+        else {
+            return Ok(false);
+        };
+        let client = sentinel
+            .lock()
+            .await
+            .async_master_for(master, Some(node))
+            .await?;
+        let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+        let moved = current.get_connection_info().addr() != client.get_connection_info().addr();
+        *current = client;
+        Ok(moved)
+    }
+
+    /// The master's address, for logs.
+    fn master_addr(&self) -> Option<String> {
+        match self {
+            Nodes::Sentinel { current, .. } => Some(
+                current
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_connection_info()
+                    .addr()
+                    .to_string(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// One node's reconnecting connection, or a cluster's.
+#[derive(Clone)]
+pub(super) enum Connection {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Node(conn) => conn.req_packed_command(cmd),
+            Connection::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Node(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Node(conn) => conn.get_db(),
+            Connection::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The key prefix: in a cluster a hash tag (`{vigil}`), so that every key of the buffer
+/// lands in one slot, which its scripts and MULTI pipelines need. A prefix that already
+/// holds a hash tag is kept.
+pub(super) fn key_prefix(prefix: &str, topology: &Topology) -> String {
+    let tagged = prefix
+        .find('{')
+        .is_some_and(|open| prefix[open + 1..].find('}').is_some_and(|len| len > 0));
+    match topology {
+        Topology::Cluster { .. } if !tagged => format!("{{{prefix}}}"),
+        _ => prefix.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_keys_share_a_hash_tag() {
+        let cluster = Topology::Cluster { seeds: vec![] };
+        assert_eq!(key_prefix("vigil", &cluster), "{vigil}");
+        assert_eq!(key_prefix("app:{vigil}", &cluster), "app:{vigil}");
+        // `{}` is no hash tag: Redis hashes the whole key.
+        assert_eq!(key_prefix("a{}", &cluster), "{a{}}");
+        assert_eq!(key_prefix("vigil", &Topology::Single), "vigil");
+    }
+}
