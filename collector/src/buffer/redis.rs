@@ -32,8 +32,8 @@
 //!   replicated come back, as with any Redis failover. In a Cluster the keys share a hash
 //!   tag (`{vigil}:logs`), so the whole buffer lives on one shard: the cluster gives it
 //!   failover, not sharding.
-//! - **Readiness** follows every answer (a connection error clears it, any reply sets it)
-//!   and a PING each second.
+//! - **Readiness** follows every answer (a connection error or `READONLY` clears it, any
+//!   other reply sets it) and a PING each second, which must answer within the second.
 //! - **Units.** `Full` counts entries here (`Bound::Entries`), not bytes; stats'
 //!   `used_bytes` is Redis' sampled MEMORY USAGE estimate and `capacity_bytes` is 0.
 //!
@@ -319,23 +319,37 @@ async fn ping_loop(inner: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        inner.endpoint.follow_master().await;
+        // A sentinel that does not answer must not stop the readiness check for long.
+        let _ = tokio::time::timeout(5 * PING_EVERY, inner.endpoint.follow_master()).await;
         // `query` updates the flag when Redis answers or the connection fails; a connection
         // that is still reconnecting to a dead server answers neither for seconds.
-        let ping = redis::cmd("PING");
-        if tokio::time::timeout(PING_EVERY, inner.query::<Value>(&ping))
+        let probe = inner.probe();
+        if tokio::time::timeout(PING_EVERY, inner.query::<Value>(&probe))
             .await
             .is_err()
         {
             inner.error(RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "no answer to PING",
+                "no answer to the readiness check",
             )));
         }
     }
 }
 
 impl Inner {
+    /// PING; in a cluster EXISTS of a buffer key instead, which asks the shard holding the
+    /// buffer (a cluster sends PING to every primary).
+    fn probe(&self) -> Cmd {
+        match self.options.topology {
+            Topology::Cluster { .. } => {
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(&self.dead_key);
+                cmd
+            }
+            _ => redis::cmd("PING"),
+        }
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BufferError> {
         let result = cmd.query_async(&mut self.endpoint.shared()).await;
         self.settle(result)

@@ -8,7 +8,8 @@
 //!   answer from a demoted master); see [`Endpoint::follow_master`]. A connection manager
 //!   alone would keep reconnecting to the old address.
 //! - **Cluster.** The crate's cluster connection follows MOVED/ASK and failovers itself.
-//!   Its pipelines must stay within one slot, so the buffer's keys share a hash tag.
+//!   Its pipelines must stay within one slot (and a MULTI on one node), so the buffer's
+//!   keys share a hash tag.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -279,7 +280,8 @@ impl ConnectionLike for Connection {
 }
 
 /// The key prefix: in a cluster a hash tag (`{vigil}`), so that every key of the buffer
-/// lands in one slot, which its scripts and MULTI pipelines need. A prefix that already
+/// lands in one slot, which the dead-letter MULTI (dead-letter stream and signal stream)
+/// and the stats pipeline (all three signal streams) need. A prefix that already
 /// holds a hash tag is kept.
 pub(super) fn key_prefix(prefix: &str, topology: &Topology) -> String {
     let tagged = prefix
