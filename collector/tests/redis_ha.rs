@@ -135,54 +135,126 @@ async fn read(consumer: &mut dyn Consumer, want: usize) -> Vec<Delivery> {
     got
 }
 
+/// A master, its replica and one sentinel watching them as `mymaster`.
+struct SentinelSetup {
+    processes: Processes,
+    master: u16,
+    replica: u16,
+    sentinel: u16,
+    _dir: TempDir,
+}
+
+impl SentinelSetup {
+    fn start() -> SentinelSetup {
+        let dir = TempDir::new().unwrap();
+        let (master, replica, sentinel) = (free_port(), free_port(), free_port());
+        let mut processes = Processes(vec![start_node(
+            master,
+            &dir.path().join("master"),
+            &["--repl-diskless-sync-delay", "0"],
+        )]);
+        let master_arg = master.to_string();
+        processes.0.push(start_node(
+            replica,
+            &dir.path().join("replica"),
+            &["--replicaof", "127.0.0.1", &master_arg],
+        ));
+        wait_for("replica in sync", Duration::from_secs(5), || {
+            cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
+        });
+        // Started after the replica synced, so its first INFO of the master names the replica.
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds mymaster 500\n\
+                 sentinel failover-timeout mymaster 2000\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        processes
+            .0
+            .push(start(sentinel, &[conf.to_str().unwrap(), "--sentinel"]));
+        wait_for("sentinel knows the replica", Duration::from_secs(5), || {
+            cli(sentinel, &["SENTINEL", "replicas", "mymaster"]).contains(&replica.to_string())
+        });
+        SentinelSetup {
+            processes,
+            master,
+            replica,
+            sentinel,
+            _dir: dir,
+        }
+    }
+
+    fn options(&self, consumer: &str) -> RedisOptions {
+        RedisOptions {
+            consumer: consumer.into(),
+            topology: Topology::Sentinel {
+                master: "mymaster".into(),
+                sentinels: vec![format!("redis://127.0.0.1:{}", self.sentinel)],
+            },
+            // Only scheme, credentials and db count: the sentinels give the address.
+            ..RedisOptions::new("redis://mymaster")
+        }
+    }
+
+    /// Waits until the sentinel names the replica as the master.
+    fn wait_for_promotion(&self) {
+        wait_for("failover to the replica", Duration::from_secs(15), || {
+            cli(
+                self.sentinel,
+                &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+            )
+            .contains(&self.replica.to_string())
+        });
+    }
+}
+
+/// Pushes until a push succeeds, failing after 10s.
+async fn push_until_stored(buffer: &RedisBuffer, record: Record) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match buffer.push(record.clone()).await {
+            Ok(()) => return,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no push after the failover within 10s: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads (acking) until a record whose payload starts with `byte` arrives, tolerating the
+/// errors of a consumer whose master just went away.
+async fn read_until(consumer: &mut dyn Consumer, byte: u8) {
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match consumer.next_batch(LIMITS).await {
+                Ok(batch) => {
+                    let ids: Vec<_> = batch.iter().map(|d| d.id).collect();
+                    consumer.ack(&ids).await.unwrap();
+                    if batch.iter().any(|d| d.record.payload[0] == byte) {
+                        return;
+                    }
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "record {byte} was not read within 5s");
+}
+
 #[tokio::test]
 async fn sentinel_failover_is_followed_without_a_restart() {
-    let dir = TempDir::new().unwrap();
-    let (master, replica, sentinel) = (free_port(), free_port(), free_port());
-    let mut processes = Processes(vec![start_node(
-        master,
-        &dir.path().join("master"),
-        &["--repl-diskless-sync-delay", "0"],
-    )]);
-    let master_arg = master.to_string();
-    processes.0.push(start_node(
-        replica,
-        &dir.path().join("replica"),
-        &["--replicaof", "127.0.0.1", &master_arg],
-    ));
-    wait_for("replica in sync", Duration::from_secs(5), || {
-        cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
-    });
-    // Started after the replica synced, so its first INFO of the master names the replica.
-    let conf = dir.path().join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "port {sentinel}\nbind 127.0.0.1\ndir {}\n\
-             sentinel monitor mymaster 127.0.0.1 {master} 1\n\
-             sentinel down-after-milliseconds mymaster 500\n\
-             sentinel failover-timeout mymaster 2000\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    processes
-        .0
-        .push(start(sentinel, &[conf.to_str().unwrap(), "--sentinel"]));
-    wait_for("sentinel knows the replica", Duration::from_secs(5), || {
-        cli(sentinel, &["SENTINEL", "replicas", "mymaster"]).contains(&replica.to_string())
-    });
-
-    let options = RedisOptions {
-        consumer: "s1".into(),
-        topology: Topology::Sentinel {
-            master: "mymaster".into(),
-            sentinels: vec![format!("redis://127.0.0.1:{sentinel}")],
-        },
-        // Only scheme, credentials and db count: the sentinels give the address.
-        ..RedisOptions::new("redis://mymaster")
-    };
-    let buffer = RedisBuffer::connect(options).await.unwrap();
+    let mut setup = SentinelSetup::start();
+    let (master, replica) = (setup.master, setup.replica);
+    let buffer = RedisBuffer::connect(setup.options("s1")).await.unwrap();
     for n in 0..3 {
         buffer.push(record(Signal::Logs, n)).await.unwrap();
     }
@@ -193,55 +265,51 @@ async fn sentinel_failover_is_followed_without_a_restart() {
     assert!(cli(master, &["XLEN", "vigil:logs"]).starts_with('0'));
 
     // kill -9 the master; the sentinel promotes the replica.
-    let _ = processes.0[0].kill();
-    let _ = processes.0[0].wait();
-    wait_for("failover to the replica", Duration::from_secs(15), || {
-        cli(
-            sentinel,
-            &["SENTINEL", "get-master-addr-by-name", "mymaster"],
-        )
-        .contains(&replica.to_string())
-    });
+    let _ = setup.processes.0[0].kill();
+    let _ = setup.processes.0[0].wait();
+    setup.wait_for_promotion();
 
     // The buffer finds the new master by itself. Writes the old master acked but had not
     // replicated yet would be lost and acked entries could come back (replication is
     // asynchronous; the buffer does not WAIT), so nothing here counts on either.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match buffer.push(record(Signal::Logs, 42)).await {
-            Ok(()) => break,
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "no push after the failover within 10s: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    push_until_stored(&buffer, record(Signal::Logs, 42)).await;
     assert!(cli(replica, &["ROLE"]).starts_with("master"));
     assert!(!cli(replica, &["XLEN", "vigil:logs"]).starts_with('0'));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(buffer.is_ready(), "ready again once the new master answers");
-
     // The consumer made before the failover reads from the new master too.
-    let found = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match consumer.next_batch(LIMITS).await {
-                Ok(batch) => {
-                    let ids: Vec<_> = batch.iter().map(|d| d.id).collect();
-                    consumer.ack(&ids).await.unwrap();
-                    if batch.iter().any(|d| d.record.payload[0] == 42) {
-                        return;
-                    }
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    })
-    .await;
-    assert!(
-        found.is_ok(),
-        "the record pushed after the failover was not read"
-    );
+    read_until(consumer.as_mut(), 42).await;
+    assert!(buffer.is_ready());
+}
+
+#[tokio::test]
+async fn a_master_demoted_while_alive_is_left_for_the_new_one() {
+    let setup = SentinelSetup::start();
+    let buffer = RedisBuffer::connect(setup.options("s1")).await.unwrap();
+    buffer.push(record(Signal::Logs, 1)).await.unwrap();
+    let mut consumer = buffer.consumer(Signal::Logs).await.unwrap();
+    read_until(consumer.as_mut(), 1).await;
+
+    // A switchover: the old master stays up, and until the sentinels demote it (seconds
+    // later) it still takes writes, so the connections to it neither break nor fail.
+    // Refused (NOGOODSLAVE) until the sentinel has its own fresh INFO of the replica.
+    wait_for("SENTINEL FAILOVER accepted", Duration::from_secs(5), || {
+        cli(setup.sentinel, &["SENTINEL", "FAILOVER", "mymaster"]).starts_with("OK")
+    });
+    setup.wait_for_promotion();
+    assert!(cli(setup.master, &["ROLE"]).starts_with("master"));
+    // Pushes reach the new master soon; the ones before went to the old one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cli(setup.replica, &["XLEN", "vigil:logs"]).starts_with('0') {
+        assert!(
+            Instant::now() < deadline,
+            "pushes did not reach the new master within 5s"
+        );
+        let _ = buffer.push(record(Signal::Logs, 2)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    read_until(consumer.as_mut(), 2).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(buffer.is_ready());
 }
 

@@ -25,11 +25,11 @@
 //! - **Connections.** Pushes, acks, dead letters and stats share one multiplexed
 //!   connection; each consumer has its own for its reads, because XREADGROUP ... BLOCK
 //!   (at most 1 s, less for a short `claim_idle`) holds up whatever is queued behind it.
-//! - **Sentinel and Cluster** (see the `connection` module). With Sentinel, a connection
-//!   error or a `READONLY` answer makes the readiness check ask the sentinels for the
-//!   master again; when it moved, the shared connection is replaced and each consumer
-//!   reconnects before its next read. Entries the old master acked (or took) but had not
-//!   replicated come back, as with any Redis failover. In a Cluster the keys share a hash
+//! - **Sentinel and Cluster** (see the `connection` module). With Sentinel, the readiness
+//!   check asks the sentinels for the master each second; when it moved, the shared
+//!   connection is replaced and each consumer reconnects before its next read. As with
+//!   any Redis failover, what the old master had not replicated is gone: pushes it
+//!   confirmed are lost, entries it acked come back. In a Cluster the keys share a hash
 //!   tag (`{vigil}:logs`), so the whole buffer lives on one shard: the cluster gives it
 //!   failover, not sharding.
 //! - **Readiness** follows every answer (a connection error or `READONLY` clears it, any
@@ -372,7 +372,6 @@ impl Inner {
     }
 
     fn error(&self, e: RedisError) -> BufferError {
-        self.endpoint.note_error(&e);
         // READONLY: a replica (a master demoted by a failover) cannot take the buffer's
         // writes, so it does not count as ready.
         if is_connection_error(&e) || e.code() == Some("READONLY") {

@@ -3,15 +3,15 @@
 //! <https://redis.io/docs/latest/operate/oss_and_stack/management/scaling/>).
 //!
 //! Choices:
-//! - **Sentinel.** The master's address comes from the sentinels at start and again
-//!   whenever the buffer notes that it may have moved (a connection error, or a `READONLY`
-//!   answer from a demoted master); see [`Endpoint::follow_master`]. A connection manager
-//!   alone would keep reconnecting to the old address.
+//! - **Sentinel.** The master's address comes from the sentinels at start and again every
+//!   second (see [`Endpoint::follow_master`]), which costs a short connection to the
+//!   master to check its ROLE. A connection manager alone would keep reconnecting to the
+//!   old address, or keep writing to an old master that is still alive.
 //! - **Cluster.** The crate's cluster connection follows MOVED/ASK and failovers itself.
 //!   Its pipelines must stay within one slot (and a MULTI on one node), so the buffer's
 //!   keys share a hash tag.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
@@ -20,8 +20,7 @@ use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{
-    Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
-    TlsMode, Value,
+    Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, TlsMode, Value,
 };
 use tracing::{info, warn};
 
@@ -51,8 +50,6 @@ pub(super) struct Endpoint {
     shared: RwLock<Connection>,
     /// Counts replacements of `shared`; consumers reconnect when theirs is older.
     generation: AtomicU64,
-    /// Sentinel: the master may have moved.
-    master_unsure: AtomicBool,
 }
 
 enum Nodes {
@@ -76,7 +73,6 @@ impl Endpoint {
             nodes,
             shared: RwLock::new(shared),
             generation: AtomicU64::new(0),
-            master_unsure: AtomicBool::new(false),
         })
     }
 
@@ -101,21 +97,13 @@ impl Endpoint {
         self.nodes.connect(response_timeout).await
     }
 
-    /// Notes an error: with Sentinel, a connection error or `READONLY` (a master demoted
-    /// by a failover) means the master may have moved.
-    pub(super) fn note_error(&self, e: &RedisError) {
-        if matches!(self.nodes, Nodes::Sentinel { .. })
-            && (super::is_connection_error(e) || e.code() == Some("READONLY"))
-        {
-            self.master_unsure.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Sentinel, after [`Endpoint::note_error`]: asks for the master and, when it moved,
-    /// replaces the shared connection. Stays unsure until the sentinels name a master that
-    /// answers as one.
+    /// Sentinel only: asks the sentinels for the master and, when it moved, replaces the
+    /// shared connection. Called every second, so that the buffer also leaves a master
+    /// that was demoted while alive: its connections do not break, and the sentinels
+    /// turn it into a replica only some seconds after the promotion (until then it still
+    /// takes writes, which it drops when it resyncs).
     pub(super) async fn follow_master(&self) {
-        if !self.master_unsure.load(Ordering::Relaxed) {
+        if !matches!(self.nodes, Nodes::Sentinel { .. }) {
             return;
         }
         let moved = match self.nodes.locate_master().await {
@@ -140,7 +128,6 @@ impl Endpoint {
                 "redis sentinel: the master moved; reconnected"
             );
         }
-        self.master_unsure.store(false, Ordering::Relaxed);
     }
 }
 
