@@ -11,7 +11,7 @@
 //!   Its pipelines must stay within one slot (and a MULTI on one node), so the buffer's
 //!   keys share a hash tag.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
@@ -50,6 +50,8 @@ pub(super) struct Endpoint {
     shared: RwLock<Connection>,
     /// Counts replacements of `shared`; consumers reconnect when theirs is older.
     generation: AtomicU64,
+    /// Sentinel: the last lookup failed (logged once, not every second).
+    lookup_failing: AtomicBool,
 }
 
 enum Nodes {
@@ -73,6 +75,7 @@ impl Endpoint {
             nodes,
             shared: RwLock::new(shared),
             generation: AtomicU64::new(0),
+            lookup_failing: AtomicBool::new(false),
         })
     }
 
@@ -106,28 +109,34 @@ impl Endpoint {
         if !matches!(self.nodes, Nodes::Sentinel { .. }) {
             return;
         }
-        let moved = match self.nodes.locate_master().await {
-            Ok(moved) => moved,
+        let moved_to = match self.nodes.locate_master().await {
+            Ok(moved_to) => {
+                if self.lookup_failing.swap(false, Ordering::Relaxed) {
+                    info!("redis sentinel: the sentinels name a master again");
+                }
+                moved_to
+            }
             Err(e) => {
-                warn!(error = %e, "redis sentinel: no master found yet; asking again");
+                if !self.lookup_failing.swap(true, Ordering::Relaxed) {
+                    warn!(error = %e, "redis sentinel: no master found; asking each second");
+                }
                 return;
             }
         };
-        if moved {
-            let conn = match self.nodes.connect(None).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    warn!(error = %e, "redis sentinel: cannot connect to the new master");
-                    return;
-                }
-            };
-            *self.shared.write().unwrap_or_else(|e| e.into_inner()) = conn;
-            self.generation.fetch_add(1, Ordering::Relaxed);
-            info!(
-                master = %self.nodes.master_addr().unwrap_or_default(),
-                "redis sentinel: the master moved; reconnected"
-            );
-        }
+        let Some(client) = moved_to else { return };
+        let master = client.get_connection_info().addr().to_string();
+        // Adopted only once connected, so a failed attempt is retried on the next call.
+        let conn = match node_connection(client.clone(), None, true).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!(%master, error = %e, "redis sentinel: cannot connect to the new master");
+                return;
+            }
+        };
+        self.nodes.adopt_master(client);
+        *self.shared.write().unwrap_or_else(|e| e.into_inner()) = conn;
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        info!(%master, "redis sentinel: the master moved; reconnected");
     }
 }
 
@@ -162,10 +171,11 @@ impl Nodes {
     }
 
     async fn connect(&self, response_timeout: Option<Duration>) -> RedisResult<Connection> {
-        let client = match self {
-            Nodes::Single(client) => client.clone(),
+        match self {
+            Nodes::Single(client) => node_connection(client.clone(), response_timeout, false).await,
             Nodes::Sentinel { current, .. } => {
-                current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+                let client = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                node_connection(client, response_timeout, true).await
             }
             Nodes::Cluster(client) => {
                 let mut config =
@@ -174,27 +184,14 @@ impl Nodes {
                     config = config.set_response_timeout(timeout);
                 }
                 let conn = client.get_async_connection_with_config(config).await?;
-                return Ok(Connection::Cluster(conn));
+                Ok(Connection::Cluster(conn))
             }
-        };
-        let mut config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_max_delay(Duration::from_secs(2));
-        if let Some(timeout) = response_timeout {
-            config = config.set_response_timeout(Some(timeout));
         }
-        if matches!(self, Nodes::Sentinel { .. }) {
-            // Commands wait for the reconnection; after a failover the old address is gone
-            // for good, so fail them fast and let the sentinels name the new master.
-            config = config.set_number_of_retries(1);
-        }
-        let conn = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Connection::Node(conn))
     }
 
-    /// Sentinel only: asks the sentinels for the master (which must answer as one);
-    /// `true` when it is not the one found last.
-    async fn locate_master(&self) -> RedisResult<bool> {
+    /// Sentinel only: asks the sentinels for the master (which must answer as one); the
+    /// master when it is not the one in use.
+    async fn locate_master(&self) -> RedisResult<Option<redis::Client>> {
         let Nodes::Sentinel {
             sentinel,
             master,
@@ -202,33 +199,45 @@ impl Nodes {
             current,
         } = self
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let client = sentinel
             .lock()
             .await
             .async_master_for(master, Some(node))
             .await?;
-        let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+        let current = current.lock().unwrap_or_else(|e| e.into_inner());
         let moved = current.get_connection_info().addr() != client.get_connection_info().addr();
-        *current = client;
-        Ok(moved)
+        Ok(moved.then_some(client))
     }
 
-    /// The master's address, for logs.
-    fn master_addr(&self) -> Option<String> {
-        match self {
-            Nodes::Sentinel { current, .. } => Some(
-                current
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_connection_info()
-                    .addr()
-                    .to_string(),
-            ),
-            _ => None,
+    /// Sentinel only: new connections go to `client` from now on.
+    fn adopt_master(&self, client: redis::Client) {
+        if let Nodes::Sentinel { current, .. } = self {
+            *current.lock().unwrap_or_else(|e| e.into_inner()) = client;
         }
     }
+}
+
+/// A reconnecting connection to one node.
+async fn node_connection(
+    client: redis::Client,
+    response_timeout: Option<Duration>,
+    sentinel_named: bool,
+) -> RedisResult<Connection> {
+    let mut config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_max_delay(Duration::from_secs(2));
+    if let Some(timeout) = response_timeout {
+        config = config.set_response_timeout(Some(timeout));
+    }
+    if sentinel_named {
+        // Commands wait for the reconnection; after a failover the old address is gone
+        // for good, so fail them fast and let the sentinels name the new master.
+        config = config.set_number_of_retries(1);
+    }
+    let conn = ConnectionManager::new_with_config(client, config).await?;
+    Ok(Connection::Node(conn))
 }
 
 /// One node's reconnecting connection, or a cluster's.
