@@ -146,21 +146,40 @@ struct SentinelSetup {
 
 impl SentinelSetup {
     fn start() -> SentinelSetup {
+        SentinelSetup::start_with_password(None)
+    }
+
+    /// With a password, the data nodes require it (also from each other); the sentinel
+    /// knows it, the sentinel itself asks for none.
+    fn start_with_password(password: Option<&str>) -> SentinelSetup {
         let dir = TempDir::new().unwrap();
         let (master, replica, sentinel) = (free_port(), free_port(), free_port());
+        let auth: Vec<&str> = match password {
+            Some(password) => vec!["--requirepass", password, "--masterauth", password],
+            None => vec![],
+        };
+        let mut master_args = vec!["--repl-diskless-sync-delay", "0"];
+        master_args.extend(&auth);
         let mut processes = Processes(vec![start_node(
             master,
             &dir.path().join("master"),
-            &["--repl-diskless-sync-delay", "0"],
+            &master_args,
         )]);
         let master_arg = master.to_string();
+        let mut replica_args = vec!["--replicaof", "127.0.0.1", &master_arg];
+        replica_args.extend(&auth);
         processes.0.push(start_node(
             replica,
             &dir.path().join("replica"),
-            &["--replicaof", "127.0.0.1", &master_arg],
+            &replica_args,
         ));
+        let mut info = match password {
+            Some(password) => vec!["-a", password, "--no-auth-warning"],
+            None => vec![],
+        };
+        info.extend(["INFO", "replication"]);
         wait_for("replica in sync", Duration::from_secs(5), || {
-            cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
+            cli(replica, &info).contains("master_link_status:up")
         });
         // Started after the replica synced, so its first INFO of the master names the replica.
         let conf = dir.path().join("sentinel.conf");
@@ -170,8 +189,11 @@ impl SentinelSetup {
                 "port {sentinel}\nbind 127.0.0.1\ndir {}\n\
                  sentinel monitor mymaster 127.0.0.1 {master} 1\n\
                  sentinel down-after-milliseconds mymaster 500\n\
-                 sentinel failover-timeout mymaster 2000\n",
-                dir.path().display()
+                 sentinel failover-timeout mymaster 2000\n{}",
+                dir.path().display(),
+                password
+                    .map(|p| format!("sentinel auth-pass mymaster {p}\n"))
+                    .unwrap_or_default()
             ),
         )
         .unwrap();
@@ -311,6 +333,25 @@ async fn a_master_demoted_while_alive_is_left_for_the_new_one() {
     read_until(consumer.as_mut(), 2).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(buffer.is_ready());
+}
+
+#[tokio::test]
+async fn with_sentinel_the_url_password_is_for_the_data_nodes() {
+    let setup = SentinelSetup::start_with_password(Some("s3cret"));
+    let options = |url: &str| RedisOptions {
+        url: url.into(),
+        ..setup.options("p1")
+    };
+    match RedisBuffer::connect(options("redis://mymaster")).await {
+        Ok(_) => panic!("connected to a master that requires a password without one"),
+        Err(e) => assert!(matches!(e, BufferError::Unavailable(_)), "{e}"),
+    }
+    let buffer = RedisBuffer::connect(options("redis://:s3cret@mymaster"))
+        .await
+        .unwrap();
+    buffer.push(record(Signal::Metrics, 5)).await.unwrap();
+    let mut consumer = buffer.consumer(Signal::Metrics).await.unwrap();
+    read_until(consumer.as_mut(), 5).await;
 }
 
 #[tokio::test]
