@@ -33,7 +33,8 @@
 //!   tag (`{vigil}:logs`), so the whole buffer lives on one shard: the cluster gives it
 //!   failover, not sharding.
 //! - **Readiness** follows every answer (a connection error or `READONLY` clears it, any
-//!   other reply sets it) and a PING each second, which must answer within the second.
+//!   other reply sets it) and a check each second that must answer within the second:
+//!   PING, or in a cluster EXISTS of a buffer key, so that it asks the buffer's shard.
 //! - **Units.** `Full` counts entries here (`Bound::Entries`), not bytes; stats'
 //!   `used_bytes` is Redis' sampled MEMORY USAGE estimate and `capacity_bytes` is 0.
 //!
