@@ -261,12 +261,24 @@ impl Validate for BufferConfig {
 }
 
 /// Redis Streams buffer: `<stream_prefix>:metrics|logs|traces`, one consumer group that
-/// every collector joins.
+/// every collector joins. One Redis (`url` alone), a master found through Redis Sentinel
+/// (`sentinel`), or a Redis Cluster (`cluster`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://` for TLS.
+    /// `redis://[user:password@]host:port[/db]` or `rediss://` for TLS (`#insecure` at the
+    /// end skips certificate checks). With `sentinel`, how to talk to the master: only the
+    /// scheme, user, password and db count, so write the master's name as the host
+    /// (`rediss://vigil:${REDIS_PASSWORD}@mymaster/0`). With `cluster`, the first seed node.
     pub url: String,
+    /// Find the master through Redis Sentinel, and find it again after a failover.
+    #[serde(default)]
+    pub sentinel: Option<RedisSentinelConfig>,
+    /// Use a Redis Cluster. The buffer's keys share one hash tag (`{vigil}:logs`), so
+    /// they live on one shard: the cluster gives failover, not sharding.
+    #[serde(default)]
+    pub cluster: Option<RedisClusterConfig>,
+    /// In a cluster it becomes a hash tag (`{vigil}`) unless it holds one already.
     #[serde(default = "crate::buffer::redis::default_stream_prefix")]
     pub stream_prefix: String,
     /// Most entries per stream; beyond it receivers answer 429.
@@ -289,9 +301,41 @@ pub struct RedisConfig {
     pub group: String,
 }
 
+/// The sentinels that watch the master holding the buffer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinelConfig {
+    /// The master's name, as in the sentinels' `sentinel monitor <name> ...`.
+    pub master: String,
+    /// `redis://[user:password@]host:port` of each sentinel (usually port 26379);
+    /// `rediss://` for TLS to the sentinels. Their credentials are the sentinels' own.
+    pub nodes: Vec<String>,
+}
+
+/// A Redis Cluster.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisClusterConfig {
+    /// Further seed nodes besides `url`, in the same form (same scheme and credentials);
+    /// the rest of the cluster is learnt from them.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
 impl RedisConfig {
     pub fn options(&self) -> crate::buffer::redis::RedisOptions {
+        use crate::buffer::redis::Topology;
         let mut options = crate::buffer::redis::RedisOptions::new(self.url.clone());
+        options.topology = match (&self.sentinel, &self.cluster) {
+            (Some(sentinel), _) => Topology::Sentinel {
+                master: sentinel.master.clone(),
+                sentinels: sentinel.nodes.clone(),
+            },
+            (None, Some(cluster)) => Topology::Cluster {
+                seeds: cluster.nodes.clone(),
+            },
+            (None, None) => Topology::Single,
+        };
         options.stream_prefix = self.stream_prefix.clone();
         options.max_len = self.max_len;
         options.claim_idle = self.claim_idle;
@@ -304,15 +348,50 @@ impl RedisConfig {
     }
 }
 
+/// Adds an error unless `url` is a `redis://` or `rediss://` URL.
+fn validate_redis_url(url: &str, path: &str, errors: &mut Errors) {
+    match Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") => {}
+        Ok(u) => errors.add(
+            path,
+            format!("scheme must be redis or rediss, not `{}`", u.scheme()),
+        ),
+        Err(e) => errors.add(path, format!("invalid URL: {e}")),
+    }
+}
+
 impl Validate for RedisConfig {
     fn validate(&self, path: &str, errors: &mut Errors) {
-        match Url::parse(&self.url) {
-            Ok(u) if matches!(u.scheme(), "redis" | "rediss") => {}
-            Ok(u) => errors.add(
-                join(path, "url"),
-                format!("scheme must be redis or rediss, not `{}`", u.scheme()),
-            ),
-            Err(e) => errors.add(join(path, "url"), format!("invalid URL: {e}")),
+        validate_redis_url(&self.url, &join(path, "url"), errors);
+        if self.sentinel.is_some() && self.cluster.is_some() {
+            errors.add(
+                join(path, "cluster"),
+                "set either sentinel or cluster, not both",
+            );
+        }
+        if let Some(sentinel) = &self.sentinel {
+            let path = join(path, "sentinel");
+            if sentinel.master.is_empty() {
+                errors.add(join(&path, "master"), "must not be empty");
+            }
+            if sentinel.nodes.is_empty() {
+                errors.add(join(&path, "nodes"), "name at least one sentinel");
+            }
+            for (i, node) in sentinel.nodes.iter().enumerate() {
+                validate_redis_url(node, &format!("{}[{i}]", join(&path, "nodes")), errors);
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            if Url::parse(&self.url).is_ok_and(|u| !matches!(u.path(), "" | "/" | "/0")) {
+                errors.add(
+                    join(path, "url"),
+                    "a Redis Cluster has only db 0: drop the /db",
+                );
+            }
+            let path = join(path, "cluster");
+            for (i, node) in cluster.nodes.iter().enumerate() {
+                validate_redis_url(node, &format!("{}[{i}]", join(&path, "nodes")), errors);
+            }
         }
         if self.max_len == 0 {
             errors.add(join(path, "max_len"), "must be greater than zero");

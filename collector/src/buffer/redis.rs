@@ -25,13 +25,22 @@
 //! - **Connections.** Pushes, acks, dead letters and stats share one multiplexed
 //!   connection; each consumer has its own for its reads, because XREADGROUP ... BLOCK
 //!   (at most 1 s, less for a short `claim_idle`) holds up whatever is queued behind it.
-//! - **Readiness** follows every answer (a connection error clears it, any reply sets it)
-//!   and a PING each second.
+//! - **Sentinel and Cluster** (see the `connection` module). With Sentinel, the readiness
+//!   check asks the sentinels for the master each second; when it moved, the shared
+//!   connection is replaced and each consumer reconnects before its next read. As with
+//!   any Redis failover, what the old master had not replicated is gone: pushes it
+//!   confirmed are lost, entries it acked come back. In a Cluster the keys share a hash
+//!   tag (`{vigil}:logs`), so the whole buffer lives on one shard: the cluster gives it
+//!   failover, not sharding.
+//! - **Readiness** follows every answer (a connection error or `READONLY` clears it, any
+//!   other reply sets it) and a check each second that must answer within the second:
+//!   PING, or in a cluster EXISTS of a buffer key, so that it asks the buffer's shard.
 //! - **Units.** `Full` counts entries here (`Bound::Entries`), not bytes; stats'
 //!   `used_bytes` is Redis' sampled MEMORY USAGE estimate and `capacity_bytes` is 0.
 //!
 //! Delivery ids are per consumer counters mapped to stream ids.
 
+mod connection;
 mod consumer;
 mod reply;
 
@@ -40,7 +49,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, RedisError, Value};
 use tokio::task::JoinHandle;
 use vigil_core::Signal;
@@ -49,7 +57,10 @@ use vigil_core::buffer::{
     SignalStats, now_ms,
 };
 
+use connection::Endpoint;
 use consumer::RedisConsumer;
+
+pub use connection::Topology;
 
 /// Redis refuses bulk strings over 512 MiB (`proto-max-bulk-len`'s default).
 const MAX_RECORD_BYTES: u64 = 512 * 1024 * 1024;
@@ -72,9 +83,13 @@ return {1, id}
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (system roots;
-    /// append `#insecure` to skip verification).
+    /// append `#insecure` to skip verification). With Sentinel only its scheme, user,
+    /// password and db count; with Cluster it is the first seed node.
     pub url: String,
-    /// Streams are `<prefix>:metrics|logs|traces` and `<prefix>:dead_letter`.
+    /// One server, Sentinel or Cluster.
+    pub topology: Topology,
+    /// Streams are `<prefix>:metrics|logs|traces` and `<prefix>:dead_letter`; in a cluster
+    /// the prefix is made a hash tag (`{vigil}`) unless it holds one.
     pub stream_prefix: String,
     /// Most entries per stream (the backlog); pushes beyond it are refused as `Full`.
     /// Also bounds the dead-letter stream, whose oldest entries are trimmed (and counted).
@@ -94,6 +109,7 @@ impl RedisOptions {
     pub fn new(url: impl Into<String>) -> RedisOptions {
         RedisOptions {
             url: url.into(),
+            topology: Topology::Single,
             stream_prefix: default_stream_prefix(),
             max_len: default_max_len(),
             claim_idle: default_claim_idle(),
@@ -122,6 +138,14 @@ impl RedisOptions {
         }
         if self.group.is_empty() {
             errors.push("group is empty");
+        }
+        if let Topology::Sentinel { master, sentinels } = &self.topology {
+            if master.is_empty() {
+                errors.push("sentinel master name is empty");
+            }
+            if sentinels.is_empty() {
+                errors.push("no sentinels");
+            }
         }
         match errors.is_empty() {
             true => Ok(()),
@@ -183,9 +207,9 @@ pub struct RedisBuffer {
 
 struct Inner {
     options: RedisOptions,
-    client: redis::Client,
-    /// Shared, multiplexed: pushes, acks, dead letters, stats. Never used for blocking reads.
-    conn: ConnectionManager,
+    /// Its shared connection serves pushes, acks, dead letters and stats, never blocking
+    /// reads.
+    endpoint: Endpoint,
     keys: [String; 3],
     dead_key: String,
     reachable: AtomicBool,
@@ -205,19 +229,16 @@ impl RedisBuffer {
         // `rediss://` URLs use rustls, which needs a process-wide crypto provider; the
         // exporters install the same one, whoever comes first wins.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| BufferError::Unavailable(format!("redis url: {e}")))?;
-        let conn = ConnectionManager::new_with_config(client.clone(), connection_config(None))
+        let endpoint = Endpoint::open(&options.url, &options.topology)
             .await
             .map_err(|e| BufferError::Unavailable(format!("redis: {e}")))?;
-        let prefix = &options.stream_prefix;
+        let prefix = connection::key_prefix(&options.stream_prefix, &options.topology);
         let keys = Signal::ALL.map(|s| format!("{prefix}:{}", s.as_str()));
         let inner = Arc::new(Inner {
             dead_key: format!("{prefix}:dead_letter"),
             keys,
             options,
-            client,
-            conn,
+            endpoint,
             reachable: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             dead_letters_dropped: AtomicU64::new(0),
@@ -293,35 +314,50 @@ impl RedisBuffer {
     }
 }
 
-fn connection_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_max_delay(Duration::from_secs(2));
-    match response_timeout {
-        Some(timeout) => config.set_response_timeout(Some(timeout)),
-        None => config,
-    }
-}
-
 async fn ping_loop(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(PING_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        // `query` updates the flag either way.
-        let _ = inner.query::<Value>(&redis::cmd("PING")).await;
+        // A sentinel that does not answer must not stop the readiness check for long.
+        let _ = tokio::time::timeout(5 * PING_EVERY, inner.endpoint.follow_master()).await;
+        // `query` updates the flag when Redis answers or the connection fails; a connection
+        // that is still reconnecting to a dead server answers neither for seconds.
+        let probe = inner.probe();
+        if tokio::time::timeout(PING_EVERY, inner.query::<Value>(&probe))
+            .await
+            .is_err()
+        {
+            inner.error(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer to the readiness check",
+            )));
+        }
     }
 }
 
 impl Inner {
+    /// PING; in a cluster EXISTS of a buffer key instead, which asks the shard holding the
+    /// buffer (a cluster sends PING to every primary).
+    fn probe(&self) -> Cmd {
+        match self.options.topology {
+            Topology::Cluster { .. } => {
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(&self.dead_key);
+                cmd
+            }
+            _ => redis::cmd("PING"),
+        }
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BufferError> {
-        let result = cmd.query_async(&mut self.conn.clone()).await;
+        let result = cmd.query_async(&mut self.endpoint.shared()).await;
         self.settle(result)
     }
 
     async fn query_pipe(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, BufferError> {
-        let result = pipe.query_async(&mut self.conn.clone()).await;
+        let result = pipe.query_async(&mut self.endpoint.shared()).await;
         self.settle(result)
     }
 
@@ -337,7 +373,9 @@ impl Inner {
     }
 
     fn error(&self, e: RedisError) -> BufferError {
-        if is_connection_error(&e) {
+        // READONLY: a replica (a master demoted by a failover) cannot take the buffer's
+        // writes, so it does not count as ready.
+        if is_connection_error(&e) || e.code() == Some("READONLY") {
             self.reachable.store(false, Ordering::Relaxed);
         } else {
             // Redis answered, so it is reachable.
@@ -363,7 +401,7 @@ impl Inner {
             .arg(&self.options.group)
             .arg("0")
             .arg("MKSTREAM");
-        match cmd.query_async::<Value>(&mut self.conn.clone()).await {
+        match cmd.query_async::<Value>(&mut self.endpoint.shared()).await {
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
             result => self.settle(result).map(drop),
         }
@@ -470,12 +508,13 @@ impl Buffer for RedisBuffer {
         let block = (self.inner.options.claim_idle / 2)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         // A connection of its own: a blocking XREADGROUP holds up everything behind it.
-        let reader = ConnectionManager::new_with_config(
-            self.inner.client.clone(),
-            connection_config(Some(block + Duration::from_secs(5))),
-        )
-        .await
-        .map_err(|e| self.inner.error(e))?;
+        let generation = self.inner.endpoint.generation();
+        let reader = self
+            .inner
+            .endpoint
+            .connect(Some(consumer::reader_timeout(block)))
+            .await
+            .map_err(|e| self.inner.error(e))?;
         self.inner
             .ensure_group(&self.inner.keys[signal.index()])
             .await?;
@@ -483,6 +522,7 @@ impl Buffer for RedisBuffer {
             self.inner.clone(),
             signal,
             reader,
+            generation,
             block,
         )))
     }

@@ -255,3 +255,81 @@ fn an_unset_environment_variable_names_its_line() {
     let errors = errors_of("exporters:\n  loki: { endpoint: \"${LOKI_URL}\" }\n");
     assert_eq!(errors, ["line 2: environment variable LOKI_URL is not set"]);
 }
+
+#[test]
+fn redis_sentinel_and_cluster_become_the_buffer_topology() {
+    use crate::buffer::redis::Topology;
+    let load = |redis: &str| {
+        let text = format!(
+            "buffer:\n  kind: redis\n  redis: {redis}\n\
+             exporters:\n  loki: {{ endpoint: \"http://127.0.0.1:3100/loki/api/v1/push\" }}\n"
+        );
+        let config = Config::from_yaml(&text, no_env).unwrap();
+        config.buffer.redis.unwrap().options()
+    };
+    let sentinel = load(
+        r#"{ url: "rediss://vigil:pw@mymaster/2", sentinel: { master: mymaster, nodes: ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"] } }"#,
+    );
+    assert_eq!(
+        sentinel.topology,
+        Topology::Sentinel {
+            master: "mymaster".into(),
+            sentinels: vec![
+                "redis://10.0.0.1:26379".into(),
+                "redis://10.0.0.2:26379".into()
+            ],
+        }
+    );
+    let cluster =
+        load(r#"{ url: "redis://10.0.0.1:6379", cluster: { nodes: ["redis://10.0.0.2:6379"] } }"#);
+    assert_eq!(
+        cluster.topology,
+        Topology::Cluster {
+            seeds: vec!["redis://10.0.0.2:6379".into()]
+        }
+    );
+    assert_eq!(
+        load(r#"{ url: "redis://10.0.0.1:6379" }"#).topology,
+        Topology::Single
+    );
+}
+
+#[test]
+fn bad_redis_sentinel_and_cluster_settings_are_reported_with_their_paths() {
+    let errors = errors_of(
+        r#"
+buffer:
+  kind: redis
+  redis:
+    url: "redis://10.0.0.1:6379/3"
+    sentinel: { master: "", nodes: ["http://10.0.0.1:26379"] }
+    cluster: { nodes: ["not a url"] }
+exporters:
+  loki: { endpoint: "http://127.0.0.1:3100/loki/api/v1/push" }
+"#,
+    );
+    let expected = [
+        "buffer.redis.cluster: set either sentinel or cluster, not both",
+        "buffer.redis.sentinel.master: must not be empty",
+        "buffer.redis.sentinel.nodes[0]: scheme must be redis or rediss, not `http`",
+        "buffer.redis.url: a Redis Cluster has only db 0",
+        "buffer.redis.cluster.nodes[0]: invalid URL",
+    ];
+    for want in expected {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing `{want}` in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    let unknown = errors_of(
+        r#"
+buffer:
+  kind: redis
+  redis: { url: "redis://a:6379", sentinel: { master: m, nodes: ["redis://a:26379"], name: x } }
+exporters:
+  loki: { endpoint: "http://127.0.0.1:3100/loki/api/v1/push" }
+"#,
+    );
+    assert!(unknown.iter().any(|e| e.contains("name")), "{unknown:#?}");
+}

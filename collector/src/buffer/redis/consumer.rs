@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{Cmd, Value};
 use tokio::time::Instant;
 use tracing::warn;
@@ -14,8 +13,14 @@ use vigil_core::buffer::{
     BatchLimits, BufferError, Consumer, Delivery, DeliveryId, Record, now_ms,
 };
 
+use super::connection::Connection;
 use super::reply::{self, StreamEntry};
 use super::{BUFFER_EXPORTER, Inner};
+
+/// The reading connection's response timeout: the longest block and some slack.
+pub(super) fn reader_timeout(block: Duration) -> Duration {
+    block + Duration::from_secs(5)
+}
 
 /// How the consumer re-lists its own PEL.
 #[derive(Debug, Clone)]
@@ -43,7 +48,9 @@ pub(super) struct RedisConsumer {
     signal: Signal,
     key: String,
     /// Dedicated to this consumer's reads (blocking XREADGROUP, XAUTOCLAIM, XPENDING).
-    reader: ConnectionManager,
+    reader: Connection,
+    /// `Endpoint::generation` when `reader` was opened; older means the master moved.
+    generation: u64,
     block: Duration,
     next_id: u64,
     /// Read from Redis (owned in the PEL), not yet handed out.
@@ -62,7 +69,8 @@ impl RedisConsumer {
     pub(super) fn new(
         inner: Arc<Inner>,
         signal: Signal,
-        reader: ConnectionManager,
+        reader: Connection,
+        generation: u64,
         block: Duration,
     ) -> RedisConsumer {
         RedisConsumer {
@@ -70,6 +78,7 @@ impl RedisConsumer {
             inner,
             signal,
             reader,
+            generation,
             block,
             next_id: 0,
             ready: VecDeque::new(),
@@ -81,7 +90,8 @@ impl RedisConsumer {
         }
     }
 
-    async fn read<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BufferError> {
+    async fn read<T: redis::FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, BufferError> {
+        self.reconnect_if_moved().await?;
         match cmd.query_async(&mut self.reader.clone()).await {
             Err(e) if e.code() == Some("NOGROUP") => {
                 // Redis lost the group (restarted without persistence): recreate, retry.
@@ -91,6 +101,24 @@ impl RedisConsumer {
             }
             result => self.inner.settle(result),
         }
+    }
+
+    /// Reopens the reading connection when Sentinel named a new master since it was opened.
+    /// Entries already read keep their stream ids: the new master has them if they were
+    /// replicated, and acking ids it never had does nothing.
+    async fn reconnect_if_moved(&mut self) -> Result<(), BufferError> {
+        let generation = self.inner.endpoint.generation();
+        if generation == self.generation {
+            return Ok(());
+        }
+        self.reader = self
+            .inner
+            .endpoint
+            .connect(Some(reader_timeout(self.block)))
+            .await
+            .map_err(|e| self.inner.error(e))?;
+        self.generation = generation;
+        Ok(())
     }
 
     /// Marks the consumer unsure of its PEL until [`RedisConsumer::settled`].
@@ -195,7 +223,7 @@ impl RedisConsumer {
 
     /// Owned PEL entries after `from` this consumer does not know, with their bodies.
     async fn owned_after(
-        &self,
+        &mut self,
         from: &str,
         count: usize,
     ) -> Result<Vec<(StreamEntry, u64)>, BufferError> {
@@ -229,7 +257,7 @@ impl RedisConsumer {
 
     /// Delivery counts of `entries` (now owned by this consumer), from XPENDING.
     async fn delivery_counts(
-        &self,
+        &mut self,
         entries: &[StreamEntry],
     ) -> Result<HashMap<String, u64>, BufferError> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
@@ -292,7 +320,7 @@ impl RedisConsumer {
         Ok(())
     }
 
-    async fn release(&self, id: &str) -> Result<(), BufferError> {
+    async fn release(&mut self, id: &str) -> Result<(), BufferError> {
         let mut cmd = redis::cmd("XACK");
         cmd.arg(&self.key).arg(&self.inner.options.group).arg(id);
         self.read::<Value>(&cmd).await.map(drop)
