@@ -92,10 +92,23 @@ pub struct CollectorConfig {
     /// Upper bound of one export request, connection included.
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Request compression. gzip costs about a third of the agent's CPU at full speed and
+    /// saves most of the bytes; `none` for a collector on the same node or a fast network.
+    #[serde(default)]
+    pub compression: Compression,
     #[serde(default)]
     pub retry: RetryConfig,
     #[serde(default)]
     pub batch: BatchConfig,
+}
+
+/// How requests to the collector are compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
 }
 
 fn default_timeout() -> Duration {

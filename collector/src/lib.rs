@@ -123,7 +123,11 @@ impl Collector {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             servers.spawn(async move {
+                // Windows that grow with the connection's bandwidth-delay product: with
+                // the fixed 64 KiB default, a large uncompressed export crawls in
+                // round trips.
                 let result = tonic::transport::Server::builder()
+                    .http2_adaptive_window(Some(true))
                     .add_service(metrics)
                     .add_service(logs)
                     .add_service(traces)

@@ -66,7 +66,12 @@ async fn scraped_and_host_metrics_reach_victoriametrics_with_prometheus_names() 
     let grpc = collector.grpc_addr().unwrap().to_string();
     let yaml = format!(
         "{}scrape:\n  interval: 1s\n  static:\n    - {{ url: \"http://{shop}/metrics\", labels: {{ job: shop, team: payments }} }}\n    - {{ url: \"{}/metrics\", labels: {{ job: victoriametrics }} }}\nhost_metrics: {{ enabled: true, interval: 1s }}\n",
-        agent::yaml(&grpc, &dir.path().join("state"), "  []\n"),
+        // Uncompressed here (the log tests ship gzip).
+        agent::yaml(&grpc, &dir.path().join("state"), "  []\n").replacen(
+            "  timeout: 5s\n",
+            "  timeout: 5s\n  compression: none\n",
+            1
+        ),
         vm.base()
     );
     let agent = agent::start(&yaml).await;

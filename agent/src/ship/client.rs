@@ -17,7 +17,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic_types::StatusExt;
 
-use crate::config::CollectorConfig;
+use crate::config::{CollectorConfig, Compression};
 
 pub const USER_AGENT: &str = concat!("vigil-agent/", env!("CARGO_PKG_VERSION"));
 
@@ -104,13 +104,17 @@ impl CollectorClient {
                 .map_err(|_| ClientError::Token)?;
             metadata.insert("authorization", value);
         }
+        let mut logs =
+            LogsServiceClient::new(channel.clone()).accept_compressed(CompressionEncoding::Gzip);
+        let mut metrics =
+            MetricsServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
+        if config.compression == Compression::Gzip {
+            logs = logs.send_compressed(CompressionEncoding::Gzip);
+            metrics = metrics.send_compressed(CompressionEncoding::Gzip);
+        }
         Ok(CollectorClient {
-            logs: LogsServiceClient::new(channel.clone())
-                .send_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Gzip),
-            metrics: MetricsServiceClient::new(channel)
-                .send_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Gzip),
+            logs,
+            metrics,
             metadata,
         })
     }
