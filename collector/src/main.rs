@@ -31,49 +31,16 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    vigil_core::process::init_logging(match args.log_format {
+    let log_format = match args.log_format {
         LogFormat::Text => vigil_core::process::LogFormat::Text,
         LogFormat::Json => vigil_core::process::LogFormat::Json,
-    });
-    let text = match std::fs::read_to_string(&args.config) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("cannot read {}: {e}", args.config.display());
-            return ExitCode::from(2);
-        }
     };
-    let config = match Config::from_yaml(&text, |name| std::env::var(name).ok()) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!(
-                "{}: invalid configuration:\n{errors}",
-                args.config.display()
-            );
-            return ExitCode::from(2);
-        }
-    };
-    if args.check_config {
-        println!("{}: configuration is valid", args.config.display());
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(vigil_collector::run(
-        config,
-        vigil_core::process::shutdown_signal(),
-    )) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "collector failed to start");
-            ExitCode::FAILURE
-        }
-    }
+    vigil_core::process::main(
+        "vigil-collector",
+        &args.config,
+        args.check_config,
+        log_format,
+        |text| Config::from_yaml(text, |name| std::env::var(name).ok()),
+        vigil_collector::run,
+    )
 }

@@ -43,3 +43,63 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+/// The shutdown signal as [`main`] hands it to a binary's `run`.
+pub type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// What every binary's `main` does after parsing its arguments: set up its logs, read and
+/// validate the config file (every problem printed, exit 2), stop there with
+/// `check_config`, else run on a multi-threaded runtime until SIGTERM or Ctrl-C.
+pub fn main<C, E, Fut>(
+    binary: &str,
+    config_path: &std::path::Path,
+    check_config: bool,
+    log_format: LogFormat,
+    load: impl FnOnce(&str) -> Result<C, crate::config::ConfigErrors>,
+    run: impl FnOnce(C, Shutdown) -> Fut,
+) -> std::process::ExitCode
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    use std::process::ExitCode;
+    init_logging(log_format);
+    let text = match std::fs::read_to_string(config_path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", config_path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let config = match load(&text) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!(
+                "{}: invalid configuration:\n{errors}",
+                config_path.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if check_config {
+        println!("{}: configuration is valid", config_path.display());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, Box::pin(shutdown_signal()))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{binary} failed to start");
+            ExitCode::FAILURE
+        }
+    }
+}
