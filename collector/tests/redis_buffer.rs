@@ -1,23 +1,19 @@
 //! The Redis Streams buffer against a real `redis-server`, which each test starts on a free
 //! loopback port and kills when done.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
+use support::{LIMITS, free_port, read, record};
 use tempfile::TempDir;
 use vigil_collector::buffer::redis::{RedisBuffer, RedisOptions};
 use vigil_core::Signal;
-use vigil_core::buffer::{BatchLimits, Buffer, BufferError, Consumer, Delivery, Record};
+use vigil_core::buffer::{BatchLimits, Buffer, BufferError, Consumer, Delivery};
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
-
-const LIMITS: BatchLimits = BatchLimits {
-    max_records: 100,
-    max_bytes: 1 << 20,
-};
 
 /// A `redis-server` child process, killed on drop.
 struct RedisServer {
@@ -85,28 +81,6 @@ fn spawn(port: u16, dir: &Path) -> Child {
     let _ = child.kill();
     let _ = child.wait();
     panic!("redis-server did not listen on port {port} within 5s");
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn record(signal: Signal, n: u8) -> Record {
-    Record::new(signal, Some("team-a".into()), 1, Bytes::from(vec![n; 8]))
-}
-
-/// Reads until `want` records arrived, failing after 5s.
-async fn read(consumer: &mut dyn Consumer, want: usize) -> Vec<Delivery> {
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while got.len() < want {
-            got.extend(consumer.next_batch(LIMITS).await.expect("next_batch"));
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("only {} of {want} records within 5s", got.len()));
-    got
 }
 
 /// Asserts nothing is delivered within `wait`.

@@ -1,24 +1,21 @@
 //! The Redis Streams buffer against a real Redis Sentinel setup and a real Redis Cluster,
 //! started by each test on free loopback ports in a temp dir and killed when done.
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use support::{LIMITS, free_port, read, record};
 use tempfile::TempDir;
 use vigil_collector::buffer::redis::{RedisBuffer, RedisOptions, Topology};
 use vigil_core::Signal;
-use vigil_core::buffer::{BatchLimits, Bound, Buffer, BufferError, Consumer, Delivery, Record};
+use vigil_core::buffer::{Bound, Buffer, BufferError, Consumer, Record};
 
 const REDIS_SERVER: &str = "/usr/bin/redis-server";
 const REDIS_CLI: &str = "/usr/bin/redis-cli";
-
-const LIMITS: BatchLimits = BatchLimits {
-    max_records: 100,
-    max_bytes: 1 << 20,
-};
 
 /// Child processes, killed on drop.
 struct Processes(Vec<Child>);
@@ -103,11 +100,6 @@ fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 /// A free port whose cluster bus port (+10000) is free too.
 fn free_cluster_port() -> u16 {
     loop {
@@ -116,23 +108,6 @@ fn free_cluster_port() -> u16 {
             return port;
         }
     }
-}
-
-fn record(signal: Signal, n: u8) -> Record {
-    Record::new(signal, Some("team-a".into()), 1, Bytes::from(vec![n; 8]))
-}
-
-/// Reads until `want` records arrived, failing after 5s.
-async fn read(consumer: &mut dyn Consumer, want: usize) -> Vec<Delivery> {
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while got.len() < want {
-            got.extend(consumer.next_batch(LIMITS).await.expect("next_batch"));
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("only {} of {want} records within 5s", got.len()));
-    got
 }
 
 /// A master, its replica and one sentinel watching them as `mymaster`.
