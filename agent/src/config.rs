@@ -45,6 +45,9 @@ pub struct Config {
     /// CPU, memory, load, filesystems, disks and network of the node; on by default.
     #[serde(default)]
     pub host_metrics: crate::host::HostMetricsConfig,
+    /// Pod metadata from the Kubernetes API; off by default.
+    #[serde(default)]
+    pub kubernetes: crate::kubernetes::KubernetesConfig,
     #[serde(default)]
     pub admin: Admin,
 }
@@ -75,6 +78,7 @@ impl Validate for Config {
         self.scrape.validate(&join(path, "scrape"), errors);
         self.host_metrics
             .validate(&join(path, "host_metrics"), errors);
+        self.kubernetes.validate(&join(path, "kubernetes"), errors);
     }
 }
 
@@ -447,12 +451,12 @@ logs:
   - include: ["/a/[", "/b/*"]
     multiline: { start_pattern: '(' }
     max_line_bytes: 1
-scrape: {}
+kubernetes: { enabled: true, node_name: "" }
 "#;
         let errors = load(yaml).unwrap_err();
         let has = |prefix: &str| errors.iter().any(|e| e.starts_with(prefix));
         for prefix in [
-            "scrape: unknown field",
+            "kubernetes.node_name: is required when enabled",
             "logs.0.format: unknown variant `syslog`",
             "collector.endpoint: scheme must be http or https",
             "collector.batch.max_lines: must be greater than zero",

@@ -220,7 +220,7 @@ impl Scraper {
 
 /// TLS for scrapes uses rustls with the ring provider, as everywhere in Vigil; installed
 /// once per process (another part of the process may have installed it first).
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
