@@ -79,6 +79,12 @@ impl Validate for Config {
         self.host_metrics
             .validate(&join(path, "host_metrics"), errors);
         self.kubernetes.validate(&join(path, "kubernetes"), errors);
+        if self.scrape.kubernetes_pods.enabled && !self.kubernetes.enabled {
+            errors.add(
+                join(path, "scrape.kubernetes_pods.enabled"),
+                "needs `kubernetes.enabled: true` (pods are found through its watch)",
+            );
+        }
     }
 }
 
@@ -439,6 +445,28 @@ admin: { listen: "0.0.0.0:8686" }
     }
 
     #[test]
+    fn kubernetes_needs_a_node_and_discovery_needs_kubernetes() {
+        let base = "collector: { endpoint: \"http://127.0.0.1:4317\" }\n";
+        let errors = load(&format!("{base}kubernetes: {{ enabled: true }}\n")).unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "kubernetes.node_name: is required when enabled (only this node's pods are watched)"
+            ]
+        );
+        let config = load(&format!(
+            "{base}kubernetes: {{ enabled: true, node_name: n1, pod_labels: false }}\nscrape: {{ kubernetes_pods: {{ enabled: true }} }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.kubernetes.deleted_pod_grace,
+            Duration::from_secs(300)
+        );
+        assert!(!config.kubernetes.pod_labels);
+        assert!(!load(base).unwrap().kubernetes.enabled, "off by default");
+    }
+
+    #[test]
     fn every_error_is_reported_with_its_path() {
         let yaml = r#"
 collector:
@@ -451,12 +479,13 @@ logs:
   - include: ["/a/[", "/b/*"]
     multiline: { start_pattern: '(' }
     max_line_bytes: 1
-kubernetes: { enabled: true, node_name: "" }
+scrape: { kubernetes_pods: { enabled: true } }
+kubernetes: { enabled: false }
 "#;
         let errors = load(yaml).unwrap_err();
         let has = |prefix: &str| errors.iter().any(|e| e.starts_with(prefix));
         for prefix in [
-            "kubernetes.node_name: is required when enabled",
+            "scrape.kubernetes_pods.enabled: needs `kubernetes.enabled: true`",
             "logs.0.format: unknown variant `syslog`",
             "collector.endpoint: scheme must be http or https",
             "collector.batch.max_lines: must be greater than zero",

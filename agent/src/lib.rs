@@ -270,18 +270,26 @@ fn start_inputs(
         }
     };
     let mut inputs = Vec::new();
+    let mut discovered = None;
     if let Some((client, cache)) = pods {
         let node = config.kubernetes.node_name.clone().unwrap_or_default();
+        let discovery = config.scrape.kubernetes_pods.enabled;
+        if discovery {
+            discovered = Some(cache.clone());
+        }
         inputs.push(tokio::spawn(kubernetes::watch_pods(
             client,
             node,
             cache,
-            config.scrape.kubernetes_pods.enabled,
+            discovery,
             until_stopped(),
         )));
     }
-    if !config.scrape.static_targets.is_empty() {
-        let scraper = scrape::Scraper::new(&config.scrape)?;
+    if !config.scrape.static_targets.is_empty() || discovered.is_some() {
+        let mut scraper = scrape::Scraper::new(&config.scrape)?;
+        if let Some(cache) = discovered {
+            scraper = scraper.with_pods(cache);
+        }
         scraper.telemetry().register(telemetry.registry())?;
         inputs.push(tokio::spawn(
             scraper.run(sink(metrics.clone()), until_stopped()),

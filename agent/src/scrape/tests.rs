@@ -435,13 +435,6 @@ fn a_target_without_job_is_refused() {
         matches!(err, BuildError::Target(TargetError::NoJob(_))),
         "{err}"
     );
-    let config: ScrapeConfig =
-        vigil_core::config::parse("kubernetes_pods: { enabled: true }\n").unwrap();
-    let err = Scraper::new(&config).err().unwrap().to_string();
-    assert!(
-        err.contains("scrape.kubernetes_pods.enabled: kubernetes_pods discovery is not built yet"),
-        "{err}"
-    );
 }
 
 #[tokio::test(start_paused = true)]
