@@ -282,6 +282,7 @@ fn start_inputs(
             node,
             cache,
             discovery,
+            telemetry.clone(),
             until_stopped(),
         )));
     }

@@ -167,6 +167,13 @@ async fn log_records_get_the_pods_api_metadata_also_after_it_was_deleted() {
         "{:?}",
         api.field_selectors()
     );
+    let telemetry = agent.telemetry();
+    assert_eq!(
+        telemetry.kubernetes_pods.get(),
+        1,
+        "the deleted pod, within its grace"
+    );
+    assert_eq!(telemetry.kubernetes_watch_errors.get(), 0);
     agent.shutdown().await;
     collector.shutdown().await;
 }

@@ -179,6 +179,19 @@ impl PodCache {
             .collect()
     }
 
+    /// How many pods are kept, deleted ones within their grace included.
+    pub fn len(&self) -> usize {
+        self.pods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_uid
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Tells each time the set of pods or their metadata changed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -288,6 +301,7 @@ pub async fn watch_pods(
     node: String,
     cache: PodCache,
     annotations: bool,
+    telemetry: crate::telemetry::Telemetry,
     stop: impl Future<Output = ()>,
 ) {
     let api: kube::Api<Pod> = kube::Api::all(client);
@@ -303,6 +317,7 @@ pub async fn watch_pods(
     let mut listed: Option<HashSet<String>> = None;
     let mut failing = false;
     loop {
+        telemetry.kubernetes_pods.set(cache.len() as i64);
         let event = tokio::select! {
             () = &mut stop => return,
             _ = purge.tick() => {
@@ -317,6 +332,7 @@ pub async fn watch_pods(
         let event = match event {
             Ok(event) => event,
             Err(e) => {
+                telemetry.kubernetes_watch_errors.inc();
                 if !failing {
                     warn!(error = %e, "watching pods failed; retrying (lines keep their path metadata meanwhile)");
                 }
