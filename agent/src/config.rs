@@ -45,6 +45,9 @@ pub struct Config {
     /// CPU, memory, load, filesystems, disks and network of the node; on by default.
     #[serde(default)]
     pub host_metrics: crate::host::HostMetricsConfig,
+    /// Pod metadata from the Kubernetes API; off by default.
+    #[serde(default)]
+    pub kubernetes: crate::kubernetes::KubernetesConfig,
     #[serde(default)]
     pub admin: Admin,
 }
@@ -75,6 +78,13 @@ impl Validate for Config {
         self.scrape.validate(&join(path, "scrape"), errors);
         self.host_metrics
             .validate(&join(path, "host_metrics"), errors);
+        self.kubernetes.validate(&join(path, "kubernetes"), errors);
+        if self.scrape.kubernetes_pods.enabled && !self.kubernetes.enabled {
+            errors.add(
+                join(path, "scrape.kubernetes_pods.enabled"),
+                "needs `kubernetes.enabled: true` (pods are found through its watch)",
+            );
+        }
     }
 }
 
@@ -448,6 +458,28 @@ admin: { listen: "0.0.0.0:8686" }
     }
 
     #[test]
+    fn kubernetes_needs_a_node_and_discovery_needs_kubernetes() {
+        let base = "collector: { endpoint: \"http://127.0.0.1:4317\" }\n";
+        let errors = load(&format!("{base}kubernetes: {{ enabled: true }}\n")).unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "kubernetes.node_name: is required when enabled (only this node's pods are watched)"
+            ]
+        );
+        let config = load(&format!(
+            "{base}kubernetes: {{ enabled: true, node_name: n1, pod_labels: false }}\nscrape: {{ kubernetes_pods: {{ enabled: true }} }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.kubernetes.deleted_pod_grace,
+            Duration::from_secs(300)
+        );
+        assert!(!config.kubernetes.pod_labels);
+        assert!(!load(base).unwrap().kubernetes.enabled, "off by default");
+    }
+
+    #[test]
     fn every_error_is_reported_with_its_path() {
         let yaml = r#"
 collector:
@@ -460,7 +492,8 @@ logs:
   - include: ["/a/[", "/b/*"]
     multiline: { start_pattern: '(' }
     max_line_bytes: 1
-scrape: { interval: 0s }
+scrape: { interval: 0s, kubernetes_pods: { enabled: true } }
+kubernetes: { enabled: false }
 shipping: {}
 "#;
         let errors = load(yaml).unwrap_err();
@@ -468,6 +501,7 @@ shipping: {}
         for prefix in [
             "shipping: unknown field",
             "scrape.interval: must be greater than zero",
+            "scrape.kubernetes_pods.enabled: needs `kubernetes.enabled: true`",
             "logs.0.format: unknown variant `syslog`",
             "collector.endpoint: scheme must be http or https",
             "collector.batch.max_lines: must be greater than zero",

@@ -10,6 +10,8 @@
 //! - [`ship`]: batching, retry and the gRPC client; the [`ship::metrics::MetricsQueue`]
 //!   that metrics producers push into.
 //! - [`scrape`]: scrapes Prometheus endpoints and turns the samples into OTLP metrics.
+//! - [`kubernetes`]: this node's pods from the Kubernetes API (watch-backed cache), for
+//!   log metadata and scrape discovery.
 //! - [`host`]: reads host metrics from /proc and /sys under node_exporter's names.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`telemetry`]: every self-metric.
@@ -21,6 +23,7 @@ pub mod admin;
 pub mod checkpoint;
 pub mod config;
 pub mod host;
+pub mod kubernetes;
 pub mod scrape;
 pub mod ship;
 pub mod tail;
@@ -40,6 +43,7 @@ use tracing::{error, info, warn};
 use crate::admin::AdminState;
 use crate::checkpoint::{CheckpointError, Checkpoints};
 use crate::config::Config;
+use crate::kubernetes::PodCache;
 use crate::ship::LogShipper;
 use crate::ship::client::{ClientError, CollectorClient};
 use crate::ship::metrics::{MetricsQueue, MetricsShipper};
@@ -59,6 +63,8 @@ pub enum StartError {
     Retry(#[from] vigil_core::retry::BackoffError),
     #[error(transparent)]
     Scrape(#[from] scrape::BuildError),
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::KubernetesError),
     #[error(transparent)]
     HostMetrics(#[from] host::HostMetricsError),
     #[error("self-metrics: {0}")]
@@ -119,13 +125,23 @@ impl Agent {
             &config.collector,
             telemetry.clone(),
         )?;
-        let tailer = Tailer::new(
+        let pods = match config.kubernetes.enabled {
+            true => Some((
+                kubernetes::client(&config.kubernetes).await?,
+                PodCache::new(config.kubernetes.deleted_pod_grace),
+            )),
+            false => None,
+        };
+        let mut tailer = Tailer::new(
             &config.logs,
             checkpoints.clone(),
             telemetry.clone(),
             records,
             std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()),
         );
+        if let Some((_, cache)) = &pods {
+            tailer = tailer.with_pods(cache.clone(), config.kubernetes.pod_labels);
+        }
 
         // After the tailer learnt whether this is a first start: this creates the file,
         // and finds an unwritable state directory now rather than at the first delivery.
@@ -142,7 +158,7 @@ impl Agent {
         let log_shipper = tokio::spawn(log_shipper.run());
         let (stop_metrics, metrics_stopped) = watch::channel(false);
         let metrics_shipper = tokio::spawn(metrics_shipper.run(metrics_stopped));
-        let (stop_inputs, inputs) = start_inputs(&config, &metrics, &telemetry)?;
+        let (stop_inputs, inputs) = start_inputs(&config, &metrics, &telemetry, pods)?;
 
         let admin_state = Arc::new(AdminState {
             telemetry,
@@ -231,12 +247,14 @@ impl Agent {
     }
 }
 
-/// Starts the metric inputs (the scraper when there are targets, host metrics when
-/// enabled), each pushing into `metrics`; they stop when the returned sender says so.
+/// Starts the inputs: the pod watch (with `pods`), the scraper when there are targets, host
+/// metrics when enabled, the metric ones pushing into `metrics`; they stop when the
+/// returned sender says so.
 fn start_inputs(
     config: &Config,
     metrics: &MetricsQueue,
     telemetry: &Telemetry,
+    pods: Option<(kube::Client, PodCache)>,
 ) -> Result<(watch::Sender<bool>, Vec<JoinHandle<()>>), StartError> {
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
@@ -252,8 +270,27 @@ fn start_inputs(
         }
     };
     let mut inputs = Vec::new();
-    if !config.scrape.static_targets.is_empty() {
-        let scraper = scrape::Scraper::new(&config.scrape)?;
+    let mut discovered = None;
+    if let Some((client, cache)) = pods {
+        let node = config.kubernetes.node_name.clone().unwrap_or_default();
+        let discovery = config.scrape.kubernetes_pods.enabled;
+        if discovery {
+            discovered = Some(cache.clone());
+        }
+        inputs.push(tokio::spawn(kubernetes::watch_pods(
+            client,
+            node,
+            cache,
+            discovery,
+            telemetry.clone(),
+            until_stopped(),
+        )));
+    }
+    if !config.scrape.static_targets.is_empty() || discovered.is_some() {
+        let mut scraper = scrape::Scraper::new(&config.scrape)?;
+        if let Some(cache) = discovered {
+            scraper = scraper.with_pods(cache);
+        }
         scraper.telemetry().register(telemetry.registry())?;
         inputs.push(tokio::spawn(
             scraper.run(sink(metrics.clone()), until_stopped()),

@@ -36,6 +36,10 @@ pub struct Telemetry {
     pub metrics_dropped: IntCounterVec,
     /// Checkpoint writes that failed (they are retried at the next acknowledgement).
     pub checkpoint_failures: IntCounter,
+    /// Pods of this node known from the Kubernetes API (deleted ones in their grace too).
+    pub kubernetes_pods: IntGauge,
+    /// Failed LIST/WATCH requests to the Kubernetes API (each retried with backoff).
+    pub kubernetes_watch_errors: IntCounter,
 }
 
 impl Telemetry {
@@ -111,6 +115,14 @@ impl Telemetry {
             checkpoint_failures: counter(
                 "checkpoint_failures_total",
                 "Checkpoint writes that failed",
+            ),
+            kubernetes_pods: gauge(
+                "kubernetes_pods",
+                "Pods of this node known from the Kubernetes API, deleted ones within their grace included",
+            ),
+            kubernetes_watch_errors: counter(
+                "kubernetes_watch_errors_total",
+                "Failed LIST/WATCH requests to the Kubernetes API (retried with backoff)",
             ),
             registry,
         };

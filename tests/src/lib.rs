@@ -4,12 +4,14 @@
 //!
 //! - [`servers`]: VictoriaMetrics (real), started per test.
 //! - [`fakes`]: a Loki push receiver and a Tempo OTLP receiver.
+//! - [`kubeapi`]: a Kubernetes API server for pods (LIST and WATCH).
 //! - [`collector`]: a collector in-process or as a child process (for kill -9).
 //! - [`agent`]: an agent in-process or as a child process (for kill -9).
 
 pub mod agent;
 pub mod collector;
 pub mod fakes;
+pub mod kubeapi;
 pub mod servers;
 
 use std::net::TcpListener;

@@ -29,6 +29,8 @@ impl VictoriaMetrics {
                 format!("-storageDataPath={dir}"),
                 "-retentionPeriod=100y".into(),
                 "-search.disableCache".into(),
+                // Instant queries see just-written samples (and stale markers) at once.
+                "-search.latencyOffset=0s".into(),
                 "-loggerLevel=ERROR".into(),
             ]
         });

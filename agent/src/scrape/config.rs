@@ -60,7 +60,8 @@ pub struct StaticTarget {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Kubernetes pod discovery (annotations `prometheus.io/scrape` and friends).
+/// Kubernetes pod discovery (annotations `prometheus.io/scrape` and friends; see
+/// [`super::discovery`]). Needs `kubernetes.enabled`: the pods come from its watch.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesPods {
@@ -172,12 +173,6 @@ impl Validate for ScrapeConfig {
                 }
             }
         }
-        if self.kubernetes_pods.enabled {
-            errors.add(
-                join(&join(path, "kubernetes_pods"), "enabled"),
-                "kubernetes_pods discovery is not built yet",
-            );
-        }
     }
 }
 
@@ -246,7 +241,7 @@ mod tests {
         )
         .unwrap_err();
         let lines: Vec<&str> = err.lines().collect();
-        assert_eq!(lines.len(), 7, "{err}");
+        assert_eq!(lines.len(), 6, "{err}");
         assert!(
             lines.contains(&"timeout: must not exceed interval (6s > 5s)"),
             "{err}"
@@ -275,10 +270,6 @@ mod tests {
         );
         assert!(
             lines.contains(&"metric_relabel.0: `target_label` is required for action replace"),
-            "{err}"
-        );
-        assert!(
-            lines.contains(&"kubernetes_pods.enabled: kubernetes_pods discovery is not built yet"),
             "{err}"
         );
     }

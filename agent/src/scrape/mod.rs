@@ -1,6 +1,7 @@
 //! Scraping Prometheus endpoints, as Prometheus does, into OTLP metrics.
 //!
 //! - [`config`]: the `scrape:` section ([`ScrapeConfig`]) and its validation.
+//! - [`discovery`]: which pods of the node's pod cache are scraped, with which labels.
 //! - [`parse`]: the text format 0.0.4 and OpenMetrics 1.0, borrowed from the body.
 //! - [`relabel`]: target and metric relabeling (`replace`, `keep`, `drop`, `labelmap`,
 //!   `labeldrop`, `labelkeep`).
@@ -19,10 +20,11 @@
 //! writes as Prometheus' stale NaN), except series exposed with their own timestamps;
 //! targets are spread over the interval by a fixed per-target offset.
 //!
-//! Not built yet: Kubernetes pod discovery (`kubernetes_pods.enabled: true` is refused by
-//! validation).
+//! With `kubernetes_pods.enabled` (and `kubernetes.enabled`), the pods of this node that
+//! ask for it are scraped too; [`discovery`] says which and with what labels.
 
 pub mod config;
+pub mod discovery;
 mod http;
 pub(crate) mod otlp;
 pub mod parse;
@@ -32,6 +34,7 @@ mod staleness;
 mod target;
 mod telemetry;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Once;
@@ -51,6 +54,7 @@ pub use target::TargetError;
 pub(crate) use target::unix_nanos;
 pub use telemetry::ScrapeTelemetry;
 
+use crate::kubernetes::PodCache;
 use relabel::RelabelRule;
 use target::{ScrapeContext, Target};
 
@@ -65,11 +69,16 @@ pub enum BuildError {
     Client(#[from] reqwest::Error),
 }
 
-/// Scrapes a fixed set of targets, remembering each one's series between scrapes.
+/// Scrapes its targets, remembering each one's series between scrapes: the static ones,
+/// and with a pod cache ([`Scraper::with_pods`]) the pods discovered from it, which come
+/// and go at run time.
 pub struct Scraper {
     targets: Vec<Target>,
     context: ScrapeContext,
     interval: Duration,
+    /// Rules run on every target's labels, also on those of pods found later.
+    target_rules: Vec<RelabelRule>,
+    pods: Option<PodCache>,
 }
 
 impl Scraper {
@@ -113,7 +122,16 @@ impl Scraper {
                 telemetry: ScrapeTelemetry::new(),
             },
             interval: config.interval,
+            target_rules,
+            pods: None,
         })
+    }
+
+    /// Also scrapes the pods of `cache` that ask for it (see [`discovery`]), as they come
+    /// and go.
+    pub fn with_pods(mut self, cache: PodCache) -> Scraper {
+        self.pods = Some(cache);
+        self
     }
 
     /// The counters of this scraper, to register in the admin registry.
@@ -121,12 +139,12 @@ impl Scraper {
         &self.context.telemetry
     }
 
-    /// The URLs scraped, after relabeling.
+    /// The URLs of the static targets, after relabeling.
     pub fn target_urls(&self) -> impl Iterator<Item = &Url> {
         self.targets.iter().map(|t| &t.url)
     }
 
-    /// Scrapes every target once, concurrently, each bounded by the timeout.
+    /// Scrapes every static target once, concurrently, each bounded by the timeout.
     pub async fn scrape_all(&mut self) -> Vec<ResourceMetrics> {
         let all: Vec<usize> = (0..self.targets.len()).collect();
         self.scrape_some(&all).await
@@ -143,33 +161,67 @@ impl Scraper {
         join_all(scrapes).await.into_iter().flatten().collect()
     }
 
+    /// The pod targets the cache asks for now, by pod uid.
+    fn pod_targets(&self) -> HashMap<String, Target> {
+        let Some(cache) = &self.pods else {
+            return HashMap::new();
+        };
+        let mut out = HashMap::new();
+        for pod in cache.live() {
+            let Some(labels) = discovery::pod_target_labels(&pod) else {
+                continue;
+            };
+            let what = format!("pod {}/{}", pod.namespace, pod.name);
+            match Target::from_labels(labels, &self.target_rules, &what) {
+                Ok(Some(target)) => {
+                    out.insert(pod.uid.clone(), target);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "pod not scraped"),
+            }
+        }
+        out
+    }
+
     /// Scrapes every target each interval, at its own offset, and hands each scrape's
     /// metrics to `sink` until `shutdown` completes. Each target keeps its own rhythm: a
     /// slow target delays nobody else. `sink` is awaited (a bounded queue behind it pushes
-    /// back); scrapes in flight pause meanwhile, their timeouts still running.
-    pub async fn run<S, F>(self, mut sink: S, shutdown: impl Future<Output = ()>)
+    /// back); scrapes in flight pause meanwhile, their timeouts still running. Pod targets
+    /// are added and removed as the pod cache changes; a removed one gets stale markers
+    /// for all its series (after its scrape in flight, if any).
+    pub async fn run<S, F>(mut self, mut sink: S, shutdown: impl Future<Output = ()>)
     where
         S: FnMut(Vec<ResourceMetrics>) -> F,
         F: Future<Output = ()>,
     {
         tokio::pin!(shutdown);
         let start = Instant::now();
-        let mut due: Vec<Instant> = (0..self.targets.len())
-            .map(|i| start + self.offset(i))
+        let interval = self.interval;
+        let mut changes = self.pods.as_ref().map(PodCache::subscribe);
+        let mut slots: Vec<Slot> = std::mem::take(&mut self.targets)
+            .into_iter()
+            .map(|t| Slot {
+                due: start + offset(&t.url, interval),
+                state: SlotState::Idle(Box::new(t)),
+                pod: None,
+                retire: false,
+            })
             .collect();
-        let Scraper {
-            targets,
-            context,
-            interval,
-        } = self;
-        let context = &context;
-        // A target is either idle here or moved into its scrape in flight.
-        let mut idle: Vec<Option<Target>> = targets.into_iter().map(Some).collect();
+        let mut resync = changes.is_some();
+        let context = &self.context;
         let mut in_flight = FuturesUnordered::new();
         loop {
-            let next = (0..idle.len())
-                .filter(|&i| idle[i].is_some())
-                .map(|i| due[i])
+            if std::mem::take(&mut resync) {
+                let wanted = self.pod_targets();
+                let retired = sync_pod_slots(&mut slots, wanted, interval, context);
+                for metrics in retired {
+                    sink(metrics).await;
+                }
+            }
+            let next = slots
+                .iter()
+                .filter(|s| matches!(s.state, SlotState::Idle(_)))
+                .map(|s| s.due)
                 .min();
             let wake = async {
                 match next {
@@ -177,20 +229,34 @@ impl Scraper {
                     None => std::future::pending().await,
                 }
             };
+            let changed = async {
+                match &mut changes {
+                    Some(changes) => changes.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => return,
+                alive = changed => {
+                    match alive {
+                        true => resync = true,
+                        false => changes = None,
+                    }
+                }
                 () = wake => {
                     let now = Instant::now();
-                    for i in 0..idle.len() {
-                        if due[i] > now {
+                    for (i, slot) in slots.iter_mut().enumerate() {
+                        if slot.due > now || !matches!(slot.state, SlotState::Idle(_)) {
                             continue;
                         }
-                        let Some(mut target) = idle[i].take() else {
+                        let SlotState::Idle(mut target) =
+                            std::mem::replace(&mut slot.state, SlotState::Scraping)
+                        else {
                             continue;
                         };
                         // A scrape that overran skips the missed slots rather than bursting.
-                        while due[i] <= now {
-                            due[i] += interval;
+                        while slot.due <= now {
+                            slot.due += interval;
                         }
                         in_flight.push(async move {
                             let metrics = target.scrape(context).await;
@@ -198,29 +264,109 @@ impl Scraper {
                         });
                     }
                 }
-                Some((i, target, metrics)) = in_flight.next() => {
-                    idle[i] = Some(target);
+                Some((i, mut target, metrics)) = in_flight.next() => {
                     if !metrics.is_empty() {
                         sink(metrics).await;
+                    }
+                    let slot = &mut slots[i];
+                    if slot.retire {
+                        sink(target.retire(context)).await;
+                        slot.state = SlotState::Gone;
+                        slot.retire = false;
+                    } else {
+                        slot.state = SlotState::Idle(target);
                     }
                 }
             }
         }
     }
+}
 
-    /// Where in the interval a target is scraped: a fixed offset from a hash of its URL,
-    /// as Prometheus spreads targets so they are not all scraped at once.
-    fn offset(&self, target: usize) -> Duration {
-        let mut hasher = DefaultHasher::new();
-        self.targets[target].url.as_str().hash(&mut hasher);
-        let nanos = self.interval.as_nanos().max(1);
-        Duration::from_nanos((u128::from(hasher.finish()) % nanos) as u64)
+/// A target's place in the scrape loop.
+struct Slot {
+    state: SlotState,
+    due: Instant,
+    /// The pod uid of a discovered target, and its [`Target::fingerprint`].
+    pod: Option<(String, String)>,
+    /// Its pod went away while it was being scraped: retire it once the scrape is back.
+    retire: bool,
+}
+
+enum SlotState {
+    Idle(Box<Target>),
+    Scraping,
+    /// A retired pod target; the slot is free for another.
+    Gone,
+}
+
+/// Makes the pod slots match `wanted` (targets by pod uid): a pod target no longer wanted,
+/// or changed, is retired (its stale markers returned, or retired after its scrape in
+/// flight); a new one gets a slot, scraped at its offset in the interval.
+fn sync_pod_slots(
+    slots: &mut Vec<Slot>,
+    mut wanted: HashMap<String, Target>,
+    interval: Duration,
+    context: &ScrapeContext,
+) -> Vec<Vec<ResourceMetrics>> {
+    let mut retired = Vec::new();
+    for slot in slots.iter_mut() {
+        let Some((uid, fingerprint)) = &slot.pod else {
+            continue;
+        };
+        if slot.retire || matches!(slot.state, SlotState::Gone) {
+            continue;
+        }
+        if wanted
+            .get(uid)
+            .is_some_and(|t| t.fingerprint() == *fingerprint)
+        {
+            wanted.remove(uid);
+            continue;
+        }
+        match std::mem::replace(&mut slot.state, SlotState::Gone) {
+            SlotState::Idle(mut target) => {
+                tracing::info!(url = %target.url, "pod target removed");
+                retired.push(target.retire(context));
+            }
+            SlotState::Scraping => {
+                slot.state = SlotState::Scraping;
+                slot.retire = true;
+            }
+            SlotState::Gone => {}
+        }
     }
+    let now = Instant::now();
+    for (uid, target) in wanted {
+        tracing::info!(url = %target.url, job = %target.job, "pod target added");
+        let slot = Slot {
+            due: now + offset(&target.url, interval),
+            pod: Some((uid, target.fingerprint())),
+            state: SlotState::Idle(Box::new(target)),
+            retire: false,
+        };
+        match slots
+            .iter()
+            .position(|s| matches!(s.state, SlotState::Gone) && !s.retire)
+        {
+            Some(free) => slots[free] = slot,
+            None => slots.push(slot),
+        }
+    }
+    retired
+}
+
+/// Where in the interval a target is scraped: a fixed offset from a hash of its URL, as
+/// Prometheus spreads targets so they are not all scraped at once.
+fn offset(url: &Url, interval: Duration) -> Duration {
+    let mut hasher = DefaultHasher::new();
+    url.as_str().hash(&mut hasher);
+    let nanos = interval.as_nanos().max(1);
+    Duration::from_nanos((u128::from(hasher.finish()) % nanos) as u64)
 }
 
 /// TLS for scrapes uses rustls with the ring provider, as everywhere in Vigil; installed
 /// once per process (another part of the process may have installed it first).
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

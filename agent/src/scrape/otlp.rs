@@ -344,6 +344,17 @@ impl<'m> Batch<'m> {
         self.add_untracked(job, instance, name, "", Point::Gauge(point));
     }
 
+    /// A stale marker for a gauge about the scrape itself, when its target went away.
+    pub(crate) fn report_stale(&mut self, job: &str, instance: &str, labels: &Labels, name: &str) {
+        let point = NumberDataPoint {
+            value: None,
+            flags: NO_RECORDED_VALUE,
+            ..number_point(attributes(labels), 0, self.now_ns, 0.0)
+        };
+        self.stale_markers += 1;
+        self.add_untracked(job, instance, name, "", Point::Gauge(point));
+    }
+
     /// Adds stale markers for series that vanished.
     pub(crate) fn stale(&mut self, vanished: Vec<Remembered>) {
         for r in vanished {

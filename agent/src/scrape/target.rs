@@ -24,6 +24,14 @@ pub enum TargetError {
     Relabeled { url: String, built: String },
 }
 
+/// The gauges every scrape reports about itself.
+const REPORTS: [&str; 4] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+];
+
 /// What every scrape needs besides the target.
 pub(crate) struct ScrapeContext {
     pub client: reqwest::Client,
@@ -64,17 +72,28 @@ impl Target {
             None => host.to_owned(),
         };
         let mut labels = entry.labels.clone();
-        let mut defaults = vec![
+        let defaults = vec![
             ("__address__".to_owned(), address),
             ("__scheme__".to_owned(), url.scheme().to_owned()),
             ("__metrics_path__".to_owned(), url.path().to_owned()),
         ];
-        for (name, value) in url.query_pairs() {
-            defaults.push((format!("__param_{name}"), value.into_owned()));
-        }
-        for (name, value) in defaults {
+        let params = url
+            .query_pairs()
+            .map(|(name, value)| (format!("__param_{name}"), value.into_owned()));
+        for (name, value) in defaults.into_iter().chain(params) {
             labels.entry(name).or_insert(value);
         }
+        Target::from_labels(labels, rules, &entry.url)
+    }
+
+    /// The target of labels before relabeling (`__address__`, `__scheme__`,
+    /// `__metrics_path__`, `__param_<name>`, `__meta_*` and the rest), or `None` when
+    /// relabeling dropped it; `what` names it in errors.
+    pub fn from_labels(
+        mut labels: Labels,
+        rules: &[RelabelRule],
+        what: &str,
+    ) -> Result<Option<Target>, TargetError> {
         if !relabel(rules, &mut labels) {
             return Ok(None);
         }
@@ -87,7 +106,7 @@ impl Target {
                 .map_or("/metrics", String::as_str),
         );
         let mut scrape_url = Url::parse(&built).map_err(|_| TargetError::Relabeled {
-            url: entry.url.clone(),
+            url: what.to_owned(),
             built: built.clone(),
         })?;
         let params: Vec<(&str, &str)> = labels
@@ -105,7 +124,7 @@ impl Target {
         labels.retain(|name, value| !name.starts_with("__") && !value.is_empty());
         let job = labels
             .remove("job")
-            .ok_or_else(|| TargetError::NoJob(entry.url.clone()))?;
+            .ok_or_else(|| TargetError::NoJob(what.to_owned()))?;
         let instance = labels.remove("instance").unwrap_or_default();
         Ok(Some(Target {
             url: scrape_url,
@@ -115,6 +134,31 @@ impl Target {
             memory: SeriesMemory::default(),
             was_up: true,
         }))
+    }
+
+    /// What makes two targets the same: URL, job, instance and labels.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{} {} {} {:?}",
+            self.url, self.job, self.instance, self.labels
+        )
+    }
+
+    /// The target went away (its pod was deleted): stale markers for every series it had,
+    /// and for `up` and the other scrape gauges, as Prometheus writes them.
+    pub fn retire(&mut self, context: &ScrapeContext) -> Vec<ResourceMetrics> {
+        let now_ns = unix_nanos(SystemTime::now());
+        let vanished = self.memory.forget_all(now_ns);
+        let mut batch = Batch::new(now_ns, &mut self.memory);
+        batch.stale(vanished);
+        for name in REPORTS {
+            batch.report_stale(&self.job, &self.instance, &self.labels, name);
+        }
+        context
+            .telemetry
+            .stale_markers
+            .inc_by(batch.stale_markers as u64);
+        batch.finish()
     }
 
     /// Scrapes once and returns the OTLP of it: the samples, stale markers of vanished
@@ -196,12 +240,10 @@ impl Target {
         telemetry.samples.inc_by(kept as u64);
         telemetry.stale_markers.inc_by(stale as u64);
         let duration = started.elapsed().as_secs_f64();
-        for (name, value) in [
-            ("up", up),
-            ("scrape_duration_seconds", duration),
-            ("scrape_samples_scraped", scraped as f64),
-            ("scrape_samples_post_metric_relabeling", kept as f64),
-        ] {
+        for (name, value) in REPORTS
+            .into_iter()
+            .zip([up, duration, scraped as f64, kept as f64])
+        {
             batch.report(&self.job, &self.instance, &self.labels, name, value);
         }
         batch.finish()

@@ -435,13 +435,6 @@ fn a_target_without_job_is_refused() {
         matches!(err, BuildError::Target(TargetError::NoJob(_))),
         "{err}"
     );
-    let config: ScrapeConfig =
-        vigil_core::config::parse("kubernetes_pods: { enabled: true }\n").unwrap();
-    let err = Scraper::new(&config).err().unwrap().to_string();
-    assert!(
-        err.contains("scrape.kubernetes_pods.enabled: kubernetes_pods discovery is not built yet"),
-        "{err}"
-    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -511,4 +504,75 @@ fn series_with_their_own_timestamps_get_no_stale_marker() {
         .collect();
     assert_eq!(keys, ["b"]);
     assert_eq!(s.telemetry().stale_markers.get(), 1);
+}
+
+#[test]
+fn a_retired_target_marks_all_its_series_and_the_scrape_gauges_stale() {
+    let mut s = node();
+    record(&mut s, Ok(("a 1\nb 2\n", Format::Text)), NOW_NS);
+    let stale = all_series(s.targets[0].retire(&s.context));
+    let names: Vec<&str> = stale.keys().map(|k| k.split('{').next().unwrap()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "a",
+            "b",
+            "scrape_duration_seconds",
+            "scrape_samples_post_metric_relabeling",
+            "scrape_samples_scraped",
+            "up"
+        ]
+    );
+    assert!(
+        stale
+            .values()
+            .all(|(v, _)| v.to_bits() == STALE_NAN.to_bits()),
+        "{stale:?}"
+    );
+    assert_eq!(s.telemetry().stale_markers.get(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pod_slots_follow_the_pods() {
+    let s = scraper("{}");
+    let interval = Duration::from_secs(15);
+    let target = |port: u16| {
+        let labels: relabel::Labels = [
+            ("__address__".to_owned(), format!("10.0.0.1:{port}")),
+            ("job".to_owned(), "kubernetes-pods".to_owned()),
+        ]
+        .into();
+        Target::from_labels(labels, &[], "pod").unwrap().unwrap()
+    };
+    let wanted = |port: Option<u16>| -> HashMap<String, Target> {
+        port.map(|p| ("u1".to_owned(), target(p)))
+            .into_iter()
+            .collect()
+    };
+    let mut slots = Vec::new();
+    let sync =
+        |slots: &mut Vec<Slot>, port| sync_pod_slots(slots, wanted(port), interval, &s.context);
+    assert!(sync(&mut slots, Some(1)).is_empty());
+    assert!(matches!(slots[0].state, SlotState::Idle(_)));
+    assert!(sync(&mut slots, Some(1)).is_empty(), "unchanged: kept");
+    // Its port changed: the old target is retired, the new one takes its slot.
+    assert_eq!(sync(&mut slots, Some(2)).len(), 1);
+    assert_eq!(slots.len(), 1);
+    let SlotState::Idle(t) = &slots[0].state else {
+        panic!("idle")
+    };
+    assert_eq!(t.url.port(), Some(2));
+    // Gone while being scraped: retired once the scrape is back.
+    slots[0].state = SlotState::Scraping;
+    assert!(sync(&mut slots, None).is_empty());
+    assert!(slots[0].retire);
+    // Gone while idle: retired now.
+    slots[0] = Slot {
+        state: SlotState::Idle(Box::new(target(2))),
+        due: Instant::now().into(),
+        pod: Some(("u1".to_owned(), target(2).fingerprint())),
+        retire: false,
+    };
+    assert_eq!(sync(&mut slots, None).len(), 1);
+    assert!(matches!(slots[0].state, SlotState::Gone));
 }

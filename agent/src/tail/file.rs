@@ -60,6 +60,11 @@ pub struct TrackedFile {
 }
 
 impl TrackedFile {
+    /// The resource of the records read from now on.
+    pub fn set_resource(&mut self, resource: Arc<Resource>) {
+        self.resource = resource;
+    }
+
     /// Opens a file and decides where to read from: its checkpoint if it has one, else its
     /// end (`from_end`) or its beginning.
     pub fn open(

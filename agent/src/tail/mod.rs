@@ -5,6 +5,15 @@
 //! - [`multiline`]: entries of one message (stack traces) merged by a start pattern.
 //! - [`k8s`]: Kubernetes metadata from the kubelet's log paths.
 //!
+//! With a [`PodCache`] ([`Tailer::with_pods`]) a file whose path names a pod also gets
+//! what the API says about the pod (owner workload, labels). The resource is built once
+//! when a file is opened, from its path; before each read the tailer looks the pod up by
+//! uid and, when the cache has it (or a newer version of it), rebuilds the file's resource
+//! from the path's plus the pod's. So a file opened before the cache synced gets the
+//! metadata from the first read after the pod is known, and lines are never held back
+//! waiting for the API. A pod that leaves the cache (deleted longer ago than the grace)
+//! leaves the last metadata on its files.
+//!
 //! The [`Tailer`] runs on its own thread (file reads block) and hands [`TailedRecord`]s to
 //! the shipper through a bounded channel: when the collector is unreachable the channel
 //! fills and the tailer stops reading — the files themselves are the buffer. It never
@@ -39,6 +48,7 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::{Checkpoints, FileKey};
 use crate::config::{LogSource, StartAt};
+use crate::kubernetes::PodCache;
 use crate::telemetry::Telemetry;
 use file::TrackedFile;
 
@@ -131,6 +141,17 @@ pub struct Tailer {
     held: VecDeque<TailedRecord>,
     /// Paths already warned about, so a broken file is not reported every scan.
     warned: HashSet<PathBuf>,
+    /// Pod metadata from the API, and whether pod labels are copied.
+    pods: Option<(PodCache, bool)>,
+    /// Files whose path names a pod, when there is a pod cache.
+    pod_files: HashMap<FileKey, PodFile>,
+}
+
+/// A file of a pod: its resource from the path, and the pod version it was enriched with.
+struct PodFile {
+    uid: String,
+    base: Arc<Resource>,
+    version: u64,
 }
 
 impl Tailer {
@@ -175,7 +196,44 @@ impl Tailer {
             last_scan: None,
             held: VecDeque::new(),
             warned: HashSet::new(),
+            pods: None,
+            pod_files: HashMap::new(),
         }
+    }
+
+    /// Adds the API's metadata of each file's pod from `cache`; `pod_labels` copies the
+    /// pod's labels as `k8s.pod.label.<key>`.
+    pub fn with_pods(mut self, cache: PodCache, pod_labels: bool) -> Tailer {
+        self.pods = Some((cache, pod_labels));
+        self
+    }
+
+    /// Rebuilds a file's resource when the cache knows its pod, or knows it better.
+    fn enrich(&mut self, key: FileKey) {
+        let (Some((cache, pod_labels)), Some(link)) = (&self.pods, self.pod_files.get_mut(&key))
+        else {
+            return;
+        };
+        let Some((version, pod)) = cache.get(&link.uid) else {
+            return;
+        };
+        if version == link.version {
+            return;
+        }
+        let Some(file) = self.files.get_mut(&key) else {
+            return;
+        };
+        let mut resource = (*link.base).clone();
+        let present: HashSet<String> = resource.attributes.iter().map(|a| a.key.clone()).collect();
+        // The path's and the source's attributes win over the API's.
+        for (name, value) in pod.attributes(*pod_labels) {
+            if !present.contains(&name) {
+                resource.attributes.push(string_attribute(name, value));
+            }
+        }
+        file.set_resource(Arc::new(resource));
+        link.version = version;
+        debug!(path = %file.path.display(), pod = %pod.name, "pod metadata from the API");
     }
 
     /// Tails until `stop` is set or the shipper is gone. Blocks: run it on its own thread.
@@ -206,6 +264,7 @@ impl Tailer {
         let keys: Vec<FileKey> = self.files.keys().copied().collect();
         let mut lag = Some(0).filter(|_| scan_due);
         for key in keys {
+            self.enrich(key);
             let Some(file) = self.files.get_mut(&key) else {
                 continue;
             };
@@ -229,6 +288,7 @@ impl Tailer {
                 info!(path = %file.path.display(), "closing a file that is gone and fully delivered");
                 lock(checkpoints).forget(key);
                 self.files.remove(&key);
+                self.pod_files.remove(&key);
                 self.telemetry.files_closed.inc();
                 continue;
             }
@@ -340,11 +400,30 @@ impl Tailer {
             path,
             &source.config,
             source.multiline.clone(),
-            resource,
+            resource.clone(),
             from_end,
             &self.checkpoints,
         ) {
             Ok(file) => {
+                let uid = resource
+                    .attributes
+                    .iter()
+                    .find(|a| a.key == "k8s.pod.uid")
+                    .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                        any_value::Value::StringValue(uid) => Some(uid.clone()),
+                        _ => None,
+                    });
+                if let (Some(_), Some(uid)) = (&self.pods, uid) {
+                    let base = resource;
+                    self.pod_files.insert(
+                        file.key,
+                        PodFile {
+                            uid,
+                            base,
+                            version: 0,
+                        },
+                    );
+                }
                 info!(path = %path.display(), offset = file.offset(), "tailing");
                 self.warned.remove(path);
                 self.files.insert(file.key, file);
