@@ -82,7 +82,7 @@ pub struct Agent {
     admin_state: Arc<AdminState>,
     metrics: MetricsQueue,
     checkpoints: Arc<Mutex<Checkpoints>>,
-    stop_tailer: Arc<AtomicBool>,
+    stop_tailer: StopOnDrop,
     tailer: JoinHandle<()>,
     log_shipper: JoinHandle<()>,
     stop_inputs: watch::Sender<bool>,
@@ -183,7 +183,7 @@ impl Agent {
             admin_state,
             metrics,
             checkpoints,
-            stop_tailer,
+            stop_tailer: StopOnDrop(stop_tailer),
             tailer,
             log_shipper,
             stop_inputs,
@@ -213,7 +213,7 @@ impl Agent {
     /// read again after the next start.
     pub async fn shutdown(self) {
         self.admin_state.running.store(false, Ordering::Release);
-        self.stop_tailer.store(true, Ordering::Release);
+        self.stop_tailer.0.store(true, Ordering::Release);
         // Inputs first, so what they produced last is in the queue when its shipper drains.
         let _ = self.stop_inputs.send(true);
         for input in self.inputs {
@@ -303,6 +303,16 @@ fn start_inputs(
         ));
     }
     Ok((stop, inputs))
+}
+
+/// Tells the tailer's blocking thread to stop when the agent is dropped without
+/// [`Agent::shutdown`] (a panicking test, an aborted task), so the process can exit.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Starts an agent and runs it until `shutdown` completes.
