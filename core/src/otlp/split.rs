@@ -48,44 +48,29 @@ pub struct Piece {
 /// Splits a protobuf export request of `signal` into pieces of at most `limit` bytes each.
 /// A request already within the limit comes back whole, as it was.
 pub fn split(signal: Signal, protobuf: Bytes, limit: usize) -> Result<Vec<Piece>, SplitError> {
-    if protobuf.len() <= limit {
-        let items = match signal {
-            Signal::Metrics => ExportMetricsServiceRequest::decode(protobuf.as_ref())
-                .map(|r| metric_points(&r).0)
-                .map_err(|_| SplitError::Decode("ExportMetricsServiceRequest"))?,
-            Signal::Logs => ExportLogsServiceRequest::decode(protobuf.as_ref())
-                .map(|r| log_records(&r))
-                .map_err(|_| SplitError::Decode("ExportLogsServiceRequest"))?,
-            Signal::Traces => ExportTraceServiceRequest::decode(protobuf.as_ref())
-                .map(|r| spans(&r))
-                .map_err(|_| SplitError::Decode("ExportTraceServiceRequest"))?,
-        };
-        return Ok(vec![Piece { protobuf, items }]);
-    }
     match signal {
-        Signal::Metrics => {
-            let request = ExportMetricsServiceRequest::decode(protobuf.as_ref())
-                .map_err(|_| SplitError::Decode("ExportMetricsServiceRequest"))?;
-            pieces(request, limit, |r| metric_points(r).0)
-        }
-        Signal::Logs => {
-            let request = ExportLogsServiceRequest::decode(protobuf.as_ref())
-                .map_err(|_| SplitError::Decode("ExportLogsServiceRequest"))?;
-            pieces(request, limit, log_records)
-        }
-        Signal::Traces => {
-            let request = ExportTraceServiceRequest::decode(protobuf.as_ref())
-                .map_err(|_| SplitError::Decode("ExportTraceServiceRequest"))?;
-            pieces(request, limit, spans)
-        }
+        Signal::Metrics => pieces(protobuf, limit, "ExportMetricsServiceRequest", |r| {
+            metric_points(r).0
+        }),
+        Signal::Logs => pieces(protobuf, limit, "ExportLogsServiceRequest", log_records),
+        Signal::Traces => pieces(protobuf, limit, "ExportTraceServiceRequest", spans),
     }
 }
 
 fn pieces<R: Level>(
-    request: R,
+    protobuf: Bytes,
     limit: usize,
+    message: &'static str,
     items: impl Fn(&R) -> u64,
 ) -> Result<Vec<Piece>, SplitError> {
+    let request = R::decode(protobuf.as_ref()).map_err(|_| SplitError::Decode(message))?;
+    if protobuf.len() <= limit {
+        // The bytes as they came: a re-encoding need not be byte for byte the same.
+        return Ok(vec![Piece {
+            items: items(&request),
+            protobuf,
+        }]);
+    }
     Ok(cut(request, limit)?
         .into_iter()
         .map(|r| Piece {
