@@ -326,6 +326,13 @@ impl RedisConsumer {
         self.read::<Value>(&cmd).await.map(drop)
     }
 
+    /// The stream ids of handed-out deliveries; ids this consumer does not hold are skipped.
+    fn stream_ids(&self, ids: &[DeliveryId]) -> Vec<&String> {
+        ids.iter()
+            .filter_map(|id| self.handed_out.get(id))
+            .collect()
+    }
+
     fn take(&mut self, limits: BatchLimits) -> Vec<Delivery> {
         let mut batch = Vec::new();
         let mut bytes = 0usize;
@@ -381,10 +388,7 @@ impl Consumer for RedisConsumer {
     /// XCLAIM to itself with JUSTID: resets the entries' idle time without counting a
     /// delivery, so XAUTOCLAIM elsewhere leaves them alone.
     async fn keep_alive(&mut self, ids: &[DeliveryId]) -> Result<(), BufferError> {
-        let stream_ids: Vec<&String> = ids
-            .iter()
-            .filter_map(|id| self.handed_out.get(id))
-            .collect();
+        let stream_ids = self.stream_ids(ids);
         if stream_ids.is_empty() {
             return Ok(());
         }
@@ -399,10 +403,7 @@ impl Consumer for RedisConsumer {
     }
 
     async fn ack(&mut self, ids: &[DeliveryId]) -> Result<(), BufferError> {
-        let stream_ids: Vec<&String> = ids
-            .iter()
-            .filter_map(|id| self.handed_out.get(id))
-            .collect();
+        let stream_ids = self.stream_ids(ids);
         if stream_ids.is_empty() {
             return Ok(());
         }
