@@ -3,7 +3,8 @@
 //! Names follow `vigil_agent_<thing>_<unit>`. Each [`Telemetry`] has its own registry so
 //! several agents can run in one process (tests) without sharing counters.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use vigil_core::telemetry::register;
 
 #[derive(Clone)]
 pub struct Telemetry {
@@ -45,15 +46,6 @@ pub struct Telemetry {
 impl Telemetry {
     pub fn new() -> Telemetry {
         let registry = Registry::new();
-        fn register<M: prometheus::core::Collector + Clone + 'static>(
-            registry: &Registry,
-            metric: M,
-        ) -> M {
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("each metric is registered once");
-            metric
-        }
         let name = |n: &str| format!("vigil_agent_{n}");
         let counter = |n: &str, help: &str| {
             let c = IntCounter::new(name(n), help).expect("metric definitions are valid");
@@ -145,10 +137,7 @@ impl Telemetry {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // Encoding in-memory metric families into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        vigil_core::telemetry::render(&self.registry)
     }
 }
 

@@ -31,10 +31,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     state.telemetry.observe_buffer(&state.buffer.stats().await);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, vigil_core::telemetry::CONTENT_TYPE)],
         state.telemetry.render(),
     )
 }

@@ -5,11 +5,11 @@
 //! collectors can run in one process (tests) without sharing counters.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use vigil_core::Signal;
 use vigil_core::buffer::BufferStats;
+use vigil_core::telemetry::register;
 
 #[derive(Clone)]
 pub struct Telemetry {
@@ -61,26 +61,17 @@ impl Telemetry {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(format!("vigil_collector_{name}"), help), labels)
                 .expect("metric definitions are static and valid");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("each metric is registered once");
-            c
+            register(&registry, c)
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(format!("vigil_collector_{name}"), help), labels)
                 .expect("metric definitions are static and valid");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("each metric is registered once");
-            g
+            register(&registry, g)
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(format!("vigil_collector_{name}"), help)
                 .expect("metric definitions are static and valid");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("each metric is registered once");
-            g
+            register(&registry, g)
         };
         let export_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -93,9 +84,7 @@ impl Telemetry {
             &["exporter", "outcome"],
         )
         .expect("metric definitions are static and valid");
-        registry
-            .register(Box::new(export_duration.clone()))
-            .expect("each metric is registered once");
+        let export_duration = register(&registry, export_duration);
 
         let buffer_write_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -108,9 +97,7 @@ impl Telemetry {
             &["signal"],
         )
         .expect("metric definitions are static and valid");
-        registry
-            .register(Box::new(buffer_write_duration.clone()))
-            .expect("each metric is registered once");
+        let buffer_write_duration = register(&registry, buffer_write_duration);
 
         let telemetry = Telemetry {
             received_items: counter(
@@ -245,10 +232,7 @@ impl Telemetry {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        // Encoding in-memory metric families into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        vigil_core::telemetry::render(&self.registry)
     }
 }
 

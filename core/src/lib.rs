@@ -13,6 +13,7 @@
 //!   collection so a config reports every problem at once, each with its path.
 //! - [`retry`]: exponential backoff with jitter.
 //! - [`process`]: a binary's own logs and its shutdown signal, the same in every `main`.
+//! - [`telemetry`]: registering self-metrics and rendering them for `/metrics`.
 
 pub mod buffer;
 pub mod config;
@@ -23,5 +24,6 @@ pub mod remote_write;
 pub mod retry;
 pub mod signal;
 pub mod snappy;
+pub mod telemetry;
 
 pub use signal::Signal;
