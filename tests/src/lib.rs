@@ -7,11 +7,13 @@
 //! - [`kubeapi`]: a Kubernetes API server for pods (LIST and WATCH).
 //! - [`collector`]: a collector in-process or as a child process (for kill -9).
 //! - [`agent`]: an agent in-process or as a child process (for kill -9).
+//! - [`process`]: either binary as a child process.
 
 pub mod agent;
 pub mod collector;
 pub mod fakes;
 pub mod kubeapi;
+pub mod process;
 pub mod servers;
 
 use std::net::TcpListener;

@@ -69,7 +69,7 @@ async fn sigterm_stops_the_agent_cleanly_and_saves_its_checkpoints() {
         ),
     );
     std::fs::write(&config, yaml).unwrap();
-    let agent = vigil_e2e::agent::AgentProcess::start(&config, admin_port).await;
+    let agent = vigil_e2e::agent::start_process(&config, admin_port).await;
     let started = std::time::Instant::now();
     let status = tokio::task::spawn_blocking(move || agent.terminate())
         .await

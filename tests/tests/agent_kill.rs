@@ -6,7 +6,6 @@
 use std::io::Write;
 use std::time::Duration;
 
-use vigil_e2e::agent::AgentProcess;
 use vigil_e2e::fakes::FakeLoki;
 use vigil_e2e::{agent, collector, free_port};
 
@@ -43,7 +42,7 @@ async fn kill_9_replays_at_most_the_unacknowledged_batches_and_skips_nothing() {
     )
     .unwrap();
 
-    let first = AgentProcess::start(&config, admin_port).await;
+    let first = vigil_e2e::agent::start_process(&config, admin_port).await;
     // The writer keeps going across the crash, in bursts, as an application would.
     let path = logs_dir.join("app.log");
     let writer = tokio::task::spawn_blocking(move || {
@@ -67,7 +66,7 @@ async fn kill_9_replays_at_most_the_unacknowledged_batches_and_skips_nothing() {
         "the kill came too late to test anything"
     );
 
-    let _second = AgentProcess::start(&config, admin_port).await;
+    let _second = vigil_e2e::agent::start_process(&config, admin_port).await;
     writer.await.unwrap();
     let counts = loki.line_counts(LINES).await;
     let missing: Vec<String> = (0..LINES)

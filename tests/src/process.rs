@@ -1,0 +1,83 @@
+//! A Vigil binary (collector or agent) running as a child process: started with a config
+//! file, ready once its admin port answers `/readyz`, killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::eventually;
+
+/// The binary `name` built by cargo next to this test binary.
+pub fn binary(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test binary> → target/<profile>/<name>
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build --workspace --bins` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct VigilProcess {
+    child: Child,
+}
+
+impl VigilProcess {
+    /// Starts binary `name` with `config_path` and waits for `/readyz` on `admin_port`.
+    pub async fn start(name: &str, config_path: &Path, admin_port: u16) -> VigilProcess {
+        let child = Command::new(binary(name))
+            .arg("--config")
+            .arg(config_path)
+            .env("VIGIL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let ready = format!("http://127.0.0.1:{admin_port}/readyz");
+        let mut process = VigilProcess { child };
+        eventually(
+            Duration::from_secs(30),
+            &format!("{name} to be ready"),
+            || {
+                let ready = ready.clone();
+                async move {
+                    let r = crate::http_client().get(&ready).send().await.ok()?;
+                    r.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+        assert!(
+            process.child.try_wait().expect("wait").is_none(),
+            "{name} exited"
+        );
+        process
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; waits for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        self.child.wait().expect("wait for the process")
+    }
+
+    /// SIGKILL: no shutdown code runs, exactly like a crash or an OOM kill.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for VigilProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
