@@ -81,3 +81,21 @@ impl Drop for VigilProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs binary `name` with `args` (and without the environment variables `unset`) to its
+/// end: `(exit code, stdout, stderr)`.
+pub fn run(name: &str, args: &[&str], unset: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(binary(name));
+    command.args(args);
+    for var in unset {
+        command.env_remove(var);
+    }
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

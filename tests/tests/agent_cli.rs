@@ -1,20 +1,8 @@
 //! The agent binary's command line: `--check-config` on the shipped example and on a
 //! broken file.
 
-use std::process::Command;
-
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(vigil_e2e::agent::binary())
-        .args(args)
-        .env_remove("VIGIL_COLLECTOR")
-        .env_remove("VIGIL_STATE_DIR")
-        .output()
-        .expect("run vigil-agent");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    vigil_e2e::process::run("vigil-agent", args, &["VIGIL_COLLECTOR", "VIGIL_STATE_DIR"])
 }
 
 #[test]

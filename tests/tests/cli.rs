@@ -1,18 +1,8 @@
 //! The collector binary's command line: `--check-config` on the shipped example and on a
 //! broken file.
 
-use std::process::Command;
-
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(vigil_e2e::collector::binary())
-        .args(args)
-        .output()
-        .expect("run vigil-collector");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    vigil_e2e::process::run("vigil-collector", args, &[])
 }
 
 #[test]
