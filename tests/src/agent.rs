@@ -42,3 +42,26 @@ pub fn binary() -> PathBuf {
 pub async fn start_process(config_path: &Path, admin_port: u16) -> VigilProcess {
     VigilProcess::start("vigil-agent", config_path, admin_port).await
 }
+
+/// The YAML of a collector for agent log tests: OTLP/gRPC on `grpc` (`host:port`, port 0
+/// for any), a disk buffer at `buffer`, and a fast-retrying Loki exporter to `loki`.
+pub fn collector_to_loki_yaml(loki: &crate::fakes::FakeLoki, buffer: &Path, grpc: &str) -> String {
+    format!(
+        "receivers:\n  otlp:\n    grpc: {{ listen: \"{grpc}\" }}\n    http: null\nadmin: {{ listen: \"127.0.0.1:0\" }}\n\
+         buffer: {{ kind: disk, disk: {{ path: \"{}\" }} }}\nexporters:\n  loki:\n    endpoint: \"{}\"\n    batch: {{ linger: 50ms }}\n    retry: {{ initial: 50ms, max: 200ms }}\n",
+        buffer.display(),
+        loki.push_url()
+    )
+}
+
+/// Appends `text` to the file at `path`, creating it, as a logging process would.
+pub fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open the log file");
+    f.write_all(text.as_bytes())
+        .expect("append to the log file");
+}

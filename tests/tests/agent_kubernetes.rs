@@ -4,9 +4,6 @@
 //! kubeconfig, as it would outside a cluster.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,24 +17,6 @@ use vigil_e2e::servers::VictoriaMetrics;
 use vigil_e2e::{agent, collector, eventually};
 
 const UID: &str = "6f1c2b9a-0000-4000-8000-000000000001";
-
-fn collector_yaml(loki: &FakeLoki, buffer: &Path) -> String {
-    format!(
-        "receivers:\n  otlp:\n    grpc: {{ listen: \"127.0.0.1:0\" }}\n    http: null\nadmin: {{ listen: \"127.0.0.1:0\" }}\n\
-         buffer: {{ kind: disk, disk: {{ path: \"{}\" }} }}\nexporters:\n  loki:\n    endpoint: \"{}\"\n    batch: {{ linger: 50ms }}\n    retry: {{ initial: 50ms, max: 200ms }}\n",
-        buffer.display(),
-        loki.push_url()
-    )
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
 
 fn cri(line: &str) -> String {
     format!("2024-05-01T10:00:00Z stdout F {line}\n")
@@ -73,7 +52,12 @@ async fn log_records_get_the_pods_api_metadata_also_after_it_was_deleted() {
     let loki = FakeLoki::start().await;
     let api = FakeKubeApi::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let collector = collector::start(&collector_yaml(&loki, &dir.path().join("buffer"))).await;
+    let collector = collector::start(&agent::collector_to_loki_yaml(
+        &loki,
+        &dir.path().join("buffer"),
+        "127.0.0.1:0",
+    ))
+    .await;
     let grpc = collector.grpc_addr().unwrap().to_string();
 
     let container = dir
@@ -81,7 +65,7 @@ async fn log_records_get_the_pods_api_metadata_also_after_it_was_deleted() {
         .join(format!("var/log/pods/shop_checkout-5d8f9-abcde_{UID}/app"));
     std::fs::create_dir_all(&container).unwrap();
     let file = container.join("0.log");
-    append(&file, &cri("before the api knows the pod"));
+    agent::append(&file, &cri("before the api knows the pod"));
     let logs = format!(
         "  - include: [\"{}/var/log/pods/*/*/*.log\"]\n    format: cri\n    start_at: beginning\n    scan_interval: 100ms\n",
         dir.path().display()
@@ -117,7 +101,7 @@ async fn log_records_get_the_pods_api_metadata_also_after_it_was_deleted() {
     let mut known = None;
     for i in 0..50 {
         let line = format!("known {i}");
-        append(&file, &cri(&line));
+        agent::append(&file, &cri(&line));
         let meta = metadata_of(&loki, &line).await;
         if meta.contains_key("k8s_deployment_name") {
             known = Some(meta);
@@ -147,8 +131,8 @@ async fn log_records_get_the_pods_api_metadata_also_after_it_was_deleted() {
     // makes sure the DELETED one was handled before the late lines are read.
     api.delete(UID);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    append(&file, &cri("late line"));
-    append(&container.join("1.log"), &cri("late line of a new file"));
+    agent::append(&file, &cri("late line"));
+    agent::append(&container.join("1.log"), &cri("late line of a new file"));
     for line in ["late line", "late line of a new file"] {
         let meta = metadata_of(&loki, line).await;
         for (name, value) in expected {

@@ -12,29 +12,11 @@ use std::time::Duration;
 use vigil_e2e::fakes::FakeLoki;
 use vigil_e2e::{agent, collector, eventually, free_port};
 
-fn collector_yaml(loki: &FakeLoki, buffer: &Path, grpc: &str) -> String {
-    format!(
-        "receivers:\n  otlp:\n    grpc: {{ listen: \"{grpc}\" }}\n    http: null\nadmin: {{ listen: \"127.0.0.1:0\" }}\n\
-         buffer: {{ kind: disk, disk: {{ path: \"{}\" }} }}\nexporters:\n  loki:\n    endpoint: \"{}\"\n    batch: {{ linger: 50ms }}\n    retry: {{ initial: 50ms, max: 200ms }}\n",
-        buffer.display(),
-        loki.push_url()
-    )
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cri_lines_reach_loki_with_kubernetes_labels_and_merged_partials() {
     let loki = FakeLoki::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let collector = collector::start(&collector_yaml(
+    let collector = collector::start(&agent::collector_to_loki_yaml(
         &loki,
         &dir.path().join("buffer"),
         "127.0.0.1:0",
@@ -46,7 +28,7 @@ async fn cri_lines_reach_loki_with_kubernetes_labels_and_merged_partials() {
     let container = pods.join("shop_checkout-5d8f9-abcde_6f1c2b9a-0000-4000-8000-000000000001/app");
     std::fs::create_dir_all(&container).unwrap();
     let file = container.join("2.log");
-    append(
+    agent::append(
         &file,
         "2024-05-01T10:00:00.000000001Z stdout F hello from checkout\n\
          2024-05-01T10:00:01Z stderr P this message was \n\
@@ -157,7 +139,7 @@ fn write(
     to: usize,
 ) {
     if let Some(path) = path {
-        append(path, &lines(prefix, from, to));
+        agent::append(path, &lines(prefix, from, to));
     }
     for i in from..to {
         expected.insert(format!("{prefix}-{i:05}"), 1);
@@ -170,7 +152,7 @@ async fn rotations_of_every_kind_deliver_every_line_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let grpc = format!("127.0.0.1:{}", free_port());
     let buffer = dir.path().join("buffer");
-    let collector = collector::start(&collector_yaml(&loki, &buffer, &grpc)).await;
+    let collector = collector::start(&agent::collector_to_loki_yaml(&loki, &buffer, &grpc)).await;
     let logs_dir = dir.path().join("logs");
     std::fs::create_dir_all(&logs_dir).unwrap();
     let log = |name: &str| logs_dir.join(name);
@@ -264,7 +246,7 @@ async fn rotations_of_every_kind_deliver_every_line_exactly_once() {
         "the agent read {read_while_down} lines although the collector was away"
     );
     tokio::time::sleep(Duration::from_millis(300)).await; // a few failed exports
-    let collector = collector::start(&collector_yaml(&loki, &buffer, &grpc)).await;
+    let collector = collector::start(&agent::collector_to_loki_yaml(&loki, &buffer, &grpc)).await;
 
     let counts = loki.line_counts(expected.len()).await;
     let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
@@ -295,7 +277,7 @@ async fn stopping_while_the_collector_is_away_keeps_the_lines_for_the_next_start
         logs_dir.display()
     );
     let yaml = agent::yaml(&grpc, &dir.path().join("state"), &logs);
-    append(&logs_dir.join("app.log"), &lines("kept", 0, 50));
+    agent::append(&logs_dir.join("app.log"), &lines("kept", 0, 50));
 
     // Nothing listens at the collector's address: the lines are read, never acknowledged.
     let first = agent::start(&yaml).await;
@@ -316,8 +298,12 @@ async fn stopping_while_the_collector_is_away_keeps_the_lines_for_the_next_start
         stopping.elapsed()
     );
 
-    let collector =
-        collector::start(&collector_yaml(&loki, &dir.path().join("buffer"), &grpc)).await;
+    let collector = collector::start(&agent::collector_to_loki_yaml(
+        &loki,
+        &dir.path().join("buffer"),
+        &grpc,
+    ))
+    .await;
     let second = agent::start(&yaml).await;
     let counts = loki.line_counts(50).await;
     let expected: BTreeMap<String, usize> = (0..50).map(|i| (format!("kept-{i:05}"), 1)).collect();
