@@ -145,6 +145,9 @@ pub struct NatsBuffer {
 
 struct Shared {
     options: NatsOptions,
+    /// The largest record pushed as one message, from the server's `max_payload` at
+    /// connect. (A reconnect to a server with a smaller one shows as `TooLarge` on push.)
+    max_record_bytes: usize,
     client: async_nats::Client,
     js: jetstream::Context,
     closed: AtomicBool,
@@ -180,8 +183,16 @@ impl NatsBuffer {
             .await
             .map_err(|e| unavailable("connect", e))?;
         let js = jetstream::new(client.clone());
+        // Room for what a dead letter adds to a record (exporter, reason), so a record that
+        // fits also fits the dead-letter stream. Read once: `server_info` clones a struct.
+        let max_record_bytes = client
+            .server_info()
+            .max_payload
+            .min(usize::try_from(options.max_bytes).unwrap_or(usize::MAX))
+            .saturating_sub(DEAD_LETTER_HEADROOM);
         let shared = Shared {
             options,
+            max_record_bytes,
             client,
             js,
             closed: AtomicBool::new(false),
@@ -451,11 +462,7 @@ impl Buffer for NatsBuffer {
     }
 
     fn max_record_bytes(&self) -> Option<usize> {
-        let max_payload = self.shared.client.server_info().max_payload;
-        let stream = usize::try_from(self.shared.options.max_bytes).unwrap_or(usize::MAX);
-        // Room for what a dead letter adds to a record (exporter, reason), so a record
-        // that fits also fits the dead-letter stream.
-        Some(max_payload.min(stream).saturating_sub(DEAD_LETTER_HEADROOM))
+        Some(self.shared.max_record_bytes)
     }
 
     /// Unreachable parts read as zero: stats never fail.
