@@ -20,7 +20,7 @@ pub struct GrafanaClient {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct NewAnnotation<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "dashboardUID", skip_serializing_if = "Option::is_none")]
     dashboard_uid: Option<&'a str>,
     time: i64,
     tags: Vec<String>,
