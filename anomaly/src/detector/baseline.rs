@@ -1,0 +1,313 @@
+//! `SeasonalBaseline`: the expected value of a series and its robust scale, learned online.
+//!
+//! The model is additive Holt–Winters in error-correction form, made robust:
+//! `expected(t) = level + damped trend · Δt + Σ profile_p(t)`. Every update uses the
+//! residual clipped to ±[`HUBER`] σ, so one outlier moves the level by at most
+//! `alpha · HUBER · σ`. A residual that stays outside the band on one side for
+//! `adapt_after` re-anchors the level on the data: a permanent shift alerts for that long,
+//! then stops. σ is the clipped mean absolute residual × √(π/2), floored so that a flat
+//! series does not divide by zero and a discrete low-volume series (integer counts) is not
+//! alarmed by its own granularity.
+//!
+//! Seasonal profiles are coarse: at most 168 `f32` buckets per period (one hour for a day,
+//! one hour of the week for seven days), read and learned by linear interpolation between
+//! bucket centres and looked up by timestamp, so gaps need no special care.
+//!
+//! Counters are detected (never decreased, rose at least [`COUNTER_RISES`] times); a drop of
+//! a counter is a reset and, as in PromQL's `increase`, adds the last value to an offset
+//! instead of being scored.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::MAD_TO_SIGMA;
+use super::config::SeasonPeriod;
+
+/// Residuals are clipped to this many σ before they update anything.
+const HUBER: f64 = 3.0;
+/// The trend learns this fraction of what the level learns.
+const TREND_SHARE: f64 = 0.1;
+/// Trend damping per interval: a learned slope fades over ~100 intervals of extrapolation.
+const TREND_DAMPING: f64 = 0.99;
+/// Relative σ floor: a flat series at 100 has σ ≥ 0.01.
+const RELATIVE_FLOOR: f64 = 1e-4;
+const ABSOLUTE_FLOOR: f64 = 1e-9;
+/// σ ≥ this × the typical non-zero step between consecutive values (integer counts).
+const QUANTUM_FLOOR: f64 = 0.7;
+/// Points before a series is scored when it has no seasonality.
+pub const MIN_WARM_UP: u32 = 30;
+pub const COUNTER_RISES: u32 = 20;
+/// Profile buckets per period at most; a period of up to 7d gets hourly buckets.
+const MAX_BUCKETS: u64 = 168;
+/// Each profile bucket learns this share of its error per full visit.
+const SEASON_GAIN: f64 = 0.3;
+/// A gap of Δt intervals widens the band by √(1 + alpha·(Δt−1)), at most this much.
+const MAX_GAP_WIDENING: f64 = 3.0;
+
+/// One seasonal period, as the model reads it.
+#[derive(Debug, Clone)]
+struct Season {
+    period_ms: i64,
+    bucket_ms: f64,
+    buckets: usize,
+    /// Where this season's buckets start in [`BaselineState::profiles`].
+    start: usize,
+    gain: f64,
+}
+
+/// Parameters of the baseline, derived once per query.
+#[derive(Debug, Clone)]
+pub struct SeasonalBaseline {
+    interval_ms: f64,
+    alpha: f64,
+    band: f64,
+    adapt_points: i32,
+    warm_up: u32,
+    seasons: Vec<Season>,
+    profile_len: usize,
+}
+
+/// One series' baseline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BaselineState {
+    /// Points learned.
+    n: u32,
+    last_ts: i64,
+    last_raw: f64,
+    /// Sum of the values before each counter reset.
+    offset: f64,
+    rises: u32,
+    falls: u32,
+    level: f64,
+    trend: f64,
+    sigma: f64,
+    /// Mean non-zero |step| between consecutive values.
+    quantum: f64,
+    /// Consecutive out-of-band residuals, signed by side.
+    run: i32,
+    profiles: Vec<f32>,
+}
+
+/// What the baseline says about one point, before it learns from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Prediction {
+    /// The value after counter-reset adjustment: the scale detectors work on.
+    pub x: f64,
+    /// Expected `x`.
+    pub expected: f64,
+    /// Robust standard deviation of the residual, floored, widened after a gap.
+    pub sigma: f64,
+    /// Subtract from `x`-scale numbers to get back to the series' own values.
+    pub offset: f64,
+    /// Intervals since the previous point.
+    pub dt: f64,
+    /// The raw value repeats the previous one exactly.
+    pub repeated: bool,
+    /// The baseline has seen enough points to be scored.
+    pub warm: bool,
+}
+
+impl SeasonalBaseline {
+    pub fn new(
+        seasonality: &[SeasonPeriod],
+        half_life: Duration,
+        band: f64,
+        adapt_after: Duration,
+        interval: Duration,
+    ) -> SeasonalBaseline {
+        let interval_ms = (interval.as_secs_f64() * 1e3).max(1.0);
+        let alpha = decay_alpha(interval_ms, half_life);
+        let mut seasons = Vec::new();
+        let mut start = 0;
+        let mut shortest = None::<i64>;
+        for p in seasonality {
+            let period_ms = p.0.as_millis().clamp(1, i64::MAX as u128) as i64;
+            let buckets = (period_ms as u64).div_ceil(3_600_000).clamp(1, MAX_BUCKETS) as usize;
+            let bucket_ms = period_ms as f64 / buckets as f64;
+            let gain = (SEASON_GAIN * interval_ms / bucket_ms).min(0.5);
+            seasons.push(Season {
+                period_ms,
+                bucket_ms,
+                buckets,
+                start,
+                gain,
+            });
+            start += buckets;
+            shortest = Some(shortest.map_or(period_ms, |s: i64| s.min(period_ms)));
+        }
+        let season_points = shortest.map_or(0, |s| (s as f64 / interval_ms).ceil() as u32);
+        let adapt_points = (adapt_after.as_secs_f64() * 1e3 / interval_ms).ceil() as i32;
+        SeasonalBaseline {
+            interval_ms,
+            alpha,
+            band,
+            adapt_points: adapt_points.max(2),
+            warm_up: MIN_WARM_UP.max(season_points),
+            seasons,
+            profile_len: start,
+        }
+    }
+
+    /// Points a series is learned before it is scored.
+    pub fn warm_up(&self) -> u32 {
+        self.warm_up
+    }
+
+    pub fn interval_ms(&self) -> f64 {
+        self.interval_ms
+    }
+
+    pub fn band(&self) -> f64 {
+        self.band
+    }
+
+    pub fn new_state(&self) -> BaselineState {
+        BaselineState {
+            profiles: vec![0.0; self.profile_len],
+            ..BaselineState::default()
+        }
+    }
+
+    /// Predicts the point, then learns from it. `None` for the first point of a series and
+    /// for a timestamp not after the previous one (nothing is learned from it).
+    pub fn step(&self, st: &mut BaselineState, ts: i64, value: f64) -> Option<Prediction> {
+        if st.profiles.len() != self.profile_len {
+            // A snapshot taken under another seasonality: its profiles mean nothing here.
+            *st = self.new_state();
+        }
+        if st.n == 0 {
+            st.n = 1;
+            st.last_ts = ts;
+            st.last_raw = value;
+            st.level = value;
+            return None;
+        }
+        if ts <= st.last_ts {
+            return None;
+        }
+        let dt = ((ts - st.last_ts) as f64 / self.interval_ms).max(1e-3);
+        let repeated = value == st.last_raw;
+        let step = value - st.last_raw;
+        if step < 0.0 {
+            if st.falls == 0 && st.rises >= COUNTER_RISES && value >= 0.0 {
+                st.offset += st.last_raw;
+            } else {
+                st.falls = st.falls.saturating_add(1);
+            }
+        } else if step > 0.0 {
+            st.rises = st.rises.saturating_add(1);
+        }
+        let x = value + st.offset;
+
+        let damped = if dt == 1.0 {
+            TREND_DAMPING
+        } else {
+            TREND_DAMPING * (1.0 - TREND_DAMPING.powf(dt)) / (1.0 - TREND_DAMPING)
+        };
+        let base = st.level + st.trend * damped;
+        let seasonal = self.seasonal(st, ts);
+        let expected = base + seasonal;
+        let residual = x - expected;
+        let floor = (RELATIVE_FLOOR * expected.abs())
+            .max(ABSOLUTE_FLOOR)
+            .max(QUANTUM_FLOOR * st.quantum);
+        let sigma = st.sigma.max(floor);
+        let widening = if dt > 1.0 {
+            (1.0 + self.alpha * (dt - 1.0)).sqrt().min(MAX_GAP_WIDENING)
+        } else {
+            1.0
+        };
+        let prediction = Prediction {
+            x,
+            expected,
+            sigma: sigma * widening,
+            offset: st.offset,
+            dt,
+            repeated,
+            warm: st.n >= self.warm_up,
+        };
+
+        // Learn.
+        let a = if dt == 1.0 {
+            self.alpha
+        } else {
+            1.0 - (1.0 - self.alpha).powf(dt.min(1e4))
+        };
+        let clipped = residual.clamp(-HUBER * sigma, HUBER * sigma);
+        let outside = residual.abs() > self.band * sigma * widening;
+        st.run = match (outside, residual > 0.0) {
+            (false, _) => 0,
+            (true, true) => st.run.max(0) + 1,
+            (true, false) => st.run.min(0) - 1,
+        };
+        if st.run.abs() >= self.adapt_points {
+            // The data has been on one side for `adapt_after`: it is the new normal.
+            st.level = base + residual;
+            st.trend = 0.0;
+            st.run = 0;
+        } else {
+            st.level = base + a * clipped;
+            st.trend = st.trend * damped / dt.max(1.0) + a * TREND_SHARE * clipped;
+            self.learn_seasonal(st, ts, (1.0 - a) * clipped);
+        }
+        if step != 0.0 {
+            let q = step.abs();
+            let q = if st.quantum > 0.0 {
+                q.min(4.0 * st.quantum)
+            } else {
+                q
+            };
+            st.quantum += a * (q - st.quantum);
+        }
+        let target = MAD_TO_SIGMA * residual.abs().min(HUBER * sigma);
+        // The first points set σ quickly; afterwards it moves with the level's half-life.
+        let sa = a.max(1.0 / f64::from(st.n + 1));
+        st.sigma += sa * (target - st.sigma);
+        st.n = st.n.saturating_add(1);
+        st.last_ts = ts;
+        st.last_raw = value;
+        Some(prediction)
+    }
+
+    fn seasonal(&self, st: &BaselineState, ts: i64) -> f64 {
+        let mut sum = 0.0;
+        for s in &self.seasons {
+            let (i0, i1, w1) = s.position(ts);
+            let p = &st.profiles[s.start..s.start + s.buckets];
+            sum += f64::from(p[i0]) * (1.0 - w1) + f64::from(p[i1]) * w1;
+        }
+        sum
+    }
+
+    fn learn_seasonal(&self, st: &mut BaselineState, ts: i64, error: f64) {
+        for s in &self.seasons {
+            let (i0, i1, w1) = s.position(ts);
+            let p = &mut st.profiles[s.start..s.start + s.buckets];
+            p[i0] += (s.gain * (1.0 - w1) * error) as f32;
+            p[i1] += (s.gain * w1 * error) as f32;
+        }
+    }
+}
+
+impl Season {
+    /// The two buckets whose centres surround `ts`, and the weight of the second.
+    fn position(&self, ts: i64) -> (usize, usize, f64) {
+        let phase = ts.rem_euclid(self.period_ms) as f64;
+        let at = phase / self.bucket_ms - 0.5;
+        let at = if at < 0.0 {
+            at + self.buckets as f64
+        } else {
+            at
+        };
+        let i0 = (at as usize).min(self.buckets - 1);
+        let i1 = if i0 + 1 == self.buckets { 0 } else { i0 + 1 };
+        (i0, i1, at - i0 as f64)
+    }
+}
+
+/// The per-interval weight of an exponential average with this half-life.
+pub fn decay_alpha(interval_ms: f64, half_life: Duration) -> f64 {
+    let h = (half_life.as_secs_f64() * 1e3).max(1.0);
+    (1.0 - 0.5f64.powf(interval_ms / h)).clamp(1e-9, 1.0)
+}
