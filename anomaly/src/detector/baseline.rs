@@ -13,9 +13,11 @@
 //! one hour of the week for seven days), read and learned by linear interpolation between
 //! bucket centres and looked up by timestamp, so gaps need no special care.
 //!
-//! Counters are detected (never decreased, rose at least [`COUNTER_RISES`] times); a drop of
-//! a counter is a reset and, as in PromQL's `increase`, adds the last value to an offset
-//! instead of being scored.
+//! Counters are detected (never decreased, rose at least [`COUNTER_RISES`] times) and from
+//! then on the baseline models their rate (increase per interval), not the ever-growing
+//! total: a burst is a deviation of the rate, and a drop is a reset whose increase is, as in
+//! PromQL's `increase`, the new value itself. Scores are the same; expected value and band
+//! are mapped back to the counter's own values.
 
 use std::time::Duration;
 
@@ -75,10 +77,10 @@ pub struct BaselineState {
     n: u32,
     last_ts: i64,
     last_raw: f64,
-    /// Sum of the values before each counter reset.
-    offset: f64,
     rises: u32,
     falls: u32,
+    /// The series is a counter: the model is of its rate.
+    counter: bool,
     level: f64,
     trend: f64,
     sigma: f64,
@@ -92,20 +94,23 @@ pub struct BaselineState {
 /// What the baseline says about one point, before it learns from it.
 #[derive(Debug, Clone, Copy)]
 pub struct Prediction {
-    /// The value after counter-reset adjustment: the scale detectors work on.
+    /// The modelled quantity: the value, or a counter's rate per interval.
     pub x: f64,
     /// Expected `x`.
     pub expected: f64,
     /// Robust standard deviation of the residual, floored, widened after a gap.
     pub sigma: f64,
-    /// Subtract from `x`-scale numbers to get back to the series' own values.
-    pub offset: f64,
+    /// The series' value for a modelled `m` is `origin + per × m`.
+    pub origin: f64,
+    pub per: f64,
     /// Intervals since the previous point.
     pub dt: f64,
     /// The raw value repeats the previous one exactly.
     pub repeated: bool,
     /// The baseline has seen enough points to be scored.
     pub warm: bool,
+    /// This point completed `adapt_after` on one side: the level moved to the data.
+    pub reanchored: bool,
 }
 
 impl SeasonalBaseline {
@@ -189,16 +194,34 @@ impl SeasonalBaseline {
         let dt = ((ts - st.last_ts) as f64 / self.interval_ms).max(1e-3);
         let repeated = value == st.last_raw;
         let step = value - st.last_raw;
+        let mut increase = step;
         if step < 0.0 {
-            if st.falls == 0 && st.rises >= COUNTER_RISES && value >= 0.0 {
-                st.offset += st.last_raw;
+            if st.counter {
+                increase = value.max(0.0); // a reset
             } else {
                 st.falls = st.falls.saturating_add(1);
             }
         } else if step > 0.0 {
             st.rises = st.rises.saturating_add(1);
         }
-        let x = value + st.offset;
+        if !st.counter && st.falls == 0 && st.rises >= COUNTER_RISES {
+            // A counter: learning starts over on its rate.
+            *st = BaselineState {
+                n: 1,
+                last_ts: ts,
+                last_raw: value,
+                rises: st.rises,
+                counter: true,
+                level: increase / dt,
+                ..self.new_state()
+            };
+            return None;
+        }
+        let (x, origin, per) = if st.counter {
+            (increase / dt, st.last_raw, dt)
+        } else {
+            (value, 0.0, 1.0)
+        };
 
         let damped = if dt == 1.0 {
             TREND_DAMPING
@@ -218,14 +241,16 @@ impl SeasonalBaseline {
         } else {
             1.0
         };
-        let prediction = Prediction {
+        let mut prediction = Prediction {
             x,
             expected,
             sigma: sigma * widening,
-            offset: st.offset,
+            origin,
+            per,
             dt,
             repeated,
             warm: st.n >= self.warm_up,
+            reanchored: false,
         };
 
         // Learn.
@@ -246,6 +271,11 @@ impl SeasonalBaseline {
             st.level = base + residual;
             st.trend = 0.0;
             st.run = 0;
+            prediction.reanchored = true;
+        } else if st.n == 1 {
+            // The second point gives the first slope.
+            st.trend = (x - st.level) / dt;
+            st.level = x;
         } else {
             st.level = base + a * clipped;
             st.trend = st.trend * damped / dt.max(1.0) + a * TREND_SHARE * clipped;
@@ -280,12 +310,20 @@ impl SeasonalBaseline {
         sum
     }
 
-    fn learn_seasonal(&self, st: &mut BaselineState, ts: i64, error: f64) {
+    /// Each season takes its share of what the previous ones left of `error`. During a
+    /// season's first cycles its buckets learn faster (1, 1/2, 1/3 of the error per visit
+    /// down to [`SEASON_GAIN`]), so a weekly shape is mostly learned after one week.
+    fn learn_seasonal(&self, st: &mut BaselineState, ts: i64, mut error: f64) {
+        let age_ms = f64::from(st.n) * self.interval_ms;
         for s in &self.seasons {
+            let cycles = (age_ms / s.period_ms as f64).floor();
+            let gain = s.gain * (1.0 / (cycles + 1.0)).max(SEASON_GAIN) / SEASON_GAIN;
+            let gain = gain.min(0.5);
             let (i0, i1, w1) = s.position(ts);
             let p = &mut st.profiles[s.start..s.start + s.buckets];
-            p[i0] += (s.gain * (1.0 - w1) * error) as f32;
-            p[i1] += (s.gain * w1 * error) as f32;
+            p[i0] += (gain * (1.0 - w1) * error) as f32;
+            p[i1] += (gain * w1 * error) as f32;
+            error -= gain * error;
         }
     }
 }

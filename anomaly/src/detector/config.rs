@@ -196,7 +196,7 @@ fn default_half_life() -> Duration {
 }
 
 fn default_band() -> f64 {
-    4.0
+    5.0
 }
 
 fn default_adapt_after() -> Duration {

@@ -39,8 +39,18 @@ impl Ensemble {
         let robust = Robust::new(&c.robust(), direction, min_deviation, interval);
         let baseline: SeasonalBaseline = robust.baseline.clone();
         Ensemble {
-            extreme: Extreme::with_baseline(&c.extreme(), baseline.clone(), direction, min_deviation),
-            likelihood: Likelihood::with_baseline(&c.likelihood(), baseline, direction, min_deviation),
+            extreme: Extreme::with_baseline(
+                &c.extreme(),
+                baseline.clone(),
+                direction,
+                min_deviation,
+            ),
+            likelihood: Likelihood::with_baseline(
+                &c.likelihood(),
+                baseline,
+                direction,
+                min_deviation,
+            ),
             robust,
         }
     }

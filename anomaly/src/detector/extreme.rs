@@ -86,9 +86,9 @@ impl Extreme {
         let width = range.high - range.low;
         let margin = (self.margin * width)
             .max(p.sigma)
-            .max(self.min_deviation);
+            .max(self.min_deviation / p.per);
         let half = 0.5 * width + margin;
-        let score = banded(p.x, middle, half, half, self.direction).shifted(p.offset);
+        let score = banded(p.x, middle, half, half, self.direction).mapped(p);
         range.high = range.high.max(p.x);
         range.low = range.low.min(p.x);
         score
@@ -106,7 +106,9 @@ impl Detector for Extreme {
     }
 
     fn score(&self, state: &mut ExtremeState, timestamp_ms: i64, value: f64) -> Option<Score> {
-        let p = self.baseline.step(&mut state.baseline, timestamp_ms, value)?;
+        let p = self
+            .baseline
+            .step(&mut state.baseline, timestamp_ms, value)?;
         let score = self.judge(&mut state.range, &p);
         p.warm.then_some(score)
     }

@@ -7,7 +7,9 @@
 //! - bias, the mean of `z`: a sustained small shift or a slope change the baseline lags;
 //! - dispersion, the mean of `|z|`: the variance rose.
 //!
-//! Each scores `(statistic − mean) / (band × spread)`. A third signal catches a stuck
+//! Each scores `(statistic − mean) / (band × spread)`, weighted by how much the current
+//! point carries it (its `z` on the bias side up to 1; `|z| / 2` up to 1) so an alert ends
+//! with the anomaly rather than a window later. A third signal catches a stuck
 //! value: a run of exactly repeated values longer than three times the longest run the
 //! series has shown (at least 4 points), once the series has changed at least once.
 
@@ -131,24 +133,32 @@ impl Likelihood {
         let spread_spread = f64::from(w.spread_spread).max(0.3 / k.sqrt());
         let full = usize::from(w.filled) == self.window;
 
-        let mut bias_score = (bias - bias_mean) / (self.band * bias_spread);
+        // A window signal counts while the current point carries it, so the alert ends with
+        // the anomaly instead of a window later.
+        let carries_bias = (z * (bias - bias_mean).signum()).clamp(0.0, 1.0);
+        let carries_spread = (z.abs() / 2.0).clamp(0.0, 1.0);
+        let mut bias_score = carries_bias * (bias - bias_mean) / (self.band * bias_spread);
         bias_score = match self.direction {
             Direction::Both => bias_score.abs(),
             Direction::Above => bias_score.max(0.0),
             Direction::Below => (-bias_score).max(0.0),
         };
-        bias_score = cap_small(bias_score, (bias * p.sigma).abs(), self.min_deviation);
+        bias_score = cap_small(
+            bias_score,
+            (bias * p.sigma * p.per).abs(),
+            self.min_deviation,
+        );
         let counts_side = match self.direction {
             Direction::Both => true,
             Direction::Above => residual > 0.0,
             Direction::Below => residual < 0.0,
         };
         let mut spread_score = if counts_side {
-            ((spread - spread_mean) / (self.band * spread_spread)).max(0.0)
+            carries_spread * ((spread - spread_mean) / (self.band * spread_spread)).max(0.0)
         } else {
             0.0
         };
-        spread_score = cap_small(spread_score, spread * p.sigma, self.min_deviation);
+        spread_score = cap_small(spread_score, spread * p.sigma * p.per, self.min_deviation);
 
         // Stuck: judged before this run is learned as normal.
         let ended_run = (!p.repeated).then_some(w.repeats);
@@ -168,8 +178,9 @@ impl Likelihood {
         // Band for this point: the value at which the bias reaches the edge.
         let others = sum - z;
         let at = |edge: f64| p.expected + p.sigma * (k * edge - others);
-        let lower = at(bias_mean - self.band * bias_spread).min(p.expected - self.min_deviation);
-        let upper = at(bias_mean + self.band * bias_spread).max(p.expected + self.min_deviation);
+        let min_deviation = self.min_deviation / p.per;
+        let lower = at(bias_mean - self.band * bias_spread).min(p.expected - min_deviation);
+        let upper = at(bias_mean + self.band * bias_spread).max(p.expected + min_deviation);
 
         // Learn the statistics' history (clipped: an anomaly does not become normal fast).
         if full {
@@ -181,6 +192,10 @@ impl Likelihood {
             w.spread_mean += (a * d) as f32;
             w.spread_spread += (a * (super::MAD_TO_SIGMA * d.abs() - spread_spread)) as f32;
         }
+        if p.reanchored {
+            // The residuals so far were against a level the data has left.
+            w.z.iter_mut().for_each(|z| *z = 0.0);
+        }
         if let Some(run) = ended_run {
             w.changed = true;
             w.longest_repeats = w.longest_repeats.max(run as f32);
@@ -188,10 +203,11 @@ impl Likelihood {
         w.longest_repeats *= (1.0 - self.history) as f32;
         Score {
             score,
-            expected: p.expected - p.offset,
-            lower: lower - p.offset,
-            upper: upper - p.offset,
+            expected: p.expected,
+            lower,
+            upper,
         }
+        .mapped(p)
     }
 }
 
@@ -216,7 +232,9 @@ impl Detector for Likelihood {
     }
 
     fn score(&self, state: &mut LikelihoodState, timestamp_ms: i64, value: f64) -> Option<Score> {
-        let p = self.baseline.step(&mut state.baseline, timestamp_ms, value)?;
+        let p = self
+            .baseline
+            .step(&mut state.baseline, timestamp_ms, value)?;
         let score = self.judge(&mut state.window, &p);
         (p.warm && usize::from(state.window.filled) == self.window).then_some(score)
     }

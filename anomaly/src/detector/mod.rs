@@ -51,12 +51,13 @@ pub struct Score {
 }
 
 impl Score {
-    /// Moves a score computed on counter-adjusted values back to the series' own values.
-    fn shifted(self, offset: f64) -> Score {
+    /// Maps a score computed on the modelled quantity (a counter's rate) back to the
+    /// series' own values.
+    fn mapped(self, p: &baseline::Prediction) -> Score {
         Score {
-            expected: self.expected - offset,
-            lower: self.lower - offset,
-            upper: self.upper - offset,
+            expected: p.origin + p.per * self.expected,
+            lower: p.origin + p.per * self.lower,
+            upper: p.origin + p.per * self.upper,
             ..self
         }
     }
@@ -191,9 +192,7 @@ impl Model {
             return match (&self.kind, &mut state.0) {
                 (Kind::Robust(d), StateKind::Robust(s)) => d.score(s, timestamp_ms, value),
                 (Kind::Extreme(d), StateKind::Extreme(s)) => d.score(s, timestamp_ms, value),
-                (Kind::Likelihood(d), StateKind::Likelihood(s)) => {
-                    d.score(s, timestamp_ms, value)
-                }
+                (Kind::Likelihood(d), StateKind::Likelihood(s)) => d.score(s, timestamp_ms, value),
                 (Kind::Ensemble(d), StateKind::Ensemble(s)) => d.score(s, timestamp_ms, value),
                 _ => {
                     *state = self.new_state();

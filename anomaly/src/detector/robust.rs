@@ -45,8 +45,8 @@ impl Robust {
 
     /// The score of a prediction the baseline made.
     pub(super) fn judge(&self, p: &Prediction) -> Score {
-        let half = (self.baseline.band() * p.sigma).max(self.min_deviation);
-        banded(p.x, p.expected, half, half, self.direction).shifted(p.offset)
+        let half = (self.baseline.band() * p.sigma).max(self.min_deviation / p.per);
+        banded(p.x, p.expected, half, half, self.direction).mapped(p)
     }
 }
 
@@ -60,7 +60,9 @@ impl Detector for Robust {
     }
 
     fn score(&self, state: &mut RobustState, timestamp_ms: i64, value: f64) -> Option<Score> {
-        let p = self.baseline.step(&mut state.baseline, timestamp_ms, value)?;
+        let p = self
+            .baseline
+            .step(&mut state.baseline, timestamp_ms, value)?;
         p.warm.then(|| self.judge(&p))
     }
 }
