@@ -184,10 +184,10 @@ mod tests {
 
     #[test]
     fn header_is_optional_and_seconds_become_milliseconds() {
-        let a = parse("timestamp,value\n100,1\n160,2.5\n").unwrap();
-        let b = parse("100000,1\n160000,2.5\n").unwrap();
-        assert!(a.seconds);
-        assert_eq!(a.points[1].timestamp_ms, 160_000);
+        let a = parse("timestamp,value\n1767571200,1\n1767571260,2.5\n").unwrap();
+        let b = parse("1767571200000,1\n1767571260000,2.5\n").unwrap();
+        assert!(a.seconds && !b.seconds);
+        assert_eq!(a.points[1].timestamp_ms, 1_767_571_260_000);
         assert_eq!(a.points, b.points);
         assert!(parse("100,NaN\n").unwrap().points[0].value.is_nan());
     }

@@ -28,7 +28,8 @@ use super::config::SeasonPeriod;
 
 /// Residuals are clipped to this many σ before they update anything.
 const HUBER: f64 = 3.0;
-/// The trend learns this fraction of what the level learns.
+/// The trend learns this fraction of what the level learns. A seasonal baseline has no
+/// trend: learning one from within-day slopes makes it overshoot every peak.
 const TREND_SHARE: f64 = 0.1;
 /// Trend damping per interval: a learned slope fades over ~100 intervals of extrapolation.
 const TREND_DAMPING: f64 = 0.99;
@@ -37,13 +38,17 @@ const RELATIVE_FLOOR: f64 = 1e-4;
 const ABSOLUTE_FLOOR: f64 = 1e-9;
 /// σ ≥ this × the typical non-zero step between consecutive values (integer counts).
 const QUANTUM_FLOOR: f64 = 0.7;
+/// How much an out-of-band residual counts in σ's update.
+const OUTLIER_WEIGHT: f64 = 0.125;
 /// Points before a series is scored when it has no seasonality.
 pub const MIN_WARM_UP: u32 = 30;
 pub const COUNTER_RISES: u32 = 20;
 /// Profile buckets per period at most; a period of up to 7d gets hourly buckets.
 const MAX_BUCKETS: u64 = 168;
-/// Each profile bucket learns this share of its error per full visit.
-const SEASON_GAIN: f64 = 0.3;
+/// A profile bucket's gain per visit (roughly the share of its error it learns is
+/// `1 − e^−gain`): [`FIRST_SEASON_GAIN`] / (cycles seen + 1), at least [`SEASON_GAIN`].
+const SEASON_GAIN: f64 = 0.5;
+const FIRST_SEASON_GAIN: f64 = 2.5;
 /// A gap of Δt intervals widens the band by √(1 + alpha·(Δt−1)), at most this much.
 const MAX_GAP_WIDENING: f64 = 3.0;
 
@@ -55,14 +60,21 @@ struct Season {
     buckets: usize,
     /// Where this season's buckets start in [`BaselineState::profiles`].
     start: usize,
-    gain: f64,
+    /// One point's share of a bucket visit.
+    point_share: f64,
 }
 
 /// Parameters of the baseline, derived once per query.
 #[derive(Debug, Clone)]
 pub struct SeasonalBaseline {
     interval_ms: f64,
+    /// Per-interval weight of σ and the step size (`half_life`).
     alpha: f64,
+    /// Per-interval weight of the slow level the profiles learn against: the shortest
+    /// season (or `half_life` if longer). Against the fast level, which chases the daily
+    /// curve, a profile would see only the lag and learn for days.
+    slow_alpha: f64,
+    trend_share: f64,
     band: f64,
     adapt_points: i32,
     warm_up: u32,
@@ -83,6 +95,8 @@ pub struct BaselineState {
     counter: bool,
     level: f64,
     trend: f64,
+    /// The deseasonalised level over a whole season, what profiles are learned against.
+    slow_level: f64,
     sigma: f64,
     /// Mean non-zero |step| between consecutive values.
     quantum: f64,
@@ -126,26 +140,34 @@ impl SeasonalBaseline {
         let mut seasons = Vec::new();
         let mut start = 0;
         let mut shortest = None::<i64>;
-        for p in seasonality {
+        let mut periods: Vec<SeasonPeriod> = seasonality.to_vec();
+        periods.sort_by_key(|p| p.0);
+        periods.dedup();
+        for p in &periods {
             let period_ms = p.0.as_millis().clamp(1, i64::MAX as u128) as i64;
             let buckets = (period_ms as u64).div_ceil(3_600_000).clamp(1, MAX_BUCKETS) as usize;
             let bucket_ms = period_ms as f64 / buckets as f64;
-            let gain = (SEASON_GAIN * interval_ms / bucket_ms).min(0.5);
+            let point_share = interval_ms / bucket_ms;
             seasons.push(Season {
                 period_ms,
                 bucket_ms,
                 buckets,
                 start,
-                gain,
+                point_share,
             });
             start += buckets;
             shortest = Some(shortest.map_or(period_ms, |s: i64| s.min(period_ms)));
         }
+        let slow_half_life = shortest.map_or(half_life, |s| {
+            half_life.max(Duration::from_millis(s as u64))
+        });
         let season_points = shortest.map_or(0, |s| (s as f64 / interval_ms).ceil() as u32);
         let adapt_points = (adapt_after.as_secs_f64() * 1e3 / interval_ms).ceil() as i32;
         SeasonalBaseline {
             interval_ms,
             alpha,
+            slow_alpha: decay_alpha(interval_ms, slow_half_life),
+            trend_share: if seasons.is_empty() { TREND_SHARE } else { 0.0 },
             band,
             adapt_points: adapt_points.max(2),
             warm_up: MIN_WARM_UP.max(season_points),
@@ -186,6 +208,7 @@ impl SeasonalBaseline {
             st.last_ts = ts;
             st.last_raw = value;
             st.level = value;
+            st.slow_level = value;
             return None;
         }
         if ts <= st.last_ts {
@@ -254,11 +277,16 @@ impl SeasonalBaseline {
         };
 
         // Learn.
-        let a = if dt == 1.0 {
-            self.alpha
-        } else {
-            1.0 - (1.0 - self.alpha).powf(dt.min(1e4))
+        let over_dt = |alpha: f64| {
+            if dt == 1.0 {
+                alpha
+            } else {
+                1.0 - (1.0 - alpha).powf(dt.min(1e4))
+            }
         };
+        let a = over_dt(self.alpha);
+        let sla = over_dt(self.slow_alpha);
+        let seasonal_error = (x - st.slow_level - seasonal).clamp(-HUBER * sigma, HUBER * sigma);
         let clipped = residual.clamp(-HUBER * sigma, HUBER * sigma);
         let outside = residual.abs() > self.band * sigma * widening;
         st.run = match (outside, residual > 0.0) {
@@ -268,18 +296,25 @@ impl SeasonalBaseline {
         };
         if st.run.abs() >= self.adapt_points {
             // The data has been on one side for `adapt_after`: it is the new normal.
+            st.slow_level += base + residual - st.level;
             st.level = base + residual;
             st.trend = 0.0;
             st.run = 0;
             prediction.reanchored = true;
         } else if st.n == 1 {
             // The second point gives the first slope.
-            st.trend = (x - st.level) / dt;
+            st.trend = if self.trend_share > 0.0 {
+                (x - st.level) / dt
+            } else {
+                0.0
+            };
             st.level = x;
+            st.slow_level = x;
         } else {
             st.level = base + a * clipped;
-            st.trend = st.trend * damped / dt.max(1.0) + a * TREND_SHARE * clipped;
-            self.learn_seasonal(st, ts, (1.0 - a) * clipped);
+            st.trend = st.trend * damped / dt.max(1.0) + a * self.trend_share * clipped;
+            st.slow_level += sla * seasonal_error;
+            self.learn_seasonal(st, ts, (1.0 - sla) * seasonal_error);
         }
         if step != 0.0 {
             let q = step.abs();
@@ -291,8 +326,15 @@ impl SeasonalBaseline {
             st.quantum += a * (q - st.quantum);
         }
         let target = MAD_TO_SIGMA * residual.abs().min(HUBER * sigma);
-        // The first points set σ quickly; afterwards it moves with the level's half-life.
-        let sa = a.max(1.0 / f64::from(st.n + 1));
+        // The first points set σ quickly; afterwards it moves with `half_life`, and an
+        // out-of-band point (an anomaly, most likely) barely moves it, so a dip does not
+        // hide itself by widening the band. A real variance increase still gets in
+        // through its many in-band points.
+        let sa = if outside && st.n >= self.warm_up {
+            a * OUTLIER_WEIGHT
+        } else {
+            a.max(1.0 / f64::from(st.n + 1))
+        };
         st.sigma += sa * (target - st.sigma);
         st.n = st.n.saturating_add(1);
         st.last_ts = ts;
@@ -311,14 +353,23 @@ impl SeasonalBaseline {
     }
 
     /// Each season takes its share of what the previous ones left of `error`. During a
-    /// season's first cycles its buckets learn faster (1, 1/2, 1/3 of the error per visit
-    /// down to [`SEASON_GAIN`]), so a weekly shape is mostly learned after one week.
+    /// season's first cycles its buckets learn faster, so a shape is mostly learned after
+    /// one cycle.
     fn learn_seasonal(&self, st: &mut BaselineState, ts: i64, mut error: f64) {
         let age_ms = f64::from(st.n) * self.interval_ms;
-        for s in &self.seasons {
+        for (i, s) in self.seasons.iter().enumerate() {
+            // A longer season learns only what the shortest leaves, once that one has had a
+            // cycle: before, the residual is mostly the shortest season not yet learned.
+            let age_ms = match i {
+                0 => age_ms,
+                _ => age_ms - self.seasons[0].period_ms as f64,
+            };
+            if age_ms < 0.0 {
+                break;
+            }
             let cycles = (age_ms / s.period_ms as f64).floor();
-            let gain = s.gain * (1.0 / (cycles + 1.0)).max(SEASON_GAIN) / SEASON_GAIN;
-            let gain = gain.min(0.5);
+            let visit_gain = (FIRST_SEASON_GAIN / (cycles + 1.0)).max(SEASON_GAIN);
+            let gain = (s.point_share * visit_gain).min(0.5);
             let (i0, i1, w1) = s.position(ts);
             let p = &mut st.profiles[s.start..s.start + s.buckets];
             p[i0] += (gain * (1.0 - w1) * error) as f32;

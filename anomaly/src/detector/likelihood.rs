@@ -91,9 +91,9 @@ impl Likelihood {
         }
     }
 
-    /// Points learned before the first score.
+    /// Points learned before the first score: the baseline's, and a full window.
     pub fn warm_up(&self) -> u32 {
-        self.baseline.warm_up() + self.window as u32
+        self.baseline.warm_up().max(self.window as u32)
     }
 
     pub(super) fn new_window(&self) -> WindowState {
@@ -115,6 +115,7 @@ impl Likelihood {
         }
         let k = self.window as f64;
         let residual = p.x - p.expected;
+        let deviation = (residual * p.per).abs();
         let z = (residual / p.sigma).clamp(-Z_CLIP, Z_CLIP);
         w.z[w.next as usize] = z as f32;
         w.next = ((w.next as usize + 1) % self.window) as u8;
@@ -143,11 +144,7 @@ impl Likelihood {
             Direction::Above => bias_score.max(0.0),
             Direction::Below => (-bias_score).max(0.0),
         };
-        bias_score = cap_small(
-            bias_score,
-            (bias * p.sigma * p.per).abs(),
-            self.min_deviation,
-        );
+        bias_score = cap_small(bias_score, deviation, self.min_deviation);
         let counts_side = match self.direction {
             Direction::Both => true,
             Direction::Above => residual > 0.0,
@@ -158,7 +155,7 @@ impl Likelihood {
         } else {
             0.0
         };
-        spread_score = cap_small(spread_score, spread * p.sigma * p.per, self.min_deviation);
+        spread_score = cap_small(spread_score, deviation, self.min_deviation);
 
         // Stuck: judged before this run is learned as normal.
         let ended_run = (!p.repeated).then_some(w.repeats);
@@ -211,8 +208,8 @@ impl Likelihood {
     }
 }
 
-/// A window-level deviation smaller than `min_deviation` (in the series' unit) never scores
-/// above its share of `min_deviation`.
+/// While the current point deviates less than `min_deviation` (in the series' unit) a window
+/// signal scores at most `deviation / min_deviation`.
 fn cap_small(score: f64, deviation: f64, min_deviation: f64) -> f64 {
     if deviation < min_deviation {
         score.min(deviation / min_deviation)

@@ -169,8 +169,9 @@ impl Model {
         })
     }
 
-    /// Points a new series learns before its first score: `max(30, one shortest seasonal
-    /// period)`, plus `window` for `likelihood` and `ensemble`.
+    /// Points a new series learns before its first score: `max(30, points in the shortest
+    /// seasonal period, window)` (`window` for `likelihood` and `ensemble` only). A counter
+    /// starts over once it is recognised (after 20 rises).
     pub fn warm_up_points(&self) -> u32 {
         match &self.kind {
             Kind::Robust(d) => d.warm_up(),
