@@ -4,6 +4,7 @@
 pub mod backtest;
 pub mod config;
 pub mod detector;
+pub mod peers;
 
 use vigil_core::process::Shutdown;
 

@@ -1,18 +1,25 @@
 //! `--seasonality auto`: which of a day and a week the series repeats, by periodogram.
 //!
-//! `augurs-seasons` finds candidate periods (in points) over the whole input; a candidate
-//! within 10% of a day or a week selects that period. This runs once over a batch of
+//! `augurs-seasons` computes a Welch periodogram over the whole input (resampled to the
+//! interval, last value carried over gaps); a day or a week is selected when the power near
+//! it stands out from the neighbouring periods. Welch segments must be longer than the
+//! period, so a week is only resolved with about four weeks of input; a trend puts its
+//! power in the longest periods and is not taken for a season. This runs once over a batch of
 //! history, which is why it lives in the backtest and not in the O(1) streaming path.
 
 use std::time::Duration;
 
-use augurs_seasons::{Detector, PeriodogramDetector};
+use augurs_seasons::PeriodogramDetector;
 
 use super::input::Series;
 use crate::detector::SeasonPeriod;
 
 const DAY: Duration = Duration::from_secs(86_400);
 const WEEK: Duration = Duration::from_secs(7 * 86_400);
+/// How far (relative) from a period a periodogram bin still counts as that period.
+const BAND: f64 = 0.2;
+/// How much stronger than its neighbours a period's power must be.
+const PEAK_RATIO: f64 = 3.0;
 
 /// The seasonal periods among 1d and 7d the series shows (may be empty).
 pub fn detect(series: &Series, interval: Duration) -> Vec<SeasonPeriod> {
@@ -42,21 +49,79 @@ pub fn detect(series: &Series, interval: Duration) -> Vec<SeasonPeriod> {
     for v in grid.iter_mut().take_while(|v| !v.is_finite()) {
         *v = fill;
     }
-    let day = DAY.as_secs_f64() / step;
-    let week = WEEK.as_secs_f64() / step;
+    let periodogram = PeriodogramDetector::builder()
+        .min_period(2)
+        .max_period((grid.len() / 2).max(3) as u32)
+        .build()
+        .periodogram(&grid);
+    let bins: Vec<(f64, f64)> = periodogram
+        .periods
+        .iter()
+        .zip(&periodogram.powers)
+        .map(|(&p, &power)| (f64::from(p), power))
+        .collect();
     let mut found = Vec::new();
-    for (period, points) in [(DAY, day), (WEEK, week)] {
-        // A period shows only with at least two full cycles.
-        if points < 4.0 || (grid.len() as f64) < 2.0 * points {
-            continue;
-        }
-        let detector = PeriodogramDetector::builder()
-            .min_period(((points * 0.9) as u32).max(2))
-            .max_period((points * 1.1) as u32)
-            .build();
-        if !detector.detect(&grid).is_empty() {
+    for period in [DAY, WEEK] {
+        let target = period.as_secs_f64() / step;
+        if target >= 4.0 && is_peak(&bins, target) {
             found.push(SeasonPeriod(period));
         }
     }
     found
+}
+
+/// The strongest bin within ±[`BAND`] of `target` stands at least [`PEAK_RATIO`] above the
+/// nearest bins outside that band on both sides. `false` when the periodogram cannot
+/// resolve the period (no bin near it, or none beyond it: too little data).
+fn is_peak(bins: &[(f64, f64)], target: f64) -> bool {
+    let near = bins
+        .iter()
+        .filter(|(p, _)| (p - target).abs() <= BAND * target)
+        .map(|&(_, power)| power)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let longer = bins
+        .iter()
+        .filter(|(p, _)| *p > (1.0 + BAND) * target)
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|&(_, power)| power);
+    let shorter = bins
+        .iter()
+        .filter(|(p, _)| *p < (1.0 - BAND) * target)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|&(_, power)| power);
+    match (near, longer, shorter) {
+        (Some(near), Some(longer), Some(shorter)) => {
+            near > 0.0 && near >= PEAK_RATIO * longer.max(shorter)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backtest::input::Point;
+
+    fn series(f: impl Fn(i64) -> f64) -> Series {
+        Series {
+            points: (0..14 * 288)
+                .map(|i| Point {
+                    timestamp_ms: 1_767_571_200_000 + i * 300_000,
+                    value: f(i),
+                })
+                .collect(),
+            seconds: false,
+        }
+    }
+
+    #[test]
+    fn a_daily_wave_is_found_and_a_trend_is_not() {
+        let step = Duration::from_secs(300);
+        let wave =
+            series(|i| (i as f64 * std::f64::consts::TAU / 288.0).sin() + (i % 7) as f64 * 0.05);
+        assert_eq!(detect(&wave, step), vec![SeasonPeriod(DAY)]);
+        let trend = series(|i| i as f64 * 0.01 + (i % 7) as f64 * 0.05);
+        assert_eq!(detect(&trend, step), vec![]);
+        assert_eq!(detect(&Series::default(), step), vec![]);
+    }
 }

@@ -105,6 +105,12 @@ pub struct BaselineState {
     profiles: Vec<f32>,
 }
 
+impl BaselineState {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.profiles.capacity() * std::mem::size_of::<f32>()
+    }
+}
+
 /// What the baseline says about one point, before it learns from it.
 #[derive(Debug, Clone, Copy)]
 pub struct Prediction {

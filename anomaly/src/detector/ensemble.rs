@@ -29,6 +29,12 @@ pub struct EnsembleState {
     window: WindowState,
 }
 
+impl EnsembleState {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.baseline.heap_bytes() + self.window.heap_bytes()
+    }
+}
+
 impl Ensemble {
     pub fn new(
         c: &EnsembleConfig,

@@ -52,6 +52,12 @@ pub struct WindowState {
     changed: bool,
 }
 
+impl WindowState {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.z.capacity() * std::mem::size_of::<f32>()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LikelihoodState {
     pub(super) baseline: BaselineState,

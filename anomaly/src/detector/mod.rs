@@ -128,6 +128,20 @@ enum StateKind {
     Ensemble(EnsembleState),
 }
 
+impl SeriesState {
+    /// Bytes this state occupies in memory: the struct and its heap buffers (profiles and
+    /// the residual window).
+    pub fn memory_bytes(&self) -> usize {
+        let heap = match &self.0 {
+            StateKind::Robust(s) => s.baseline.heap_bytes(),
+            StateKind::Extreme(s) => s.baseline.heap_bytes(),
+            StateKind::Likelihood(s) => s.baseline.heap_bytes() + s.window.heap_bytes(),
+            StateKind::Ensemble(s) => s.heap_bytes(),
+        };
+        std::mem::size_of::<SeriesState>() + heap
+    }
+}
+
 impl Model {
     pub fn new(
         config: &DetectorConfig,
