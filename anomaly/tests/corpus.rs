@@ -105,16 +105,16 @@ fn table() {
 /// floors leave a margin of about one false positive or ten points of window score.
 const FLOORS: &[(&str, usize, usize, f64)] = &[
     ("seasonal_spikes", 4, 7, 85.0),
-    ("seasonal_dips", 3, 7, 80.0),
+    ("seasonal_dips", 3, 6, 85.0),
     ("level_shift", 2, 1, 90.0),
     ("trend_change", 1, 1, 90.0),
     ("variance_change", 2, 1, 90.0),
-    ("stuck", 2, 3, 80.0),
-    ("constant_then_change", 3, 1, 90.0),
+    ("stuck", 2, 2, 85.0),
+    ("constant_then_change", 3, 1, 85.0),
     ("counter_resets", 1, 1, 90.0),
     ("gaps", 1, 5, 65.0),
     ("low_volume", 2, 2, 80.0),
-    ("weekly_pattern", 2, 8, 70.0),
+    ("weekly_pattern", 2, 6, 80.0),
     ("heavy_tailed_noise", 0, 12, f64::NEG_INFINITY),
 ];
 

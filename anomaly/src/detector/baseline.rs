@@ -5,7 +5,8 @@
 //! residual clipped to ±[`HUBER`] σ, so one outlier moves the level by at most
 //! `alpha · HUBER · σ`. A residual that stays outside the band on one side for
 //! `adapt_after` re-anchors the level on the data: a permanent shift alerts for that long,
-//! then stops. σ is the clipped mean absolute residual × √(π/2), floored so that a flat
+//! then stops. Going back to the previous level within a day re-anchors back without an
+//! alert, so the end of a long episode is not a second anomaly. σ is the clipped mean absolute residual × √(π/2), floored so that a flat
 //! series does not divide by zero and a discrete low-volume series (integer counts) is not
 //! alarmed by its own granularity.
 //!
@@ -38,6 +39,9 @@ const RELATIVE_FLOOR: f64 = 1e-4;
 const ABSOLUTE_FLOOR: f64 = 1e-9;
 /// σ ≥ this × the typical non-zero step between consecutive values (integer counts).
 const QUANTUM_FLOOR: f64 = 0.7;
+/// After a re-anchoring, a return to the previous level within this long re-anchors back
+/// silently (an episode of several hours is alerted at its start, not at its end).
+const REVERT_WITHIN: Duration = Duration::from_secs(86_400);
 /// How much an out-of-band residual counts in σ's update.
 const OUTLIER_WEIGHT: f64 = 0.125;
 /// Points before a series is scored when it has no seasonality.
@@ -77,6 +81,8 @@ pub struct SeasonalBaseline {
     trend_share: f64,
     band: f64,
     adapt_points: i32,
+    /// Points after a re-anchoring during which a return to the previous level is quiet.
+    revert_points: u32,
     warm_up: u32,
     seasons: Vec<Season>,
     profile_len: usize,
@@ -102,6 +108,10 @@ pub struct BaselineState {
     quantum: f64,
     /// Consecutive out-of-band residuals, signed by side.
     run: i32,
+    /// The level before the last re-anchoring, and for how many more points the series
+    /// may go back to it without an alert.
+    previous_level: f64,
+    previous_left: u32,
     profiles: Vec<f32>,
 }
 
@@ -174,8 +184,9 @@ impl SeasonalBaseline {
             alpha,
             slow_alpha: decay_alpha(interval_ms, slow_half_life),
             trend_share: if seasons.is_empty() { TREND_SHARE } else { 0.0 },
-            band,
+            band: usable_band(band),
             adapt_points: adapt_points.max(2),
+            revert_points: (REVERT_WITHIN.as_secs_f64() * 1e3 / interval_ms).ceil() as u32,
             warm_up: MIN_WARM_UP.max(season_points),
             seasons,
             profile_len: start,
@@ -220,7 +231,7 @@ impl SeasonalBaseline {
         if ts <= st.last_ts {
             return None;
         }
-        let dt = ((ts - st.last_ts) as f64 / self.interval_ms).max(1e-3);
+        let dt = ((ts as f64 - st.last_ts as f64) / self.interval_ms).max(1e-3);
         let repeated = value == st.last_raw;
         let step = value - st.last_raw;
         let mut increase = step;
@@ -257,19 +268,40 @@ impl SeasonalBaseline {
         } else {
             TREND_DAMPING * (1.0 - TREND_DAMPING.powf(dt)) / (1.0 - TREND_DAMPING)
         };
-        let base = st.level + st.trend * damped;
         let seasonal = self.seasonal(st, ts);
-        let expected = base + seasonal;
-        let residual = x - expected;
-        let floor = (RELATIVE_FLOOR * expected.abs())
-            .max(ABSOLUTE_FLOOR)
-            .max(QUANTUM_FLOOR * st.quantum);
-        let sigma = st.sigma.max(floor);
         let widening = if dt > 1.0 {
             (1.0 + self.alpha * (dt - 1.0)).sqrt().min(MAX_GAP_WIDENING)
         } else {
             1.0
         };
+        let floor_at = |expected: f64| {
+            (RELATIVE_FLOOR * expected.abs())
+                .max(ABSOLUTE_FLOOR)
+                .max(QUANTUM_FLOOR * st.quantum)
+        };
+        let mut base = st.level + st.trend * damped;
+        let mut reverted = false;
+        if st.previous_left > 0 {
+            st.previous_left -= 1;
+            // Back to the level in force before the last re-anchoring: the episode that
+            // moved the level is over, and its end is not news.
+            let band = self.band * widening;
+            let sigma = st.sigma.max(floor_at(base + seasonal));
+            let off_now = (x - base - seasonal).abs() > band * sigma;
+            let on_previous = (x - st.previous_level - seasonal).abs() <= band * sigma;
+            if off_now && on_previous {
+                st.slow_level += st.previous_level - st.level;
+                st.level = st.previous_level;
+                st.trend = 0.0;
+                st.previous_left = 0;
+                st.run = 0;
+                base = st.level;
+                reverted = true;
+            }
+        }
+        let expected = base + seasonal;
+        let residual = x - expected;
+        let sigma = st.sigma.max(floor_at(expected));
         let mut prediction = Prediction {
             x,
             expected,
@@ -279,7 +311,7 @@ impl SeasonalBaseline {
             dt,
             repeated,
             warm: st.n >= self.warm_up,
-            reanchored: false,
+            reanchored: reverted,
         };
 
         // Learn.
@@ -302,6 +334,10 @@ impl SeasonalBaseline {
         };
         if st.run.abs() >= self.adapt_points {
             // The data has been on one side for `adapt_after`: it is the new normal.
+            if st.previous_left == 0 {
+                st.previous_level = st.level;
+            }
+            st.previous_left = self.revert_points;
             st.slow_level += base + residual - st.level;
             st.level = base + residual;
             st.trend = 0.0;
@@ -398,6 +434,16 @@ impl Season {
         let i0 = (at as usize).min(self.buckets - 1);
         let i1 = if i0 + 1 == self.buckets { 0 } else { i0 + 1 };
         (i0, i1, at - i0 as f64)
+    }
+}
+
+/// `band` when it is a number > 0 (validation ensures it), else the default: a model built
+/// from an unvalidated config still scores finitely.
+pub fn usable_band(band: f64) -> f64 {
+    if band.is_finite() && band > 0.0 {
+        band
+    } else {
+        5.0
     }
 }
 

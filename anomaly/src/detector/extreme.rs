@@ -60,7 +60,11 @@ impl Extreme {
         Extreme {
             shrink: decay_alpha(baseline.interval_ms(), c.range_half_life),
             baseline,
-            margin: c.margin,
+            margin: if c.margin.is_finite() {
+                c.margin.max(0.0)
+            } else {
+                0.0
+            },
             direction,
             min_deviation,
         }

@@ -91,7 +91,7 @@ impl Likelihood {
             history: decay_alpha(baseline.interval_ms(), c.history_half_life),
             baseline,
             window: c.window.clamp(2, 64),
-            band: c.band,
+            band: super::baseline::usable_band(c.band),
             direction,
             min_deviation,
         }

@@ -271,6 +271,31 @@ fn a_level_shift_alerts_then_becomes_normal() {
 }
 
 #[test]
+fn the_end_of_a_long_episode_is_not_a_second_anomaly() {
+    let m = model("kind: ensemble", Direction::Both, 0.0);
+    let mut s = m.new_state();
+    let values = noisy(14, 900, 1.0);
+    // Three hours at a lower level (longer than adapt_after), then back.
+    let scores = feed(&m, &mut s, 0, 900, |i| {
+        values[i as usize] - if (400..436).contains(&i) { 30.0 } else { 0.0 }
+    });
+    let alerts = |range: std::ops::Range<usize>| {
+        scores[range]
+            .iter()
+            .flatten()
+            .filter(|s| s.score > 1.0)
+            .count()
+    };
+    assert!(alerts(400..412) >= 10, "the start alerts");
+    assert!(alerts(420..436) == 0, "adapted within the episode");
+    assert!(
+        alerts(436..900) <= 1,
+        "the return to normal alerted {}",
+        alerts(436..900)
+    );
+}
+
+#[test]
 fn a_variance_increase_alerts() {
     let m = model("kind: ensemble", Direction::Both, 0.0);
     let mut s = m.new_state();
