@@ -36,6 +36,7 @@ fn main() {
 
     let mut run = |from: i64, steps: i64| {
         let start = Instant::now();
+        let cpu_start = cpu_time();
         let mut anomalies = 0u64;
         for step in from..from + steps {
             let ts = T0 + step * INTERVAL.as_millis() as i64;
@@ -49,7 +50,14 @@ fn main() {
         }
         black_box(anomalies);
         let points = SERIES as f64 * steps as f64;
-        points / start.elapsed().as_secs_f64()
+        // Per core: points over the CPU time this thread got (the build machine is
+        // shared); wall-clock rate alongside.
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = match (cpu_start, cpu_time()) {
+            (Some(a), Some(b)) if b > a => b - a,
+            _ => wall,
+        };
+        (points / cpu, points / wall)
     };
     let warm_rate = run(0, WARM_STEPS);
     let scored_rate = run(WARM_STEPS, SCORED_STEPS);
@@ -69,12 +77,14 @@ fn main() {
     println!("| measure | value | target |");
     println!("|---|---|---|");
     println!(
-        "| points/s/core while warming up (first day) | {:.2} M | ≥ 1 M |",
-        warm_rate / 1e6
+        "| points/s/core while warming up (first day; wall clock {:.2} M) | {:.2} M | ≥ 1 M |",
+        warm_rate.1 / 1e6,
+        warm_rate.0 / 1e6
     );
     println!(
-        "| points/s/core once warm | {:.2} M | ≥ 1 M |",
-        scored_rate / 1e6
+        "| points/s/core once warm (wall clock {:.2} M) | {:.2} M | ≥ 1 M |",
+        scored_rate.1 / 1e6,
+        scored_rate.0 / 1e6
     );
     println!(
         "| state, postcard (mean / max of 1000) | {postcard_mean:.0} / {postcard_max} B | ≤ 2048 B |"
@@ -84,4 +94,11 @@ fn main() {
         "| size_of::<SeriesState>() | {} B | |",
         std::mem::size_of::<SeriesState>()
     );
+}
+
+/// CPU time of this thread in seconds (Linux `/proc/thread-self/schedstat`), if readable.
+fn cpu_time() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(ns / 1e9)
 }

@@ -268,7 +268,13 @@ impl SeasonalBaseline {
         } else {
             TREND_DAMPING * (1.0 - TREND_DAMPING.powf(dt)) / (1.0 - TREND_DAMPING)
         };
-        let seasonal = self.seasonal(st, ts);
+        // Where `ts` falls in each season (at most two, validated), found once per point.
+        let mut positions = [(0, 0, 0.0); 2];
+        for (slot, season) in positions.iter_mut().zip(&self.seasons) {
+            *slot = season.position(ts);
+        }
+        let positions = &positions[..self.seasons.len().min(2)];
+        let seasonal = self.seasonal(st, positions);
         let widening = if dt > 1.0 {
             (1.0 + self.alpha * (dt - 1.0)).sqrt().min(MAX_GAP_WIDENING)
         } else {
@@ -356,7 +362,7 @@ impl SeasonalBaseline {
             st.level = base + a * clipped;
             st.trend = st.trend * damped / dt.max(1.0) + a * self.trend_share * clipped;
             st.slow_level += sla * seasonal_error;
-            self.learn_seasonal(st, ts, (1.0 - sla) * seasonal_error);
+            self.learn_seasonal(st, positions, (1.0 - sla) * seasonal_error);
         }
         if step != 0.0 {
             let q = step.abs();
@@ -384,10 +390,9 @@ impl SeasonalBaseline {
         Some(prediction)
     }
 
-    fn seasonal(&self, st: &BaselineState, ts: i64) -> f64 {
+    fn seasonal(&self, st: &BaselineState, positions: &[(usize, usize, f64)]) -> f64 {
         let mut sum = 0.0;
-        for s in &self.seasons {
-            let (i0, i1, w1) = s.position(ts);
+        for (s, &(i0, i1, w1)) in self.seasons.iter().zip(positions) {
             let p = &st.profiles[s.start..s.start + s.buckets];
             sum += f64::from(p[i0]) * (1.0 - w1) + f64::from(p[i1]) * w1;
         }
@@ -397,9 +402,14 @@ impl SeasonalBaseline {
     /// Each season takes its share of what the previous ones left of `error`. During a
     /// season's first cycles its buckets learn faster, so a shape is mostly learned after
     /// one cycle.
-    fn learn_seasonal(&self, st: &mut BaselineState, ts: i64, mut error: f64) {
+    fn learn_seasonal(
+        &self,
+        st: &mut BaselineState,
+        positions: &[(usize, usize, f64)],
+        mut error: f64,
+    ) {
         let age_ms = f64::from(st.n) * self.interval_ms;
-        for (i, s) in self.seasons.iter().enumerate() {
+        for (i, (s, &(i0, i1, w1))) in self.seasons.iter().zip(positions).enumerate() {
             // A longer season learns only what the shortest leaves, once that one has had a
             // cycle: before, the residual is mostly the shortest season not yet learned.
             let age_ms = match i {
@@ -412,7 +422,6 @@ impl SeasonalBaseline {
             let cycles = (age_ms / s.period_ms as f64).floor();
             let visit_gain = (FIRST_SEASON_GAIN / (cycles + 1.0)).max(SEASON_GAIN);
             let gain = (s.point_share * visit_gain).min(0.5);
-            let (i0, i1, w1) = s.position(ts);
             let p = &mut st.profiles[s.start..s.start + s.buckets];
             p[i0] += (gain * (1.0 - w1) * error) as f32;
             p[i1] += (gain * w1 * error) as f32;
