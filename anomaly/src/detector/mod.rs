@@ -116,12 +116,15 @@ enum Kind {
     Ensemble(Box<Ensemble>),
 }
 
-/// One series' learned state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One series' learned state. `SeriesState::default()` is an empty state that any
+/// [`Model`] replaces with its own on the first point (prefer [`Model::new_state`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SeriesState(StateKind);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 enum StateKind {
+    #[default]
+    Empty,
     Robust(RobustState),
     Extreme(ExtremeState),
     Likelihood(LikelihoodState),
@@ -137,6 +140,7 @@ impl SeriesState {
             StateKind::Extreme(s) => s.baseline.heap_bytes(),
             StateKind::Likelihood(s) => s.baseline.heap_bytes() + s.window.heap_bytes(),
             StateKind::Ensemble(s) => s.heap_bytes(),
+            StateKind::Empty => 0,
         };
         std::mem::size_of::<SeriesState>() + heap
     }

@@ -430,6 +430,18 @@ fn a_state_of_another_kind_starts_over() {
 }
 
 #[test]
+fn a_default_state_is_taken_over_by_any_model() {
+    for kind in kinds() {
+        let m = model(kind, Direction::Both, 0.0);
+        let (mut fresh, mut default) = (m.new_state(), SeriesState::default());
+        let values = noisy(15, 300, 1.0);
+        let a = feed(&m, &mut fresh, 0, 300, |i| values[i as usize]);
+        let b = feed(&m, &mut default, 0, 300, |i| values[i as usize]);
+        assert_eq!(a, b, "{kind}");
+    }
+}
+
+#[test]
 fn model_is_send_and_sync() {
     fn shared<T: Send + Sync>() {}
     shared::<Model>();
