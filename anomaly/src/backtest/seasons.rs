@@ -49,6 +49,12 @@ pub fn detect(series: &Series, interval: Duration) -> Vec<SeasonPeriod> {
     for v in grid.iter_mut().take_while(|v| !v.is_finite()) {
         *v = fill;
     }
+    // Less than two days cannot show a daily period (and tiny inputs make the Welch
+    // builder underflow).
+    let day_points = DAY.as_secs_f64() / step;
+    if (grid.len() as f64) < 2.0 * day_points || grid.len() < 64 {
+        return Vec::new();
+    }
     let periodogram = PeriodogramDetector::builder()
         .min_period(2)
         .max_period((grid.len() / 2).max(3) as u32)
@@ -123,5 +129,10 @@ mod tests {
         let trend = series(|i| i as f64 * 0.01 + (i % 7) as f64 * 0.05);
         assert_eq!(detect(&trend, step), vec![]);
         assert_eq!(detect(&Series::default(), step), vec![]);
+        for n in [1, 3, 100, 700] {
+            let mut short = series(|i| (i % 5) as f64);
+            short.points.truncate(n);
+            assert_eq!(detect(&short, step), vec![], "{n} points");
+        }
     }
 }

@@ -308,6 +308,11 @@ impl SeasonalBaseline {
         let expected = base + seasonal;
         let residual = x - expected;
         let sigma = st.sigma.max(floor_at(expected));
+        if !(x.is_finite() && residual.is_finite() && sigma.is_finite()) {
+            // Values near f64::MAX overflowed the model: nothing learned can be trusted.
+            *st = self.new_state();
+            return None;
+        }
         let mut prediction = Prediction {
             x,
             expected,
@@ -387,6 +392,9 @@ impl SeasonalBaseline {
         st.n = st.n.saturating_add(1);
         st.last_ts = ts;
         st.last_raw = value;
+        if !(st.level.is_finite() && st.slow_level.is_finite() && st.sigma.is_finite()) {
+            *st = self.new_state();
+        }
         Some(prediction)
     }
 

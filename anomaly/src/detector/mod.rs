@@ -207,8 +207,8 @@ impl Model {
         if !value.is_finite() {
             return None;
         }
-        loop {
-            return match (&self.kind, &mut state.0) {
+        let score = loop {
+            break match (&self.kind, &mut state.0) {
                 (Kind::Robust(d), StateKind::Robust(s)) => d.score(s, timestamp_ms, value),
                 (Kind::Extreme(d), StateKind::Extreme(s)) => d.score(s, timestamp_ms, value),
                 (Kind::Likelihood(d), StateKind::Likelihood(s)) => d.score(s, timestamp_ms, value),
@@ -218,7 +218,13 @@ impl Model {
                     continue;
                 }
             };
-        }
+        };
+        // Arithmetic near f64::MAX: no score rather than NaN, the largest number rather
+        // than infinity (which JSON and the Prometheus format handle poorly).
+        score.filter(|s| !s.score.is_nan()).map(|s| Score {
+            score: s.score.min(f64::MAX),
+            ..s
+        })
     }
 }
 

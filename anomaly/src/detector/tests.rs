@@ -442,6 +442,40 @@ fn a_default_state_is_taken_over_by_any_model() {
 }
 
 #[test]
+fn wild_values_and_timestamps_never_panic_or_score_nan() {
+    let wild = [
+        0.0,
+        1e300,
+        -1e300,
+        5e-324,
+        -0.0,
+        1e-300,
+        7.0,
+        f64::MAX,
+        f64::MIN,
+        3.0,
+    ];
+    for kind in kinds()
+        .into_iter()
+        .chain(["{ kind: ensemble, seasonality: [1d, 7d] }"])
+    {
+        let m = model(kind, Direction::Both, 0.0);
+        let mut s = m.new_state();
+        let mut noise = Noise(16);
+        let mut ts = i64::MIN / 2;
+        for i in 0..3000 {
+            // Jumps from a millisecond to years, and a few repeats (ignored).
+            let jump = (noise.uniform() * 1e6) as i64 * if i % 97 == 0 { 1_000_000 } else { 1 };
+            ts += jump;
+            let v = wild[(noise.uniform() * wild.len() as f64) as usize % wild.len()];
+            if let Some(score) = m.score(&mut s, ts, v) {
+                assert!(!score.score.is_nan(), "{kind}: NaN score for {v} at {ts}");
+            }
+        }
+    }
+}
+
+#[test]
 fn model_is_send_and_sync() {
     fn shared<T: Send + Sync>() {}
     shared::<Model>();
