@@ -232,9 +232,11 @@ def pipeline():
         ),
         (
             "Refused",
-            f"sum(rate(vigil_collector_refused_items_total{{{cs}}}[{RATE}])) or vector(0)",
-            "cps",
-            "Items refused at the receiver (buffer full: senders retry; invalid: lost).",
+            # Requests, not items: an undecodable or not-exported request has no item count
+            # (vigil_collector_refused_items_total only counts decodable ones).
+            f"sum(rate(vigil_collector_refused_requests_total{{{cs}}}[{RATE}])) or vector(0)",
+            "reqps",
+            "Requests refused at the receiver (buffer full: the sender retries; invalid, too large, not exported: lost).",
             red_above(0.001),
         ),
         (
@@ -1055,6 +1057,54 @@ def anomalies():
             "Failed reads from VictoriaMetrics.",
         ),
         12,
+        8,
+    )
+    L.add(
+        timeseries(
+            "Anomalous points/s",
+            [(f"sum by (query) (rate(vigil_anomaly_points_anomalous_total{{{q}}}[{RATE}]))", "{{query}}")],
+            "cps",
+            "Points scored above the query's threshold.",
+        ),
+        8,
+        8,
+    )
+    L.add(
+        timeseries(
+            "Series not scored or not alerted",
+            [
+                (f"sum by (query) (vigil_anomaly_series_over_limit{{{q}}})", "{{query}} over max_series"),
+                (f"sum by (query) (vigil_anomaly_alerts_suppressed{{{q}}})", "{{query}} beyond max_alerts"),
+            ],
+            "short",
+            "Series beyond max_series are ignored; anomalous series beyond max_alerts are summarised in one overflow alert.",
+        ),
+        8,
+        8,
+    )
+    L.add(
+        timeseries(
+            "Sink failures/s",
+            [("sum by (sink) (rate(vigil_anomaly_sink_failures_total[$__rate_interval]))", "{{sink}}")],
+            "reqps",
+            "Failed requests to the write-back, Alertmanager, Grafana or the state store.",
+        ),
+        8,
+        8,
+    )
+    L.add(
+        timeseries(
+            "Written back and state",
+            [
+                ("sum(rate(vigil_anomaly_samples_written_total[$__rate_interval]))", "samples written/s"),
+                ("max(time() - (vigil_anomaly_last_snapshot_timestamp_seconds > 0))", "seconds since the last state snapshot"),
+                ("sum(rate(vigil_anomaly_snapshot_failures_total[$__rate_interval]))", "snapshot failures/s"),
+                (f"sum(increase(vigil_anomaly_warmups_total{{{q}}}[$__range]))", "warm-ups from history in range"),
+            ],
+            "short",
+            "The service's output and its detector state snapshots (a restart with a recent snapshot is not a cold start).",
+        ),
+        24,
         8,
     )
 
