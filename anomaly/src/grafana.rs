@@ -20,7 +20,7 @@ pub struct GrafanaClient {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct NewAnnotation<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "dashboardUID", skip_serializing_if = "Option::is_none")]
     dashboard_uid: Option<&'a str>,
     time: i64,
     tags: Vec<String>,
@@ -36,7 +36,7 @@ impl GrafanaClient {
     pub fn new(config: &Grafana, timeout: Duration) -> Result<GrafanaClient, String> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(token) = &config.token {
+        if let Some(token) = config.token.as_deref().filter(|t| !t.is_empty()) {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| "grafana.token: not a valid header value".to_string())?;
             headers.insert(AUTHORIZATION, value);

@@ -599,3 +599,134 @@ impl Service {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::Score;
+
+    fn config(max_alerts: usize) -> Config {
+        let text = format!(
+            "source: {{ victoriametrics: \"http://127.0.0.1:1\" }}\ninterval: 10s\nqueries:\n  - {{ name: Q, expr: up, max_alerts: {max_alerts} }}\n"
+        );
+        Config::from_yaml(&text, |_| None).unwrap()
+    }
+
+    fn sinks() -> Sinks {
+        Sinks {
+            writer: None,
+            alertmanager: None,
+            grafana: None,
+        }
+    }
+
+    /// A runtime with `n` series, each fed `scores` in order.
+    fn runtime(config: &Config, n: usize, scores: &[f64]) -> QueryRuntime {
+        let mut runtime = QueryRuntime::new(config, &config.queries[0], None);
+        for i in 0..n {
+            let labels = BTreeMap::from([("instance".to_string(), format!("host-{i}"))]);
+            let mut alert = AlertState::default();
+            for (t, s) in scores.iter().enumerate() {
+                let score = Score {
+                    score: *s + i as f64 * 0.01,
+                    expected: 1.0,
+                    lower: 0.0,
+                    upper: 2.0,
+                };
+                alert.observe(Observation::new(t as i64 * 10_000, 5.0, &score), 1.0, 2);
+            }
+            runtime.series.insert(
+                series_key(&labels),
+                SeriesEntry {
+                    labels,
+                    detector: runtime.model.new_state(),
+                    alert,
+                    last_ts: scores.len() as i64 * 10_000,
+                },
+            );
+        }
+        runtime
+    }
+
+    #[tokio::test]
+    async fn beyond_max_alerts_the_highest_scores_alert_and_the_rest_are_one_overflow() {
+        let config = config(20);
+        let telemetry = Telemetry::new(["Q"]);
+        let mut runtime = runtime(&config, 1000, &[3.0, 3.0]);
+        runtime.reconcile(100_000, &sinks(), &telemetry).await;
+        let notified: Vec<&SeriesEntry> = runtime
+            .series
+            .values()
+            .filter(|e| e.alert.notified)
+            .collect();
+        assert_eq!(notified.len(), 20);
+        // The highest scores are alerted: host-980 .. host-999.
+        let number = |e: &&SeriesEntry| e.labels["instance"][5..].parse::<usize>().unwrap();
+        assert!(notified.iter().all(|e| number(e) >= 980));
+        assert!(runtime.meta.overflow_notified);
+        assert_eq!(
+            telemetry.alerts_suppressed.with_label_values(&["Q"]).get(),
+            980
+        );
+        assert_eq!(telemetry.alerts_firing.with_label_values(&["Q"]).get(), 21);
+
+        // Every episode ends: all resolved, the overflow too.
+        for entry in runtime.series.values_mut() {
+            for t in 3..5 {
+                let normal = Score {
+                    score: 0.1,
+                    expected: 1.0,
+                    lower: 0.0,
+                    upper: 2.0,
+                };
+                entry
+                    .alert
+                    .observe(Observation::new(t * 10_000, 1.0, &normal), 1.0, 2);
+            }
+        }
+        runtime.reconcile(110_000, &sinks(), &telemetry).await;
+        assert!(runtime.series.values().all(|e| !e.alert.notified));
+        assert!(!runtime.meta.overflow_notified);
+        assert_eq!(telemetry.alerts_firing.with_label_values(&["Q"]).get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_series_that_stops_reporting_ends_its_episode_and_is_forgotten_later() {
+        let config = config(20);
+        let telemetry = Telemetry::new(["Q"]);
+        let mut runtime = runtime(&config, 1, &[3.0, 3.0]);
+        runtime.reconcile(20_000, &sinks(), &telemetry).await;
+        assert!(runtime.series.values().all(|e| e.alert.notified));
+        // Five intervals without points end the episode; the resolve keeps it until sent.
+        runtime.forget_absent(20_000 + 6 * 10_000, &telemetry);
+        assert!(runtime.series.values().all(|e| !e.alert.is_anomalous()));
+        runtime.forget_absent(3 * 86_400_000, &telemetry);
+        assert_eq!(
+            runtime.series.len(),
+            1,
+            "kept until the resolve is delivered"
+        );
+        runtime
+            .reconcile(3 * 86_400_000, &sinks(), &telemetry)
+            .await;
+        runtime.forget_absent(3 * 86_400_000, &telemetry);
+        assert!(runtime.series.is_empty());
+        assert_eq!(telemetry.series_evicted.with_label_values(&["Q"]).get(), 1);
+    }
+
+    #[test]
+    fn state_learned_under_other_settings_is_discarded() {
+        let config = config(20);
+        let mut runtime = runtime(&config, 3, &[0.1]);
+        runtime.meta.scored_until = Some(5);
+        let saved = runtime.snapshot();
+        let restored = QueryRuntime::new(&config, &config.queries[0], Some(saved.clone()));
+        assert_eq!(restored.series.len(), 3);
+        assert_eq!(restored.meta.scored_until, Some(5));
+        let mut changed = config.clone();
+        changed.queries[0].expr = "up == 1".into();
+        let fresh = QueryRuntime::new(&changed, &changed.queries[0], Some(saved));
+        assert!(fresh.series.is_empty());
+        assert_eq!(fresh.meta.scored_until, None);
+    }
+}

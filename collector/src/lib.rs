@@ -18,6 +18,7 @@ pub mod config;
 pub mod exporter;
 pub mod receiver;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub enum StartError {
     },
     #[error("exporter {name}: {message}")]
     Exporter { name: &'static str, message: String },
+    #[error("{what}: {message}")]
+    Security { what: &'static str, message: String },
 }
 
 /// A running collector.
@@ -102,13 +105,40 @@ impl Collector {
         let http_addr = http_listener.as_ref().and_then(local);
         let admin_addr = local(&admin_listener).unwrap_or(config.admin.listen);
 
+        let security = |what: &'static str| move |message| StartError::Security { what, message };
+        let tls_of = |listen: &Option<config::Listen>| listen.as_ref().and_then(|l| l.tls.clone());
+        let grpc_tls = tls_of(&otlp.grpc)
+            .map(|t| tls::grpc_config(&t))
+            .transpose()
+            .map_err(security("receivers.otlp.grpc.tls"))?;
+        let http_tls = tls_of(&otlp.http)
+            .map(|t| tls::server_config(&t))
+            .transpose()
+            .map_err(security("receivers.otlp.http.tls"))?;
+        let admin_tls = config
+            .admin
+            .tls
+            .as_ref()
+            .map(tls::server_config)
+            .transpose()
+            .map_err(security("admin.tls"))?;
+
         let exported = Signal::ALL.map(|s| config.exports(s));
-        let ingest = Arc::new(Ingest::new(
+        let mut ingest = Ingest::new(
             buffer.clone(),
             telemetry.clone(),
             exported,
             otlp.default_tenant.clone(),
-        ));
+        );
+        if let Some(auth) = &otlp.auth {
+            let tokens = receiver::auth::Tokens::new(auth, &otlp.tenant_header)
+                .map_err(security("receivers.otlp.auth"))?;
+            ingest = ingest.with_auth(tokens);
+        }
+        if let Some(limit) = &otlp.rate_limit {
+            ingest = ingest.with_rate_limit(receiver::auth::RateLimiter::new(limit));
+        }
+        let ingest = Arc::new(ingest);
         let (stop_receivers, receivers_stopped) = watch::channel(false);
         let (stop_exporters, exporters_stopped) = watch::channel(false);
         let mut servers = JoinSet::new();
@@ -122,12 +152,17 @@ impl Collector {
             let mut stop = receivers_stopped.clone();
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            // Windows that grow with the connection's bandwidth-delay product: with the
+            // fixed 64 KiB default, a large uncompressed export crawls in round trips.
+            let mut builder = tonic::transport::Server::builder().http2_adaptive_window(Some(true));
+            if let Some(tls) = grpc_tls {
+                builder = builder.tls_config(tls).map_err(|e| StartError::Security {
+                    what: "receivers.otlp.grpc.tls",
+                    message: e.to_string(),
+                })?;
+            }
             servers.spawn(async move {
-                // Windows that grow with the connection's bandwidth-delay product: with
-                // the fixed 64 KiB default, a large uncompressed export crawls in
-                // round trips.
-                let result = tonic::transport::Server::builder()
-                    .http2_adaptive_window(Some(true))
+                let result = builder
                     .add_service(metrics)
                     .add_service(logs)
                     .add_service(traces)
@@ -151,6 +186,7 @@ impl Collector {
             servers.spawn(serve_http(
                 "OTLP/HTTP",
                 listener,
+                http_tls,
                 app,
                 receivers_stopped.clone(),
             ));
@@ -165,6 +201,7 @@ impl Collector {
         servers.spawn(serve_http(
             "admin",
             admin_listener,
+            admin_tls,
             admin::app(admin_state.clone()),
             exporters_stopped.clone(),
         ));
@@ -320,12 +357,17 @@ fn build_exporters(config: &Config) -> Result<BuiltExporters, StartError> {
     Ok(built)
 }
 
+/// Serves `app` on `listener`, over TLS when `tls` is given, until `stop` turns true.
 async fn serve_http(
     what: &'static str,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) {
+    if let Some(config) = tls {
+        return tls::serve_https(what, listener, config, app, stop).await;
+    }
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -9,8 +9,10 @@
 //! - [`collector`]: a collector in-process or as a child process (for kill -9).
 //! - [`agent`]: an agent in-process or as a child process (for kill -9).
 //! - [`process`]: either binary as a child process.
+//! - [`certs`]: a CA, server and client certificates made by `openssl`.
 
 pub mod agent;
+pub mod certs;
 pub mod collector;
 pub mod fakes;
 pub mod grafana;
