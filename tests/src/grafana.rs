@@ -308,6 +308,126 @@ pub fn logql_stream_labels(expr: &str) -> BTreeSet<String> {
     out
 }
 
+/// The checks that need no backend: the four dashboard uids and the four provisioned
+/// datasources; a unit on every timeseries and stat panel; panels on the grid; every
+/// datasource reference resolving to a provisioned uid of its type (directly, through a
+/// datasource variable, or Grafana's built-in); variables only in regex matchers, and
+/// `All` as a regex. Panics with the place of the first problem.
+pub fn check_structure(boards: &BTreeMap<String, Value>, provisioned: &BTreeMap<String, String>) {
+    let uids: BTreeSet<&str> = boards.values().filter_map(|b| b["uid"].as_str()).collect();
+    assert_eq!(
+        uids,
+        BTreeSet::from([
+            "vigil-pipeline",
+            "vigil-nodes",
+            "vigil-anomalies",
+            "vigil-logs-traces"
+        ]),
+        "dashboard uids"
+    );
+    for uid in [
+        "vigil-victoriametrics",
+        "vigil-loki",
+        "vigil-tempo",
+        "vigil-alertmanager",
+    ] {
+        assert!(
+            provisioned.contains_key(uid),
+            "datasource {uid} is provisioned"
+        );
+    }
+    assert_eq!(provisioned["vigil-victoriametrics"], "prometheus");
+    assert_eq!(provisioned["vigil-alertmanager"], "alertmanager");
+    for (file, board) in boards {
+        assert!(
+            board["schemaVersion"].as_u64().unwrap_or(0) >= 36,
+            "{file}: schemaVersion"
+        );
+        let variables = variables(board);
+        let mut ids = BTreeSet::new();
+        for (panel, _) in panels(board) {
+            let title = panel["title"].as_str().unwrap_or("?");
+            assert!(
+                ids.insert(panel["id"].as_u64()),
+                "{file}: panel id of \"{title}\" repeats"
+            );
+            let grid = &panel["gridPos"];
+            let (x, w) = (
+                grid["x"].as_u64().unwrap_or(99),
+                grid["w"].as_u64().unwrap_or(99),
+            );
+            assert!(x + w <= 24, "{file}: \"{title}\" is off the grid");
+            if ["timeseries", "stat", "gauge", "bargauge"]
+                .contains(&panel["type"].as_str().unwrap_or(""))
+            {
+                let unit = panel["fieldConfig"]["defaults"]["unit"]
+                    .as_str()
+                    .unwrap_or("");
+                assert!(!unit.is_empty(), "{file}: \"{title}\" has no unit");
+            }
+            if panel["type"] != "row" {
+                assert!(
+                    panel["datasource"].is_object(),
+                    "{file}: \"{title}\" names no datasource"
+                );
+            }
+        }
+        let mut refs = Vec::new();
+        datasource_refs(board, "", &mut refs);
+        for (at, ds) in refs {
+            let kind = ds["type"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{file}{at}: datasource {ds} has no type"));
+            let uid = ds["uid"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{file}{at}: datasource {ds} has no uid"));
+            if (kind, uid) == GRAFANA_BUILTIN {
+                continue;
+            }
+            let resolved = match uid.strip_prefix("${").and_then(|u| u.strip_suffix('}')) {
+                Some(name) => {
+                    let var = &variables[name];
+                    assert_eq!(
+                        var["type"], "datasource",
+                        "{file}{at}: ${{{name}}} is not a datasource variable"
+                    );
+                    assert_eq!(
+                        var["query"], kind,
+                        "{file}{at}: ${{{name}}} lists other datasources"
+                    );
+                    var["current"]["value"].as_str().unwrap_or("").to_string()
+                }
+                None => uid.to_string(),
+            };
+            assert_eq!(
+                provisioned.get(&resolved).map(String::as_str),
+                Some(kind),
+                "{file}{at}: {ds} does not resolve to a provisioned {kind} datasource"
+            );
+        }
+        for q in queries(board) {
+            // A multi-value variable becomes `a|b`: only a regex matcher is right.
+            for (i, _) in q.expr.match_indices("=\"$") {
+                assert!(
+                    q.expr[..i].ends_with('~'),
+                    "{file} {}: a variable in an `=` or `!=` matcher is not regex-safe: {}",
+                    q.at,
+                    q.expr
+                );
+            }
+        }
+        for (name, var) in &variables {
+            if var["includeAll"] == true {
+                let all = var["allValue"].as_str().unwrap_or("");
+                assert!(
+                    all == ".*" || all == ".+",
+                    "{file}: ${name}'s All is {all:?}, not a regex"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

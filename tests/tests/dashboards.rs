@@ -162,196 +162,8 @@ async fn post(port: u16, signal: &str, body: Vec<u8>) -> u16 {
         .as_u16()
 }
 
-/// `GET base + path` with `params`, as JSON; `Err` with the body when not a success.
-async fn vm_get(
-    vm: &VictoriaMetrics,
-    path: &str,
-    params: &[(&str, String)],
-) -> Result<Value, String> {
-    let response = vigil_e2e::http_client()
-        .get(format!("{}{path}", vm.base()))
-        .query(params)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
-}
-
-/// The series `expr` returns over the last ten minutes.
-async fn query_range(vm: &VictoriaMetrics, expr: &str) -> Result<Vec<Value>, String> {
-    let end = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let params = [
-        ("query", expr.to_string()),
-        ("start", (end - 600).to_string()),
-        ("end", end.to_string()),
-        ("step", "5s".to_string()),
-    ];
-    let json = vm_get(vm, "/api/v1/query_range", &params).await?;
-    Ok(json["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
-/// Values of `label` on series matching `selector` (any series when `None`).
-async fn label_values(vm: &VictoriaMetrics, selector: Option<&str>, label: &str) -> Vec<String> {
-    let end = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut params = vec![("start", (end - 3600).to_string())];
-    if let Some(s) = selector {
-        params.push(("match[]", s.to_string()));
-    }
-    let json = vm_get(vm, &format!("/api/v1/label/{label}/values"), &params)
-        .await
-        .unwrap_or_else(|e| panic!("label values of {label} for {selector:?}: {e}"));
-    json["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect()
-}
-
-/// Every metric name VictoriaMetrics holds.
-async fn stored_names(vm: &VictoriaMetrics) -> BTreeSet<String> {
-    let _ = vigil_e2e::http_client()
-        .get(format!("{}/internal/force_flush", vm.base()))
-        .send()
-        .await;
-    label_values(vm, None, "__name__")
-        .await
-        .into_iter()
-        .collect()
-}
-
 fn is_prometheus(datasource: &Value) -> bool {
     datasource["type"] == "prometheus"
-}
-
-/// Static checks: uids, units, layout, datasource references, regex-safe variables.
-fn check_structure(boards: &BTreeMap<String, Value>, provisioned: &BTreeMap<String, String>) {
-    let uids: BTreeSet<&str> = boards.values().filter_map(|b| b["uid"].as_str()).collect();
-    assert_eq!(
-        uids,
-        BTreeSet::from([
-            "vigil-pipeline",
-            "vigil-nodes",
-            "vigil-anomalies",
-            "vigil-logs-traces"
-        ]),
-        "dashboard uids"
-    );
-    for uid in [
-        "vigil-victoriametrics",
-        "vigil-loki",
-        "vigil-tempo",
-        "vigil-alertmanager",
-    ] {
-        assert!(
-            provisioned.contains_key(uid),
-            "datasource {uid} is provisioned"
-        );
-    }
-    assert_eq!(provisioned["vigil-victoriametrics"], "prometheus");
-    assert_eq!(provisioned["vigil-alertmanager"], "alertmanager");
-    for (file, board) in boards {
-        assert!(
-            board["schemaVersion"].as_u64().unwrap_or(0) >= 36,
-            "{file}: schemaVersion"
-        );
-        let variables = grafana::variables(board);
-        let mut ids = BTreeSet::new();
-        for (panel, _) in grafana::panels(board) {
-            let title = panel["title"].as_str().unwrap_or("?");
-            assert!(
-                ids.insert(panel["id"].as_u64()),
-                "{file}: panel id of \"{title}\" repeats"
-            );
-            let grid = &panel["gridPos"];
-            let (x, w) = (
-                grid["x"].as_u64().unwrap_or(99),
-                grid["w"].as_u64().unwrap_or(99),
-            );
-            assert!(x + w <= 24, "{file}: \"{title}\" is off the grid");
-            if ["timeseries", "stat", "gauge", "bargauge"]
-                .contains(&panel["type"].as_str().unwrap_or(""))
-            {
-                let unit = panel["fieldConfig"]["defaults"]["unit"]
-                    .as_str()
-                    .unwrap_or("");
-                assert!(!unit.is_empty(), "{file}: \"{title}\" has no unit");
-            }
-            if panel["type"] != "row" {
-                assert!(
-                    panel["datasource"].is_object(),
-                    "{file}: \"{title}\" names no datasource"
-                );
-            }
-        }
-        let mut refs = Vec::new();
-        grafana::datasource_refs(board, "", &mut refs);
-        for (at, ds) in refs {
-            let kind = ds["type"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{file}{at}: datasource {ds} has no type"));
-            let uid = ds["uid"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{file}{at}: datasource {ds} has no uid"));
-            if (kind, uid) == grafana::GRAFANA_BUILTIN {
-                continue;
-            }
-            let resolved = match uid.strip_prefix("${").and_then(|u| u.strip_suffix('}')) {
-                Some(name) => {
-                    let var = &variables[name];
-                    assert_eq!(
-                        var["type"], "datasource",
-                        "{file}{at}: ${{{name}}} is not a datasource variable"
-                    );
-                    assert_eq!(
-                        var["query"], kind,
-                        "{file}{at}: ${{{name}}} lists other datasources"
-                    );
-                    var["current"]["value"].as_str().unwrap_or("").to_string()
-                }
-                None => uid.to_string(),
-            };
-            assert_eq!(
-                provisioned.get(&resolved).map(String::as_str),
-                Some(kind),
-                "{file}{at}: {ds} does not resolve to a provisioned {kind} datasource"
-            );
-        }
-        for q in grafana::queries(board) {
-            // A multi-value variable becomes `a|b`: only a regex matcher is right.
-            for (i, _) in q.expr.match_indices("=\"$") {
-                assert!(
-                    q.expr[..i].ends_with('~'),
-                    "{file} {}: a variable in an `=` or `!=` matcher is not regex-safe: {}",
-                    q.at,
-                    q.expr
-                );
-            }
-        }
-        for (name, var) in &variables {
-            if var["includeAll"] == true {
-                let all = var["allValue"].as_str().unwrap_or("");
-                assert!(
-                    all == ".*" || all == ".+",
-                    "{file}: ${name}'s All is {all:?}, not a regex"
-                );
-            }
-        }
-    }
 }
 
 /// One expression to run against VictoriaMetrics.
@@ -364,7 +176,7 @@ struct Check {
 impl Check {
     /// Why the check fails, if it does.
     async fn run(&self, vm: &VictoriaMetrics) -> Option<String> {
-        match query_range(vm, &self.expr).await {
+        match vm.query_range(&self.expr).await {
             Err(e) => Some(e),
             Ok(result) if result.is_empty() && self.need_data => Some("no data".into()),
             Ok(_) => None,
@@ -404,7 +216,7 @@ fn values_for(
 async fn every_dashboard_query_returns_data_from_the_real_pipeline() {
     let boards = grafana::dashboards();
     let provisioned = grafana::provisioned_datasources();
-    check_structure(&boards, &provisioned);
+    grafana::check_structure(&boards, &provisioned);
 
     let vm = VictoriaMetrics::start().await;
     let loki = FakeLoki::start().await;
@@ -554,7 +366,7 @@ async fn every_dashboard_query_returns_data_from_the_real_pipeline() {
     let mut last_missing = Vec::new();
     let waited = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let names = stored_names(&vm).await;
+            let names = vm.metric_names().await;
             last_missing = awaited.difference(&names).cloned().collect();
             if last_missing.is_empty() {
                 return names;
@@ -620,7 +432,7 @@ async fn every_dashboard_query_returns_data_from_the_real_pipeline() {
             });
             let what = format!("{file}: values of ${name} ({definition})");
             let first = eventually(Duration::from_secs(30), &what, || async {
-                label_values(&vm, selector.as_deref(), &label)
+                vm.label_values(selector.as_deref(), &label)
                     .await
                     .into_iter()
                     .next()
