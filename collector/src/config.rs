@@ -36,6 +36,31 @@ pub struct Config {
     pub exporters: Exporters,
     #[serde(default)]
     pub admin: Admin,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// What SIGTERM does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After the receivers stopped (their requests in flight answered), how long exporters
+    /// may finish requests in flight and keep sending what is buffered. Keep it below the
+    /// pod's `terminationGracePeriodSeconds`.
+    #[serde(default = "default_drain_timeout", with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+fn default_drain_timeout() -> Duration {
+    crate::exporter::pump::DEFAULT_DRAIN
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: default_drain_timeout(),
+        }
+    }
 }
 
 impl Config {

@@ -72,7 +72,10 @@ pub struct Collector {
     buffer: Arc<dyn Buffer>,
     stop_receivers: watch::Sender<bool>,
     stop_exporters: watch::Sender<bool>,
-    servers: JoinSet<()>,
+    /// The OTLP receivers' servers.
+    receivers: JoinSet<()>,
+    /// The admin server, up until the exporters stopped.
+    admin: JoinSet<()>,
     pumps: JoinSet<()>,
 }
 
@@ -141,7 +144,8 @@ impl Collector {
         let ingest = Arc::new(ingest);
         let (stop_receivers, receivers_stopped) = watch::channel(false);
         let (stop_exporters, exporters_stopped) = watch::channel(false);
-        let mut servers = JoinSet::new();
+        let mut receivers = JoinSet::new();
+        let mut admin = JoinSet::new();
 
         if let Some(listener) = grpc_listener {
             let (metrics, logs, traces) = receiver::grpc::services(
@@ -161,7 +165,7 @@ impl Collector {
                     message: e.to_string(),
                 })?;
             }
-            servers.spawn(async move {
+            receivers.spawn(async move {
                 let result = builder
                     .add_service(metrics)
                     .add_service(logs)
@@ -183,7 +187,7 @@ impl Collector {
             let header = http::HeaderName::from_bytes(otlp.tenant_header.as_bytes())
                 .unwrap_or(http::HeaderName::from_static("x-scope-orgid"));
             let app = receiver::http::app(ingest.clone(), limits, header);
-            servers.spawn(serve_http(
+            receivers.spawn(serve_http(
                 "OTLP/HTTP",
                 listener,
                 http_tls,
@@ -198,7 +202,7 @@ impl Collector {
         });
         // The admin port stays up until the exporters stop, so a draining collector can
         // still be scraped.
-        servers.spawn(serve_http(
+        admin.spawn(serve_http(
             "admin",
             admin_listener,
             admin_tls,
@@ -216,6 +220,7 @@ impl Collector {
                         message: e.to_string(),
                     }
                 })?;
+            let pump = pump.with_drain(config.shutdown.drain_timeout);
             pumps.spawn(pump.run(exporters_stopped.clone()));
         }
         info!(grpc = ?grpc_addr, http = ?http_addr, admin = %admin_addr, "collector started");
@@ -226,7 +231,8 @@ impl Collector {
             buffer,
             stop_receivers,
             stop_exporters,
-            servers,
+            receivers,
+            admin,
             pumps,
         })
     }
@@ -243,13 +249,17 @@ impl Collector {
         self.admin_addr
     }
 
-    /// Stops receiving (in-flight requests finish), stops the exporters (what is not yet
-    /// acked stays buffered for the next start), and closes the buffer.
+    /// Stops in order, so a restart afterwards neither loses nor repeats anything:
+    /// receivers stop accepting and answer the requests in flight (their data is in the
+    /// buffer by then); exporters then drain for up to `shutdown.drain_timeout` (requests
+    /// in flight finish and are acked, what is ready keeps going out, nothing is retried);
+    /// last the buffer is closed, with what was not acked still in it.
     pub async fn shutdown(mut self) {
         let _ = self.stop_receivers.send(true);
+        while self.receivers.join_next().await.is_some() {}
         let _ = self.stop_exporters.send(true);
         while self.pumps.join_next().await.is_some() {}
-        while self.servers.join_next().await.is_some() {}
+        while self.admin.join_next().await.is_some() {}
         if let Err(e) = self.buffer.close().await {
             warn!(error = %e, "closing the buffer failed");
         }
