@@ -212,7 +212,17 @@ impl Collector {
         admin_state.receivers_bound.store(true, Ordering::Release);
 
         let mut pumps = JoinSet::new();
+        // Zero-valued series for what this collector serves, so graphs start at 0.
+        for signal in Signal::ALL.into_iter().filter(|s| config.exports(*s)) {
+            if otlp.grpc.is_some() {
+                telemetry.expect_receiver(signal, "grpc");
+            }
+            if otlp.http.is_some() {
+                telemetry.expect_receiver(signal, "http");
+            }
+        }
         for (exporter, delivery) in exporters {
+            telemetry.expect_exporter(exporter.signal(), exporter.name());
             let pump =
                 Pump::new(exporter, buffer.clone(), delivery, telemetry.clone()).map_err(|e| {
                     StartError::Exporter {

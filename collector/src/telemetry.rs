@@ -231,6 +231,24 @@ impl Telemetry {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// Creates the zero-valued series of an exporter, so its graphs start at 0 rather than
+    /// "no data" until its first retry or dead letter.
+    pub fn expect_exporter(&self, signal: Signal, exporter: &str) {
+        for counter in [
+            &self.exported_items,
+            &self.export_retries,
+            &self.dead_lettered_items,
+        ] {
+            counter.with_label_values(&[signal.as_str(), exporter]);
+        }
+    }
+
+    /// Creates the zero-valued series of a receiver transport for a signal.
+    pub fn expect_receiver(&self, signal: Signal, transport: &str) {
+        self.received_items
+            .with_label_values(&[signal.as_str(), transport]);
+    }
+
     pub fn render(&self) -> String {
         vigil_core::telemetry::render(&self.registry)
     }
