@@ -8,9 +8,11 @@
 //! - [`collector`]: a collector in-process or as a child process (for kill -9).
 //! - [`agent`]: an agent in-process or as a child process (for kill -9).
 //! - [`process`]: either binary as a child process.
+//! - [`deploy`]: the tools and files of the deployment checks (Helm, compose, Alertmanager).
 
 pub mod agent;
 pub mod collector;
+pub mod deploy;
 pub mod fakes;
 pub mod kubeapi;
 pub mod process;

@@ -1,0 +1,304 @@
+//! The shipped Alertmanager configuration (`compose/alertmanager/`) in a real Alertmanager:
+//! Vigil-shaped anomaly alerts are delivered to a loopback stand-in for Slack's webhook and
+//! to a real SMTP server (aiosmtpd, STARTTLS and AUTH) as one message per incident.
+//!
+//! The test copy of alertmanager.yml differs from the shipped one only where it must: the
+//! secret files and templates are found in a temporary directory, the SMTP smarthost is the
+//! loopback server, and `group_wait` is 1s instead of 30s (a timing).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{Value, json};
+use vigil_e2e::deploy::{self, replace_once};
+use vigil_e2e::{eventually, free_port, http_client, require_program};
+
+const SMTP_USER: &str = "vigil-alerts@example.com";
+const SMTP_PASSWORD: &str = "s3cret-smtp";
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1: the SMTP server's, and Alertmanager's only root.
+fn certificate(dir: &Path) {
+    let openssl = require_program("openssl", "openssl");
+    let (ok, _, err) = deploy::output(
+        Command::new(openssl)
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem")),
+    );
+    assert!(ok, "openssl: {err}");
+}
+
+fn start_smtp(dir: &Path, port: u16, mail: &Path) -> Killed {
+    let mut child = Command::new(deploy::python())
+        .arg(deploy::repo().join("tests/deploy/smtp_sink.py"))
+        .arg(port.to_string())
+        .arg(dir.join("cert.pem"))
+        .arg(dir.join("key.pem"))
+        .args([SMTP_USER, SMTP_PASSWORD])
+        .arg(mail)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the SMTP server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the SMTP server's ready line");
+    assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+    Killed(child)
+}
+
+/// Slack's incoming webhook as a loopback receiver: every POSTed JSON body, in order.
+async fn start_slack() -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let app = Router::new()
+        .route(
+            "/slack",
+            post(
+                |State(r): State<Arc<Mutex<Vec<Value>>>>, body: String| async move {
+                    r.lock()
+                        .unwrap()
+                        .push(serde_json::from_str(&body).expect("Slack payload is JSON"));
+                    "ok"
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, received)
+}
+
+fn alert(labels: Value, summary: &str, description: &str, url: &str) -> Value {
+    json!({
+        "labels": labels,
+        "annotations": { "summary": summary, "description": description },
+        "generatorURL": url,
+    })
+}
+
+/// Decodes a quoted-printable body, as Alertmanager encodes its email parts.
+fn quoted_printable(text: &str) -> String {
+    let text = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomaly_alerts_reach_slack_and_email_once_per_incident() {
+    let alertmanager = require_program("prometheus-alertmanager", "prometheus-alertmanager");
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let mail = dir.path().join("mail");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::create_dir_all(&mail).unwrap();
+    certificate(dir.path());
+
+    let smtp_port = free_port();
+    let _smtp = start_smtp(dir.path(), smtp_port, &mail);
+    let (slack_port, slack) = start_slack().await;
+    std::fs::write(
+        secrets.join("slack_api_url"),
+        format!("http://127.0.0.1:{slack_port}/slack\n"),
+    )
+    .unwrap();
+    std::fs::write(secrets.join("smtp_password"), SMTP_PASSWORD).unwrap();
+
+    let shipped = deploy::repo().join("compose/alertmanager");
+    let config = replace_once(
+        &std::fs::read_to_string(shipped.join("alertmanager.yml")).unwrap(),
+        &[
+            (
+                "/etc/alertmanager/secrets/smtp_password",
+                &secrets.join("smtp_password").display().to_string(),
+            ),
+            (
+                "/etc/alertmanager/secrets/slack_api_url",
+                &secrets.join("slack_api_url").display().to_string(),
+            ),
+            (
+                "/etc/alertmanager/templates/*.tmpl",
+                &shipped.join("*.tmpl").display().to_string(),
+            ),
+            (
+                "smtp_smarthost: \"smtp.example.com:587\"",
+                &format!("smtp_smarthost: \"127.0.0.1:{smtp_port}\""),
+            ),
+            ("group_wait: 30s", "group_wait: 1s"),
+        ],
+    );
+    let config_path = dir.path().join("alertmanager.yml");
+    std::fs::write(&config_path, config).unwrap();
+
+    let web = free_port();
+    let _am = Killed(
+        Command::new(alertmanager)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            // The SMTP server's self-signed certificate is the only trusted root.
+            .env("SSL_CERT_FILE", dir.path().join("cert.pem"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start alertmanager"),
+    );
+    let client = http_client();
+    let base = format!("http://127.0.0.1:{web}");
+    eventually(Duration::from_secs(20), "alertmanager ready", || {
+        let r = client.get(format!("{base}/-/ready")).send();
+        async move { r.await.ok()?.status().is_success().then_some(()) }
+    })
+    .await;
+
+    // A burst: 100 anomalous series (endpoints) of one service, one query.
+    let mut alerts: Vec<Value> = (0..100)
+        .map(|i| {
+            alert(
+                json!({ "alertname": "DemoErrorRate", "severity": "warning",
+                        "query": "DemoErrorRate", "service": "checkout",
+                        "route": format!("/api/item/{i}") }),
+                "checkout error rate is anomalous",
+                &format!("value 12.{i} req/s, expected 0.8 (range 0.2 to 1.6)"),
+                &format!("http://grafana.test/explore?series={i}"),
+            )
+        })
+        .collect();
+    // Another service: another incident.
+    alerts.push(alert(
+        json!({ "alertname": "DemoErrorRate", "severity": "warning",
+                "query": "DemoErrorRate", "service": "payments" }),
+        "payments error rate is anomalous",
+        "value 3.5 req/s, expected 0.1 (range 0 to 0.4)",
+        "http://grafana.test/explore?series=payments",
+    ));
+    // An overflowing query: its summary alert stands for its series, which are inhibited.
+    for service in ["a", "b", "c"] {
+        alerts.push(alert(
+            json!({ "alertname": "DemoLatency", "severity": "warning",
+                    "query": "DemoLatency", "service": service }),
+            "latency is anomalous",
+            "value 2s, expected 0.1s (range 0.05s to 0.2s)",
+            "http://grafana.test/explore?latency",
+        ));
+    }
+    alerts.push(alert(
+        json!({ "alertname": "DemoLatency", "severity": "warning",
+                "query": "DemoLatency", "vigil_overflow": "true" }),
+        "DemoLatency: 57 more series are anomalous",
+        "more anomalous series than max_alerts (20)",
+        "http://grafana.test/explore?overflow",
+    ));
+    let r = client
+        .post(format!("{base}/api/v2/alerts"))
+        .json(&alerts)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "POST alerts: {}", r.status());
+
+    let mails = || {
+        let mut names: Vec<_> = std::fs::read_dir(&mail)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        names.sort();
+        names
+    };
+    eventually(Duration::from_secs(30), "3 Slack and 3 email notifications", || {
+        let done = slack.lock().unwrap().len() >= 3 && mails().len() >= 3;
+        async move { done.then_some(()) }
+    })
+    .await;
+    // Nothing else follows: the groups' next notification would be a group_interval (5m)
+    // away, and the inhibited series never notify.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let slack = slack.lock().unwrap().clone();
+    assert_eq!(slack.len(), 3, "Slack notifications: {slack:#?}");
+    let by_title = |prefix: &str| {
+        slack
+            .iter()
+            .map(|p| &p["attachments"][0])
+            .find(|a| a["title"].as_str().unwrap_or("").starts_with(prefix))
+            .unwrap_or_else(|| panic!("no Slack message titled {prefix}: {slack:#?}"))
+            .clone()
+    };
+    let burst = by_title("[FIRING:100] DemoErrorRate on checkout (warning)");
+    let text = burst["text"].as_str().unwrap();
+    for i in [0, 42, 99] {
+        for expected in [
+            format!("route=\"/api/item/{i}\" service=\"checkout\""),
+            format!("value 12.{i} req/s, expected 0.8 (range 0.2 to 1.6)"),
+            format!("Grafana: http://grafana.test/explore?series={i}"),
+        ] {
+            assert!(text.contains(&expected), "{expected:?} not in:\n{text}");
+        }
+    }
+    assert!(text.contains("FIRING: checkout error rate is anomalous"));
+    assert!(!text.contains("alertname="), "Vigil's own labels are not series labels");
+    assert_eq!(
+        burst["title_link"], "http://grafana.test/explore?series=0",
+        "the title links to Grafana"
+    );
+    assert_eq!(burst["color"], "warning");
+    let payments = by_title("[FIRING:1] DemoErrorRate on payments");
+    assert!(payments["text"].as_str().unwrap().contains("value 3.5 req/s"));
+    let overflow = by_title("[FIRING:1] DemoLatency (warning)");
+    let text = overflow["text"].as_str().unwrap();
+    assert!(text.contains("57 more series are anomalous"), "{text}");
+    assert!(!text.contains("service=\"a\""), "inhibited series were sent: {text}");
+
+    let mails = mails();
+    assert_eq!(mails.len(), 3, "emails: {mails:?}");
+    let burst = mails
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .find(|m| m.contains("Subject: [FIRING:100] DemoErrorRate on checkout (warning)"))
+        .unwrap_or_else(|| panic!("no email for the burst"));
+    assert!(burst.contains("To: oncall@example.com"), "{burst}");
+    let body = quoted_printable(&burst);
+    for expected in [
+        "route=\"/api/item/7\" service=\"checkout\"",
+        "value 12.7 req/s, expected 0.8 (range 0.2 to 1.6)",
+        "<a href=\"http://grafana.test/explore?series=7\">Grafana</a>",
+    ] {
+        assert!(body.contains(expected), "{expected:?} not in:\n{body}");
+    }
+}
