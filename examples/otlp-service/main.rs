@@ -22,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry::trace::{Span as _, Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
@@ -184,7 +186,11 @@ async fn main() {
         if failed || rng.next() < 0.02 {
             let span_context = cx.span().span_context().clone();
             let mut record = logger.create_log_record();
-            record.set_severity_number(if failed { Severity::Error } else { Severity::Info });
+            record.set_severity_number(if failed {
+                Severity::Error
+            } else {
+                Severity::Info
+            });
             record.set_severity_text(if failed { "ERROR" } else { "INFO" });
             record.set_body(AnyValue::from(if failed {
                 format!("GET {route} failed: upstream inventory timed out after {seconds:.3}s")
@@ -200,7 +206,8 @@ async fn main() {
             logger.emit(record);
         }
         if failed {
-            cx.span().set_status(Status::error("upstream inventory timed out"));
+            cx.span()
+                .set_status(Status::error("upstream inventory timed out"));
         }
         cx.span().end();
     }

@@ -49,6 +49,9 @@ def main():
         authenticator=authenticate,
         auth_required=True,
         auth_require_tls=True,
+        # aiosmtpd's LOGIN prompts ("User Name") are not the customary "Username:" that Go
+        # clients such as Alertmanager expect; PLAIN is what they use first anyway.
+        auth_exclude_mechanism=["LOGIN"],
     )
     controller.start()
     print("ready", flush=True)

@@ -36,8 +36,15 @@ fn certificate(dir: &Path) {
     let openssl = require_program("openssl", "openssl");
     let (ok, _, err) = deploy::output(
         Command::new(openssl)
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
             .arg("-keyout")
             .arg(dir.join("key.pem"))
             .arg("-out")
@@ -142,16 +149,22 @@ async fn anomaly_alerts_reach_slack_and_email_once_per_incident() {
         &std::fs::read_to_string(shipped.join("alertmanager.yml")).unwrap(),
         &[
             (
-                "/etc/alertmanager/secrets/smtp_password",
-                &secrets.join("smtp_password").display().to_string(),
+                "smtp_auth_password_file: /etc/alertmanager/secrets/smtp_password",
+                &format!(
+                    "smtp_auth_password_file: {}",
+                    secrets.join("smtp_password").display()
+                ),
             ),
             (
-                "/etc/alertmanager/secrets/slack_api_url",
-                &secrets.join("slack_api_url").display().to_string(),
+                "slack_api_url_file: /etc/alertmanager/secrets/slack_api_url",
+                &format!(
+                    "slack_api_url_file: {}",
+                    secrets.join("slack_api_url").display()
+                ),
             ),
             (
-                "/etc/alertmanager/templates/*.tmpl",
-                &shipped.join("*.tmpl").display().to_string(),
+                "  - /etc/alertmanager/templates/*.tmpl",
+                &format!("  - {}", shipped.join("*.tmpl").display()),
             ),
             (
                 "smtp_smarthost: \"smtp.example.com:587\"",
@@ -167,7 +180,10 @@ async fn anomaly_alerts_reach_slack_and_email_once_per_incident() {
     let _am = Killed(
         Command::new(alertmanager)
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{web}"))
             .arg("--cluster.listen-address=")
             .arg("--log.level=warn")
@@ -226,7 +242,8 @@ async fn anomaly_alerts_reach_slack_and_email_once_per_incident() {
     ));
     let r = client
         .post(format!("{base}/api/v2/alerts"))
-        .json(&alerts)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&alerts).unwrap())
         .send()
         .await
         .unwrap();
@@ -241,10 +258,14 @@ async fn anomaly_alerts_reach_slack_and_email_once_per_incident() {
         names.sort();
         names
     };
-    eventually(Duration::from_secs(30), "3 Slack and 3 email notifications", || {
-        let done = slack.lock().unwrap().len() >= 3 && mails().len() >= 3;
-        async move { done.then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "3 Slack and 3 email notifications",
+        || {
+            let done = slack.lock().unwrap().len() >= 3 && mails().len() >= 3;
+            async move { done.then_some(()) }
+        },
+    )
     .await;
     // Nothing else follows: the groups' next notification would be a group_interval (5m)
     // away, and the inhibited series never notify.
@@ -272,18 +293,29 @@ async fn anomaly_alerts_reach_slack_and_email_once_per_incident() {
         }
     }
     assert!(text.contains("FIRING: checkout error rate is anomalous"));
-    assert!(!text.contains("alertname="), "Vigil's own labels are not series labels");
+    assert!(
+        !text.contains("alertname="),
+        "Vigil's own labels are not series labels"
+    );
     assert_eq!(
         burst["title_link"], "http://grafana.test/explore?series=0",
         "the title links to Grafana"
     );
     assert_eq!(burst["color"], "warning");
     let payments = by_title("[FIRING:1] DemoErrorRate on payments");
-    assert!(payments["text"].as_str().unwrap().contains("value 3.5 req/s"));
+    assert!(
+        payments["text"]
+            .as_str()
+            .unwrap()
+            .contains("value 3.5 req/s")
+    );
     let overflow = by_title("[FIRING:1] DemoLatency (warning)");
     let text = overflow["text"].as_str().unwrap();
     assert!(text.contains("57 more series are anomalous"), "{text}");
-    assert!(!text.contains("service=\"a\""), "inhibited series were sent: {text}");
+    assert!(
+        !text.contains("service=\"a\""),
+        "inhibited series were sent: {text}"
+    );
 
     let mails = mails();
     assert_eq!(mails.len(), 3, "emails: {mails:?}");

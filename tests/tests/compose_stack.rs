@@ -44,24 +44,39 @@ fn every_mounted_file_exists_and_ports_are_loopback_only() {
             let source = volume.as_str().unwrap().split(':').next().unwrap();
             if source.starts_with('.') {
                 let path = compose_dir().join(source);
-                assert!(path.exists(), "{name} mounts {source}, which does not exist");
+                assert!(
+                    path.exists(),
+                    "{name} mounts {source}, which does not exist"
+                );
                 mounts += 1;
             }
         }
         if let Some(context) = service["build"]["context"].as_str() {
             let context = compose_dir().join(context);
-            let dockerfile = service["build"]["dockerfile"].as_str().unwrap_or("Dockerfile");
-            assert!(context.join(dockerfile).is_file(), "{name}: no {dockerfile}");
+            let dockerfile = service["build"]["dockerfile"]
+                .as_str()
+                .unwrap_or("Dockerfile");
+            assert!(
+                context.join(dockerfile).is_file(),
+                "{name}: no {dockerfile}"
+            );
         }
         for port in service["ports"].as_sequence().into_iter().flatten() {
             let port = port.as_str().unwrap();
-            assert!(port.starts_with("127.0.0.1:"), "{name} publishes {port} beyond loopback");
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name} publishes {port} beyond loopback"
+            );
         }
     }
     assert!(mounts >= 10, "only {mounts} mounted files found");
     // Grafana's provisioning comes from the dashboards folder.
     let grafana = strings(&compose["services"]["grafana"]["volumes"]);
-    assert!(grafana.iter().any(|v| v.starts_with("../dashboards/provisioning:/etc/grafana/provisioning")));
+    assert!(
+        grafana
+            .iter()
+            .any(|v| v.starts_with("../dashboards/provisioning:/etc/grafana/provisioning"))
+    );
     assert!(grafana.iter().any(|v| v.starts_with("../dashboards:")));
 }
 
@@ -79,13 +94,18 @@ fn every_vigil_config_passes_check_config() {
     let mut checked = Vec::new();
     for (name, service) in compose["services"].as_mapping().unwrap() {
         let name = name.as_str().unwrap();
-        let Some(command) = service["command"].as_sequence() else { continue };
+        let Some(command) = service["command"].as_sequence() else {
+            continue;
+        };
         let command: Vec<&str> = command.iter().map(|c| c.as_str().unwrap()).collect();
         let program = command[0];
         if !program.starts_with("vigil-") {
             continue;
         }
-        let at = command.iter().position(|c| *c == "--config").expect("--config");
+        let at = command
+            .iter()
+            .position(|c| *c == "--config")
+            .expect("--config");
         let in_container = command[at + 1];
         // The host file mounted at that path.
         let host = strings(&service["volumes"])
@@ -99,7 +119,12 @@ fn every_vigil_config_passes_check_config() {
             .as_mapping()
             .into_iter()
             .flatten()
-            .map(|(k, v)| (k.as_str().unwrap().to_string(), v.as_str().unwrap_or("").to_string()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().unwrap().to_string(),
+                    v.as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect();
         let (ok, out, err) = output(
             Command::new(binary(program))
@@ -109,7 +134,11 @@ fn every_vigil_config_passes_check_config() {
                 .env_clear()
                 .envs(env),
         );
-        assert!(ok, "{program} --check-config {}:\n{out}{err}", host.display());
+        assert!(
+            ok,
+            "{program} --check-config {}:\n{out}{err}",
+            host.display()
+        );
         checked.push(program.to_string());
     }
     checked.sort();

@@ -86,9 +86,9 @@ fn rendered_manifests_validate_against_kubernetes_schemas() {
         let docs = render(values);
         // KEDA's CRD is not among Kubernetes' schemas: its ScaledObject is checked field by
         // field in `keda_scales_collectors_on_the_buffer_backlog`.
-        let (crds, core): (Vec<_>, Vec<_>) = docs.into_iter().partition(|d| {
-            d["apiVersion"] == "keda.sh/v1alpha1" && d["kind"] == "ScaledObject"
-        });
+        let (crds, core): (Vec<_>, Vec<_>) = docs
+            .into_iter()
+            .partition(|d| d["apiVersion"] == "keda.sh/v1alpha1" && d["kind"] == "ScaledObject");
         assert!(crds.is_empty() || values.contains("keda") || values.contains("tls"));
         let file = dir.path().join("manifests.yaml");
         let text = core
@@ -104,7 +104,11 @@ fn rendered_manifests_validate_against_kubernetes_schemas() {
         );
         assert!(ok, "kubernetes-validate ({values}):\n{out}{err}");
         let passed = out.lines().filter(|l| l.contains(" passed ")).count();
-        assert_eq!(passed, core.len(), "every manifest validated ({values}):\n{out}{err}");
+        assert_eq!(
+            passed,
+            core.len(),
+            "every manifest validated ({values}):\n{out}{err}"
+        );
     }
 }
 
@@ -121,8 +125,14 @@ fn agent_daemonset_mounts_tolerations_node_name_and_rbac() {
     assert_eq!(pod["serviceAccountName"], "vigil-agent");
     let container = &pod["containers"][0];
     let env = container["env"].as_sequence().unwrap();
-    let node_name = env.iter().find(|e| e["name"] == "NODE_NAME").expect("NODE_NAME");
-    assert_eq!(node_name["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    let node_name = env
+        .iter()
+        .find(|e| e["name"] == "NODE_NAME")
+        .expect("NODE_NAME");
+    assert_eq!(
+        node_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
 
     let hostpaths: Vec<(String, String)> = pod["volumes"]
         .as_sequence()
@@ -155,7 +165,11 @@ fn agent_daemonset_mounts_tolerations_node_name_and_rbac() {
             .unwrap_or_else(|| panic!("no hostPath {host}: {hostpaths:?}"));
         let m = mount(volume);
         assert_eq!(m["mountPath"], at);
-        assert_eq!(m["readOnly"].as_bool().unwrap_or(false), read_only, "{host}");
+        assert_eq!(
+            m["readOnly"].as_bool().unwrap_or(false),
+            read_only,
+            "{host}"
+        );
     }
     assert_eq!(hostpaths.len(), 4, "no other hostPath: {hostpaths:?}");
 
@@ -163,7 +177,10 @@ fn agent_daemonset_mounts_tolerations_node_name_and_rbac() {
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
-    assert_eq!(strings(&security["capabilities"]["add"]), ["DAC_READ_SEARCH"]);
+    assert_eq!(
+        strings(&security["capabilities"]["add"]),
+        ["DAC_READ_SEARCH"]
+    );
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["ports"][0]["containerPort"], 8686);
@@ -190,9 +207,19 @@ fn collector_workload_follows_the_buffer() {
     // Disk buffer: a StatefulSet with a volume per replica.
     let docs = render("");
     let sts = one(&docs, "StatefulSet");
-    assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "buffer");
-    assert!(kind(&docs, "Deployment").iter().all(|d| d["metadata"]["name"] != "vigil-collector"));
-    assert_eq!(one(&docs, "PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+        "buffer"
+    );
+    assert!(
+        kind(&docs, "Deployment")
+            .iter()
+            .all(|d| d["metadata"]["name"] != "vigil-collector")
+    );
+    assert_eq!(
+        one(&docs, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        1
+    );
     let svc = kind(&docs, "Service")
         .into_iter()
         .find(|s| s["metadata"]["name"] == "vigil-collector")
@@ -215,7 +242,10 @@ fn collector_workload_follows_the_buffer() {
         .into_iter()
         .find(|d| d["metadata"]["name"] == "vigil-collector")
         .unwrap();
-    assert!(deployment["spec"]["replicas"].is_null(), "the HPA owns replicas");
+    assert!(
+        deployment["spec"]["replicas"].is_null(),
+        "the HPA owns replicas"
+    );
 }
 
 #[test]
@@ -223,7 +253,10 @@ fn keda_scales_collectors_on_the_buffer_backlog() {
     let signals = vigil_core::Signal::ALL.map(|s| s.as_str());
 
     let docs = render("ci/keda-redis-values.yaml");
-    assert!(kind(&docs, "HorizontalPodAutoscaler").is_empty(), "KEDA makes its own");
+    assert!(
+        kind(&docs, "HorizontalPodAutoscaler").is_empty(),
+        "KEDA makes its own"
+    );
     let so = one(&docs, "ScaledObject");
     assert_eq!(so["apiVersion"], "keda.sh/v1alpha1");
     assert_eq!(so["spec"]["scaleTargetRef"]["name"], "vigil-collector");
@@ -248,8 +281,22 @@ fn keda_scales_collectors_on_the_buffer_backlog() {
         assert_eq!(m["address"], "redis-master.data:6379");
         assert_eq!(m["lagCount"], "5000");
         assert_eq!(m["passwordFromEnv"], "REDIS_PASSWORD");
-        let keys: Vec<&str> = m.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
-        assert_eq!(keys, ["address", "stream", "consumerGroup", "lagCount", "passwordFromEnv"]);
+        let keys: Vec<&str> = m
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "address",
+                "stream",
+                "consumerGroup",
+                "lagCount",
+                "passwordFromEnv"
+            ]
+        );
     }
 
     let docs = render("ci/keda-nats-values.yaml");
@@ -263,7 +310,10 @@ fn keda_scales_collectors_on_the_buffer_backlog() {
         assert_eq!(m["account"], "$G");
         assert_eq!(m["stream"], "VIGIL");
         // The durable consumer per signal (collector/src/buffer/nats.rs, `durable_name`).
-        assert_eq!(m["consumer"].as_str(), Some(format!("vigil-{signal}").as_str()));
+        assert_eq!(
+            m["consumer"].as_str(),
+            Some(format!("vigil-{signal}").as_str())
+        );
         assert_eq!(m["lagThreshold"], "2000");
     }
 
@@ -271,7 +321,10 @@ fn keda_scales_collectors_on_the_buffer_backlog() {
     let docs = render("ci/tls-values.yaml");
     let so = one(&docs, "ScaledObject");
     assert_eq!(so["spec"]["triggers"][0]["metadata"]["enableTLS"], "true");
-    assert_eq!(so["spec"]["triggers"][0]["metadata"]["address"], "redis.example.com:6380");
+    assert_eq!(
+        so["spec"]["triggers"][0]["metadata"]["address"],
+        "redis.example.com:6380"
+    );
 }
 
 #[test]
@@ -280,7 +333,10 @@ fn values_schema_rejects_bad_values() {
         ("collector.buffer.kind=kafka", "/collector/buffer/kind"),
         ("collector.keda.enabled=true", "/collector/buffer/kind"),
         ("backends.loki.url=loki:3100", "/backends/loki/url"),
-        ("collector.buffer.disk.maxBytes=8 parsecs", "/collector/buffer/disk/maxBytes"),
+        (
+            "collector.buffer.disk.maxBytes=8 parsecs",
+            "/collector/buffer/disk/maxBytes",
+        ),
         ("agent.tls.enabled=true", "/agent/tls/caSecret/name"),
         ("agent.logs.startAt=middle", "/agent/logs/startAt"),
         ("anomaly.interval=soon", "/anomaly/interval"),
@@ -290,7 +346,10 @@ fn values_schema_rejects_bad_values() {
     ] {
         let (ok, _, err) = output(&mut helm_command("template", "", &[set]));
         assert!(!ok, "helm template accepted --set {set}");
-        assert!(err.contains(complaint), "--set {set}: {complaint} not in:\n{err}");
+        assert!(
+            err.contains(complaint),
+            "--set {set}: {complaint} not in:\n{err}"
+        );
     }
 }
 
@@ -321,7 +380,11 @@ fn every_rendered_config_passes_check_config() {
     // The agent's CA file is a mounted Secret in the pod; here a file at a temporary path.
     let ca = dir.path().join("collector-ca");
     std::fs::create_dir_all(&ca).unwrap();
-    std::fs::write(ca.join("ca.crt"), "not checked by --check-config beyond existing\n").unwrap();
+    std::fs::write(
+        ca.join("ca.crt"),
+        "not checked by --check-config beyond existing\n",
+    )
+    .unwrap();
     let mut checked = 0;
     for values in VARIANTS {
         for map in kind(&render(values), "ConfigMap") {
@@ -330,19 +393,28 @@ fn every_rendered_config_passes_check_config() {
                 ("agent.yaml", "vigil-agent"),
                 ("anomaly.yaml", "vigil-anomaly"),
             ] {
-                let Some(text) = map["data"][key].as_str() else { continue };
+                let Some(text) = map["data"][key].as_str() else {
+                    continue;
+                };
                 let text = text.replace("/etc/vigil/collector-ca", &ca.display().to_string());
                 let file = dir.path().join(key);
                 std::fs::write(&file, &text).unwrap();
                 let (ok, said) = check_config(binary_name, &file);
-                assert!(ok, "{binary_name} --check-config ({values}):\n{said}\n{text}");
+                assert!(
+                    ok,
+                    "{binary_name} --check-config ({values}):\n{said}\n{text}"
+                );
                 checked += 1;
             }
         }
     }
     assert_eq!(checked, VARIANTS.len() * 3);
     // And a broken one is refused, so the check above means something.
-    std::fs::write(dir.path().join("bad.yaml"), "collector: { endpoint: nope }\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "collector: { endpoint: nope }\n",
+    )
+    .unwrap();
     assert!(!check_config("vigil-agent", &dir.path().join("bad.yaml")).0);
 }
 
@@ -350,21 +422,40 @@ fn every_rendered_config_passes_check_config() {
 fn alertmanager_config_in_the_chart_is_the_compose_one() {
     for file in ["alertmanager.yml", "vigil.tmpl"] {
         let chart = std::fs::read(chart().join("files/alertmanager").join(file)).unwrap();
-        let compose = std::fs::read(deploy::repo().join("compose/alertmanager").join(file)).unwrap();
-        assert!(chart == compose, "helm/vigil/files/alertmanager/{file} differs from compose/");
+        let compose =
+            std::fs::read(deploy::repo().join("compose/alertmanager").join(file)).unwrap();
+        assert!(
+            chart == compose,
+            "helm/vigil/files/alertmanager/{file} differs from compose/"
+        );
     }
     let docs = render("ci/tls-values.yaml");
     let map = kind(&docs, "ConfigMap")
         .into_iter()
         .find(|m| m["metadata"]["name"] == "vigil-alertmanager-config")
         .expect("the Alertmanager ConfigMap");
-    let shipped = std::fs::read_to_string(deploy::repo().join("compose/alertmanager/alertmanager.yml")).unwrap();
-    assert_eq!(map["data"]["alertmanager.yml"].as_str().unwrap().trim_end(), shipped.trim_end());
+    let shipped =
+        std::fs::read_to_string(deploy::repo().join("compose/alertmanager/alertmanager.yml"))
+            .unwrap();
+    assert_eq!(
+        map["data"]["alertmanager.yml"].as_str().unwrap().trim_end(),
+        shipped.trim_end()
+    );
 }
 
 #[test]
 fn notes_say_where_otlp_goes() {
-    let (ok, out, err) = output(Command::new(helm()).args(["install", "vigil", "--dry-run=client", "--namespace", "observability"]).arg(chart()));
+    let (ok, out, err) = output(
+        Command::new(helm())
+            .args([
+                "install",
+                "vigil",
+                "--dry-run=client",
+                "--namespace",
+                "observability",
+            ])
+            .arg(chart()),
+    );
     assert!(ok, "{err}");
     assert!(
         out.contains("OTEL_EXPORTER_OTLP_ENDPOINT=http://vigil-collector.observability.svc:4317"),
