@@ -456,7 +456,10 @@ state: { redis: "http://x" }
             "alertmanager.endpoint:",
             "state.redis:",
         ] {
-            assert!(errors.contains(expected), "missing {expected:?} in:\n{errors}");
+            assert!(
+                errors.contains(expected),
+                "missing {expected:?} in:\n{errors}"
+            );
         }
     }
 

@@ -288,3 +288,126 @@ impl Drop for FakeTempo {
         self.task.abort();
     }
 }
+
+/// One request to Grafana's annotations API, as Grafana's HTTP API would receive it.
+#[derive(Debug, Clone)]
+pub struct GrafanaRequest {
+    /// `POST` (create) or `PATCH` (update).
+    pub method: String,
+    /// `/api/annotations` or `/api/annotations/<id>`.
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: serde_json::Value,
+}
+
+/// Grafana's annotations API on a free loopback port: `POST /api/annotations` answers
+/// `{"message":"Annotation added","id":N}` with ids from 1; `PATCH /api/annotations/:id`
+/// answers `{"message":"Annotation patched"}` for an id it created and 404 otherwise. Bodies
+/// that are not JSON objects get 400, as Grafana answers.
+pub struct FakeGrafana {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<GrafanaRequest>>>,
+    task: JoinHandle<()>,
+}
+
+impl FakeGrafana {
+    pub async fn start() -> FakeGrafana {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/api/annotations", post(grafana_create))
+            .route("/api/annotations/{id}", axum::routing::patch(grafana_patch))
+            .with_state(requests.clone());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake grafana");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeGrafana {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<GrafanaRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeGrafana {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type GrafanaState = Arc<Mutex<Vec<GrafanaRequest>>>;
+
+fn grafana_record(
+    state: &GrafanaState,
+    method: &str,
+    path: String,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<usize, StatusCode> {
+    let body: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    if !body.is_object() {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let mut requests = state.lock().unwrap();
+    requests.push(GrafanaRequest {
+        method: method.into(),
+        path,
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        body,
+    });
+    Ok(requests.iter().filter(|r| r.method == "POST").count())
+}
+
+async fn grafana_create(
+    State(state): State<GrafanaState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    match grafana_record(&state, "POST", "/api/annotations".into(), &headers, &body) {
+        Ok(id) => (
+            StatusCode::OK,
+            serde_json::json!({"message": "Annotation added", "id": id}).to_string(),
+        ),
+        Err(status) => (status, String::new()),
+    }
+}
+
+async fn grafana_patch(
+    State(state): State<GrafanaState>,
+    axum::extract::Path(id): axum::extract::Path<usize>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let created = state
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    if id == 0 || id > created {
+        return (StatusCode::NOT_FOUND, String::new());
+    }
+    let path = format!("/api/annotations/{id}");
+    match grafana_record(&state, "PATCH", path, &headers, &body) {
+        Ok(_) => (
+            StatusCode::OK,
+            serde_json::json!({"message": "Annotation patched"}).to_string(),
+        ),
+        Err(status) => (status, String::new()),
+    }
+}

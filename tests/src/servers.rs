@@ -1,4 +1,5 @@
-//! Real servers from Debian packages, one instance per test.
+//! Real servers from Debian packages, one instance per test: VictoriaMetrics, Redis, NATS,
+//! Alertmanager.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -107,6 +108,8 @@ pub struct Server {
     program: PathBuf,
     args: Vec<String>,
     _data: TempDir,
+    /// A configuration file the server reads, kept as long as it runs.
+    _config: Option<tempfile::NamedTempFile>,
 }
 
 impl Server {
@@ -164,6 +167,39 @@ impl Server {
         server
     }
 
+    /// `prometheus-alertmanager` with the configuration `config` (YAML), clustering off,
+    /// ready once `/-/ready` answers.
+    pub async fn alertmanager(config: &str) -> Server {
+        let program = require_program("prometheus-alertmanager", "prometheus-alertmanager");
+        let config_file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(config_file.path(), config).expect("write alertmanager config");
+        let config_path = config_file.path().display().to_string();
+        let mut server = Server::spawn(program, free_port(), |port, dir| {
+            vec![
+                format!("--config.file={config_path}"),
+                format!("--storage.path={dir}"),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--cluster.listen-address=".into(),
+                "--log.level=warn".into(),
+            ]
+        });
+        server._config = Some(config_file);
+        let ready = format!("http://127.0.0.1:{}/-/ready", server.port);
+        eventually(Duration::from_secs(30), "alertmanager to be ready", || {
+            let ready = ready.clone();
+            async move {
+                let r = crate::http_client().get(&ready).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        server
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// Kills the server with SIGKILL, so nothing but what it already made durable survives.
     pub fn kill_9(&mut self) {
         let _ = self.child.kill();
@@ -198,6 +234,7 @@ impl Server {
             program,
             args,
             _data: data,
+            _config: None,
         }
     }
 

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
+use vigil_core::error_chain;
 use vigil_core::retry::parse_retry_after;
 
 use super::ExportError;
@@ -130,18 +131,6 @@ pub fn tenant_header(
     }
 }
 
-/// reqwest's top-level message ("error sending request") hides the cause; show it all.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use reqwest::StatusCode;
@@ -158,14 +147,5 @@ mod tests {
             let status = StatusCode::from_u16(code).unwrap();
             assert!(!is_retryable(status), "{code}");
         }
-    }
-
-    #[test]
-    fn error_chain_shows_every_cause() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("error sending request")]
-        struct Outer(#[source] std::io::Error);
-        let e = Outer(std::io::Error::other("connection refused"));
-        assert_eq!(error_chain(&e), "error sending request: connection refused");
     }
 }
