@@ -1,21 +1,23 @@
 //! The shipped Alertmanager configuration (`compose/alertmanager/`) in a real Alertmanager:
-//! Vigil-shaped anomaly alerts are delivered to a loopback stand-in for Slack's webhook and
+//! anomaly alerts built by vigil-anomaly's own code are delivered to a loopback stand-in for Slack's webhook and
 //! to a real SMTP server (aiosmtpd, STARTTLS and AUTH) as one message per incident.
 //!
 //! The test copy of alertmanager.yml differs from the shipped one only where it must: the
 //! secret files and templates are found in a temporary directory, the SMTP smarthost is the
 //! loopback server, and `group_wait` is 1s instead of 30s (a timing).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use serde_json::{Value, json};
+use serde_json::Value;
+use vigil_anomaly::alerts::{AlertTemplate, Observation, PostableAlert};
 use vigil_e2e::deploy::{self, replace_once};
 use vigil_e2e::{eventually, free_port, http_client, require_program};
 
@@ -93,14 +95,6 @@ async fn start_slack() -> (u16, Arc<Mutex<Vec<Value>>>) {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (port, received)
-}
-
-fn alert(labels: Value, summary: &str, description: &str, url: &str) -> Value {
-    json!({
-        "labels": labels,
-        "annotations": { "summary": summary, "description": description },
-        "generatorURL": url,
-    })
 }
 
 /// Decodes a quoted-printable body, as Alertmanager encodes its email parts.
@@ -202,44 +196,69 @@ async fn anomaly_alerts_reach_slack_and_email_once_per_incident() {
     })
     .await;
 
+    // The alerts exactly as vigil-anomaly builds them (its own `AlertTemplate`).
+    let now = SystemTime::now();
+    let now_ms = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let ends = now + Duration::from_secs(600);
+    let no_labels = BTreeMap::new();
+    let errors = AlertTemplate {
+        query: "DemoErrorRate",
+        expr: r#"sum by (service, route) (rate(demo_requests_total{outcome="error"}[2m]))"#,
+        severity: "warning",
+        labels: &no_labels,
+        threshold: 1.0,
+        grafana: Some(("http://grafana.test/", Some("victoriametrics"))),
+    };
+    let observation = |value: f64| Observation {
+        timestamp_ms: now_ms,
+        value,
+        score: 3.5,
+        expected: 0.8,
+        lower: 0.2,
+        upper: 1.6,
+    };
+    let series = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
     // A burst: 100 anomalous series (endpoints) of one service, one query.
-    let mut alerts: Vec<Value> = (0..100)
+    let burst: Vec<PostableAlert> = (0..100)
         .map(|i| {
-            alert(
-                json!({ "alertname": "DemoErrorRate", "severity": "warning",
-                        "query": "DemoErrorRate", "service": "checkout",
-                        "route": format!("/api/item/{i}") }),
-                "checkout error rate is anomalous",
-                &format!("value 12.{i} req/s, expected 0.8 (range 0.2 to 1.6)"),
-                &format!("http://grafana.test/explore?series={i}"),
+            let route = format!("/api/item/{i}");
+            errors.series_alert(
+                &series(&[("service", "checkout"), ("route", &route)]),
+                now_ms,
+                ends,
+                Some(&observation(12.0 + f64::from(i) / 100.0)),
             )
         })
         .collect();
+    let mut alerts = burst.clone();
     // Another service: another incident.
-    alerts.push(alert(
-        json!({ "alertname": "DemoErrorRate", "severity": "warning",
-                "query": "DemoErrorRate", "service": "payments" }),
-        "payments error rate is anomalous",
-        "value 3.5 req/s, expected 0.1 (range 0 to 0.4)",
-        "http://grafana.test/explore?series=payments",
+    alerts.push(errors.series_alert(
+        &series(&[("service", "payments")]),
+        now_ms,
+        ends,
+        Some(&observation(3.5)),
     ));
     // An overflowing query: its summary alert stands for its series, which are inhibited.
+    let latency = AlertTemplate {
+        query: "DemoLatency",
+        severity: "warning",
+        grafana: None,
+        ..errors
+    };
     for service in ["a", "b", "c"] {
-        alerts.push(alert(
-            json!({ "alertname": "DemoLatency", "severity": "warning",
-                    "query": "DemoLatency", "service": service }),
-            "latency is anomalous",
-            "value 2s, expected 0.1s (range 0.05s to 0.2s)",
-            "http://grafana.test/explore?latency",
+        alerts.push(latency.series_alert(
+            &series(&[("service", service)]),
+            now_ms,
+            ends,
+            Some(&observation(2.0)),
         ));
     }
-    alerts.push(alert(
-        json!({ "alertname": "DemoLatency", "severity": "warning",
-                "query": "DemoLatency", "vigil_overflow": "true" }),
-        "DemoLatency: 57 more series are anomalous",
-        "more anomalous series than max_alerts (20)",
-        "http://grafana.test/explore?overflow",
-    ));
+    alerts.push(latency.overflow_alert(57, now_ms, ends));
     let r = client
         .post(format!("{base}/api/v2/alerts"))
         .header("content-type", "application/json")
@@ -281,37 +300,52 @@ async fn anomaly_alerts_reach_slack_and_email_once_per_incident() {
             .unwrap_or_else(|| panic!("no Slack message titled {prefix}: {slack:#?}"))
             .clone()
     };
-    let burst = by_title("[FIRING:100] DemoErrorRate on checkout (warning)");
-    let text = burst["text"].as_str().unwrap();
+    let message = by_title("[FIRING:100] DemoErrorRate on checkout (warning)");
+    let text = message["text"].as_str().unwrap();
     for i in [0, 42, 99] {
+        let alert = &burst[i];
         for expected in [
-            format!("route=\"/api/item/{i}\" service=\"checkout\""),
-            format!("value 12.{i} req/s, expected 0.8 (range 0.2 to 1.6)"),
-            format!("Grafana: http://grafana.test/explore?series={i}"),
+            format!("FIRING: {}", alert.annotations["summary"]),
+            format!("Series: route=\"/api/item/{i}\" service=\"checkout\""),
+            // value, expected value and range, score
+            alert.annotations["description"].clone(),
+            format!("Grafana: {}", alert.generator_url),
         ] {
             assert!(text.contains(&expected), "{expected:?} not in:\n{text}");
         }
     }
-    assert!(text.contains("FIRING: checkout error rate is anomalous"));
+    assert!(
+        text.contains("value 12.42 is outside the expected range [0.2, 1.6] (expected 0.8)"),
+        "{text}"
+    );
     assert!(
         !text.contains("alertname="),
         "Vigil's own labels are not series labels"
     );
+    assert!(
+        burst[0]
+            .generator_url
+            .starts_with("http://grafana.test/explore?")
+    );
     assert_eq!(
-        burst["title_link"], "http://grafana.test/explore?series=0",
+        message["title_link"].as_str(),
+        Some(burst[0].generator_url.as_str()),
         "the title links to Grafana"
     );
-    assert_eq!(burst["color"], "warning");
+    assert_eq!(message["color"], "warning");
     let payments = by_title("[FIRING:1] DemoErrorRate on payments");
     assert!(
         payments["text"]
             .as_str()
             .unwrap()
-            .contains("value 3.5 req/s")
+            .contains("value 3.5 is outside the expected range [0.2, 1.6]")
     );
     let overflow = by_title("[FIRING:1] DemoLatency (warning)");
     let text = overflow["text"].as_str().unwrap();
-    assert!(text.contains("57 more series are anomalous"), "{text}");
+    assert!(
+        text.contains("DemoLatency: 57 more series are anomalous"),
+        "{text}"
+    );
     assert!(
         !text.contains("service=\"a\""),
         "inhibited series were sent: {text}"
@@ -319,17 +353,18 @@ async fn anomaly_alerts_reach_slack_and_email_once_per_incident() {
 
     let mails = mails();
     assert_eq!(mails.len(), 3, "emails: {mails:?}");
-    let burst = mails
+    let email = mails
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .find(|m| m.contains("Subject: [FIRING:100] DemoErrorRate on checkout (warning)"))
         .unwrap_or_else(|| panic!("no email for the burst"));
-    assert!(burst.contains("To: oncall@example.com"), "{burst}");
-    let body = quoted_printable(&burst);
+    assert!(email.contains("To: oncall@example.com"), "{email}");
+    let body = quoted_printable(&email);
     for expected in [
-        "route=\"/api/item/7\" service=\"checkout\"",
-        "value 12.7 req/s, expected 0.8 (range 0.2 to 1.6)",
-        "<a href=\"http://grafana.test/explore?series=7\">Grafana</a>",
+        "Series: route=\"/api/item/7\" service=\"checkout\"",
+        &burst[7].annotations["description"],
+        &format!("Grafana: {}", burst[7].generator_url),
+        ">Grafana</a>",
     ] {
         assert!(body.contains(expected), "{expected:?} not in:\n{body}");
     }
