@@ -13,8 +13,9 @@ use serde_yaml::Value;
 use vigil_e2e::deploy::{self, helm, output};
 use vigil_e2e::process::binary;
 
-const VARIANTS: [&str; 6] = [
+const VARIANTS: [&str; 7] = [
     "",
+    "ci/minimal-values.yaml",
     "ci/redis-values.yaml",
     "ci/nats-values.yaml",
     "ci/keda-redis-values.yaml",
@@ -460,5 +461,73 @@ fn notes_say_where_otlp_goes() {
     assert!(
         out.contains("OTEL_EXPORTER_OTLP_ENDPOINT=http://vigil-collector.observability.svc:4317"),
         "{out}"
+    );
+}
+
+/// The value paths of `values` down to its leaves; maps a user sets as a whole
+/// (resources, secret references, strategies, free-form config) count as leaves.
+fn leaf_paths(prefix: &str, value: &Value, out: &mut Vec<String>) {
+    const WHOLE: [&str; 9] = [
+        "resources",
+        "updateStrategy",
+        "headers",
+        "config",
+        "passwordSecret",
+        "tokenSecret",
+        "caSecret",
+        "bearerTokenSecret",
+        "annotations",
+    ];
+    let last = prefix.rsplit('.').next().unwrap_or("");
+    match value.as_mapping() {
+        Some(map) if !map.is_empty() && !WHOLE.contains(&last) => {
+            for (k, v) in map {
+                let key = k.as_str().unwrap();
+                let path = if prefix.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                leaf_paths(&path, v, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn chart_readme_lists_every_value() {
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap())
+            .unwrap();
+    let mut leaves = Vec::new();
+    leaf_paths("", &values, &mut leaves);
+    // The README's table names values as `a.b.c`, then siblings as `.d`.
+    let readme = std::fs::read_to_string(chart().join("README.md")).unwrap();
+    let table = readme.split("## Values").nth(1).expect("a Values section");
+    let mut documented = Vec::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let first_cell = row.split(" | ").next().unwrap();
+        let mut parent = String::new();
+        for token in first_cell.split('`').skip(1).step_by(2) {
+            if let Some(sibling) = token.strip_prefix('.') {
+                documented.push(format!("{parent}.{sibling}"));
+            } else {
+                parent = token.rsplit_once('.').map_or("", |(p, _)| p).to_string();
+                documented.push(token.to_string());
+            }
+        }
+    }
+    let missing: Vec<&String> = leaves
+        .iter()
+        .filter(|leaf| {
+            !documented
+                .iter()
+                .any(|d| *leaf == d || leaf.starts_with(&format!("{d}.")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "values missing from helm/vigil/README.md: {missing:?}"
     );
 }
