@@ -531,3 +531,75 @@ fn chart_readme_lists_every_value() {
         "values missing from helm/vigil/README.md: {missing:?}"
     );
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_symlink() {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn dashboards_become_configmaps_for_grafanas_sidecar() {
+    // The chart's dashboards/ links to the repository's: whatever JSON is there is shipped.
+    let shipped = std::fs::read_dir(deploy::repo().join("dashboards"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    let (ok, out, err) = output(&mut helm_command(
+        "template",
+        "",
+        &["grafanaDashboards.enabled=true"],
+    ));
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("grafana_dashboard: \"1\"").count(), shipped);
+
+    // The mechanism, on a copy of the chart with one dashboard of known content.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("vigil");
+    copy_dir(&chart(), &copy);
+    std::fs::create_dir_all(copy.join("dashboards")).unwrap();
+    let json = r#"{"title": "Vigil / Pipeline", "uid": "vigil-pipeline", "panels": []}"#;
+    std::fs::write(copy.join("dashboards/Vigil_Pipeline.json"), json).unwrap();
+    let (ok, out, err) = output(
+        Command::new(helm())
+            .args([
+                "template",
+                "vigil",
+                "--set",
+                "grafanaDashboards.enabled=true",
+            ])
+            .args([
+                "--set",
+                "grafanaDashboards.annotations.grafana_folder=Vigil",
+            ])
+            .arg(&copy),
+    );
+    assert!(ok, "{err}");
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&out)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    let map = kind(&docs, "ConfigMap")
+        .into_iter()
+        .find(|m| m["metadata"]["name"] == "vigil-dashboards-vigil-pipeline")
+        .expect("the dashboard's ConfigMap");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(map["metadata"]["annotations"]["grafana_folder"], "Vigil");
+    assert_eq!(map["data"]["Vigil_Pipeline.json"], json);
+}
