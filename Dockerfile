@@ -3,7 +3,8 @@
 #   docker build -t vigil:dev .
 # Run one binary per container: `vigil-collector|vigil-agent|vigil-anomaly --config FILE`.
 
-FROM rust:1.89-bookworm AS build
+# The toolchain the project is tested with (the workspace declares 1.89 as its minimum).
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
