@@ -300,7 +300,7 @@ fn main() {
             }
             let ingest = ingest.clone();
             in_flight.spawn(async move {
-                ingest.accept_body(Signal::Metrics, Encoding::Protobuf, body, None, Transport::Http).await
+                ingest.accept_body(Signal::Metrics, Encoding::Protobuf, body, Default::default(), Transport::Http).await
             });
         }
         while let Some(r) = in_flight.join_next().await {

@@ -36,6 +36,31 @@ pub struct Config {
     pub exporters: Exporters,
     #[serde(default)]
     pub admin: Admin,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// What SIGTERM does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After the receivers stopped (their requests in flight answered), how long exporters
+    /// may finish requests in flight and keep sending what is buffered. Keep it below the
+    /// pod's `terminationGracePeriodSeconds`.
+    #[serde(default = "default_drain_timeout", with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+fn default_drain_timeout() -> Duration {
+    crate::exporter::pump::DEFAULT_DRAIN
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: default_drain_timeout(),
+        }
+    }
 }
 
 impl Config {
@@ -60,6 +85,9 @@ impl Config {
 impl Validate for Config {
     fn validate(&self, path: &str, errors: &mut Errors) {
         self.receivers.validate(&join(path, "receivers"), errors);
+        if let Some(tls) = &self.admin.tls {
+            tls.validate(&join(path, "admin.tls"), errors);
+        }
         self.buffer.validate(&join(path, "buffer"), errors);
         self.exporters.validate(&join(path, "exporters"), errors);
         if Signal::ALL.iter().all(|s| !self.exports(*s)) {
@@ -105,17 +133,141 @@ pub struct OtlpReceiver {
     /// Tenant for requests that name none; without it they carry no tenant.
     #[serde(default)]
     pub default_tenant: Option<String>,
+    /// Bearer tokens, each writing into exactly one tenant. When set, every request must
+    /// carry one of them (`authorization: Bearer <token>`).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Records (data points, log records, spans) per second each tenant may send.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One client credential: a token (inline, normally `${ENV}`, or read from a file) and the
+/// tenant it writes into.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    pub tenant: String,
+}
+
+impl std::fmt::Display for TokenConfig {
+    // Never shows the token itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "token of tenant {}", self.tenant)
+    }
+}
+
+impl TokenConfig {
+    /// The token's value; a file's content is trimmed of surrounding whitespace.
+    pub fn value(&self) -> Result<String, String> {
+        match (&self.token, &self.token_file) {
+            (Some(t), None) => Ok(t.clone()),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| format!("cannot read {}: {e}", file.display())),
+            _ => Err("set exactly one of token and token_file".into()),
+        }
+    }
+}
+
+/// Shortest token accepted: a guessable token is no lock.
+const MIN_TOKEN_LEN: usize = 16;
+
+impl Validate for AuthConfig {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        if self.tokens.is_empty() {
+            errors.add(join(path, "tokens"), "at least one token is needed");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, token) in self.tokens.iter().enumerate() {
+            let at = join(path, &format!("tokens.{i}"));
+            if let Err(e) = crate::receiver::check_tenant(&token.tenant) {
+                errors.add(join(&at, "tenant"), e);
+            }
+            match token.value() {
+                Ok(value) if value.len() < MIN_TOKEN_LEN => errors.add(
+                    &at,
+                    format!("the token must be at least {MIN_TOKEN_LEN} characters"),
+                ),
+                Ok(value) if http::HeaderValue::from_str(&value).is_err() => {
+                    errors.add(&at, "the token contains characters not allowed in a header")
+                }
+                Ok(value) => {
+                    if !seen.insert(value) {
+                        errors.add(&at, "the same token is given twice");
+                    }
+                }
+                Err(e) => errors.add(&at, e),
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained records per second, per tenant (requests without a tenant share one).
+    pub records_per_second: f64,
+    /// Records a tenant may send at once after being idle; default one second's worth.
+    #[serde(default)]
+    pub burst: Option<f64>,
+}
+
+impl Validate for RateLimitConfig {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        if !(self.records_per_second.is_finite() && self.records_per_second > 0.0) {
+            errors.add(join(path, "records_per_second"), "must be a number > 0");
+        }
+        if let Some(burst) = self.burst
+            && !(burst.is_finite() && burst >= 1.0)
+        {
+            errors.add(join(path, "burst"), "must be a number >= 1");
+        }
+    }
+}
+
+/// TLS of a listening port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate they signed.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl Validate for ServerTls {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        if let Err(e) = crate::tls::server_config(self) {
+            errors.add(path, e);
+        }
+    }
 }
 
 fn default_grpc() -> Option<Listen> {
     Some(Listen {
         listen: SocketAddr::from(([0, 0, 0, 0], 4317)),
+        tls: None,
     })
 }
 
 fn default_http() -> Option<Listen> {
     Some(Listen {
         listen: SocketAddr::from(([0, 0, 0, 0], 4318)),
+        tls: None,
     })
 }
 
@@ -140,6 +292,8 @@ impl Default for OtlpReceiver {
             max_decompressed_bytes: default_max_decompressed_bytes(),
             tenant_header: default_tenant_header(),
             default_tenant: None,
+            auth: None,
+            rate_limit: None,
         }
     }
 }
@@ -172,6 +326,17 @@ impl Validate for OtlpReceiver {
         {
             errors.add(join(path, "default_tenant"), e);
         }
+        if let Some(auth) = &self.auth {
+            auth.validate(&join(path, "auth"), errors);
+        }
+        if let Some(limit) = &self.rate_limit {
+            limit.validate(&join(path, "rate_limit"), errors);
+        }
+        for (name, listen) in [("grpc", &self.grpc), ("http", &self.http)] {
+            if let Some(tls) = listen.as_ref().and_then(|l| l.tls.as_ref()) {
+                tls.validate(&join(path, &format!("{name}.tls")), errors);
+            }
+        }
     }
 }
 
@@ -180,6 +345,9 @@ impl Validate for OtlpReceiver {
 pub struct Listen {
     /// Address and port to bind, e.g. `0.0.0.0:4317`; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Serve TLS (and optionally require client certificates).
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -903,6 +1071,8 @@ pub struct Admin {
     /// Serves /metrics, /healthz, /readyz.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -913,6 +1083,7 @@ impl Default for Admin {
     fn default() -> Self {
         Admin {
             listen: default_admin_listen(),
+            tls: None,
         }
     }
 }

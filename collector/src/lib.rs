@@ -18,6 +18,7 @@ pub mod config;
 pub mod exporter;
 pub mod receiver;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub enum StartError {
     },
     #[error("exporter {name}: {message}")]
     Exporter { name: &'static str, message: String },
+    #[error("{what}: {message}")]
+    Security { what: &'static str, message: String },
 }
 
 /// A running collector.
@@ -69,7 +72,10 @@ pub struct Collector {
     buffer: Arc<dyn Buffer>,
     stop_receivers: watch::Sender<bool>,
     stop_exporters: watch::Sender<bool>,
-    servers: JoinSet<()>,
+    /// The OTLP receivers' servers.
+    receivers: JoinSet<()>,
+    /// The admin server, up until the exporters stopped.
+    admin: JoinSet<()>,
     pumps: JoinSet<()>,
 }
 
@@ -102,16 +108,44 @@ impl Collector {
         let http_addr = http_listener.as_ref().and_then(local);
         let admin_addr = local(&admin_listener).unwrap_or(config.admin.listen);
 
+        let security = |what: &'static str| move |message| StartError::Security { what, message };
+        let tls_of = |listen: &Option<config::Listen>| listen.as_ref().and_then(|l| l.tls.clone());
+        let grpc_tls = tls_of(&otlp.grpc)
+            .map(|t| tls::grpc_config(&t))
+            .transpose()
+            .map_err(security("receivers.otlp.grpc.tls"))?;
+        let http_tls = tls_of(&otlp.http)
+            .map(|t| tls::server_config(&t))
+            .transpose()
+            .map_err(security("receivers.otlp.http.tls"))?;
+        let admin_tls = config
+            .admin
+            .tls
+            .as_ref()
+            .map(tls::server_config)
+            .transpose()
+            .map_err(security("admin.tls"))?;
+
         let exported = Signal::ALL.map(|s| config.exports(s));
-        let ingest = Arc::new(Ingest::new(
+        let mut ingest = Ingest::new(
             buffer.clone(),
             telemetry.clone(),
             exported,
             otlp.default_tenant.clone(),
-        ));
+        );
+        if let Some(auth) = &otlp.auth {
+            let tokens = receiver::auth::Tokens::new(auth, &otlp.tenant_header)
+                .map_err(security("receivers.otlp.auth"))?;
+            ingest = ingest.with_auth(tokens);
+        }
+        if let Some(limit) = &otlp.rate_limit {
+            ingest = ingest.with_rate_limit(receiver::auth::RateLimiter::new(limit));
+        }
+        let ingest = Arc::new(ingest);
         let (stop_receivers, receivers_stopped) = watch::channel(false);
         let (stop_exporters, exporters_stopped) = watch::channel(false);
-        let mut servers = JoinSet::new();
+        let mut receivers = JoinSet::new();
+        let mut admin = JoinSet::new();
 
         if let Some(listener) = grpc_listener {
             let (metrics, logs, traces) = receiver::grpc::services(
@@ -122,12 +156,17 @@ impl Collector {
             let mut stop = receivers_stopped.clone();
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            servers.spawn(async move {
-                // Windows that grow with the connection's bandwidth-delay product: with
-                // the fixed 64 KiB default, a large uncompressed export crawls in
-                // round trips.
-                let result = tonic::transport::Server::builder()
-                    .http2_adaptive_window(Some(true))
+            // Windows that grow with the connection's bandwidth-delay product: with the
+            // fixed 64 KiB default, a large uncompressed export crawls in round trips.
+            let mut builder = tonic::transport::Server::builder().http2_adaptive_window(Some(true));
+            if let Some(tls) = grpc_tls {
+                builder = builder.tls_config(tls).map_err(|e| StartError::Security {
+                    what: "receivers.otlp.grpc.tls",
+                    message: e.to_string(),
+                })?;
+            }
+            receivers.spawn(async move {
+                let result = builder
                     .add_service(metrics)
                     .add_service(logs)
                     .add_service(traces)
@@ -148,9 +187,10 @@ impl Collector {
             let header = http::HeaderName::from_bytes(otlp.tenant_header.as_bytes())
                 .unwrap_or(http::HeaderName::from_static("x-scope-orgid"));
             let app = receiver::http::app(ingest.clone(), limits, header);
-            servers.spawn(serve_http(
+            receivers.spawn(serve_http(
                 "OTLP/HTTP",
                 listener,
+                http_tls,
                 app,
                 receivers_stopped.clone(),
             ));
@@ -162,9 +202,10 @@ impl Collector {
         });
         // The admin port stays up until the exporters stop, so a draining collector can
         // still be scraped.
-        servers.spawn(serve_http(
+        admin.spawn(serve_http(
             "admin",
             admin_listener,
+            admin_tls,
             admin::app(admin_state.clone()),
             exporters_stopped.clone(),
         ));
@@ -179,6 +220,7 @@ impl Collector {
                         message: e.to_string(),
                     }
                 })?;
+            let pump = pump.with_drain(config.shutdown.drain_timeout);
             pumps.spawn(pump.run(exporters_stopped.clone()));
         }
         info!(grpc = ?grpc_addr, http = ?http_addr, admin = %admin_addr, "collector started");
@@ -189,7 +231,8 @@ impl Collector {
             buffer,
             stop_receivers,
             stop_exporters,
-            servers,
+            receivers,
+            admin,
             pumps,
         })
     }
@@ -206,13 +249,17 @@ impl Collector {
         self.admin_addr
     }
 
-    /// Stops receiving (in-flight requests finish), stops the exporters (what is not yet
-    /// acked stays buffered for the next start), and closes the buffer.
+    /// Stops in order, so a restart afterwards neither loses nor repeats anything:
+    /// receivers stop accepting and answer the requests in flight (their data is in the
+    /// buffer by then); exporters then drain for up to `shutdown.drain_timeout` (requests
+    /// in flight finish and are acked, what is ready keeps going out, nothing is retried);
+    /// last the buffer is closed, with what was not acked still in it.
     pub async fn shutdown(mut self) {
         let _ = self.stop_receivers.send(true);
+        while self.receivers.join_next().await.is_some() {}
         let _ = self.stop_exporters.send(true);
         while self.pumps.join_next().await.is_some() {}
-        while self.servers.join_next().await.is_some() {}
+        while self.admin.join_next().await.is_some() {}
         if let Err(e) = self.buffer.close().await {
             warn!(error = %e, "closing the buffer failed");
         }
@@ -320,12 +367,17 @@ fn build_exporters(config: &Config) -> Result<BuiltExporters, StartError> {
     Ok(built)
 }
 
+/// Serves `app` on `listener`, over TLS when `tls` is given, until `stop` turns true.
 async fn serve_http(
     what: &'static str,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) {
+    if let Some(config) = tls {
+        return tls::serve_https(what, listener, config, app, stop).await;
+    }
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

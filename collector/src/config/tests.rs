@@ -333,3 +333,45 @@ exporters:
     );
     assert!(unknown.iter().any(|e| e.contains("name")), "{unknown:#?}");
 }
+
+#[test]
+fn auth_rate_limit_and_tls_problems_name_their_place_and_never_the_token() {
+    let errors = errors_of(
+        r#"
+receivers:
+  otlp:
+    grpc: { listen: "127.0.0.1:4317", tls: { cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem } }
+    auth:
+      tokens:
+        - { token: short-secret, tenant: team-a }
+        - { token: a-long-enough-token-1, tenant: "bad tenant" }
+        - { token: a-long-enough-token-1, tenant: team-c }
+        - { token: a-long-enough-token-2, token_file: /x, tenant: team-d }
+    rate_limit: { records_per_second: 0, burst: 0.5 }
+exporters:
+  tempo: { endpoint: "http://tempo:4317" }
+"#,
+    );
+    let expected = [
+        "receivers.otlp.grpc.tls: cannot read certificates from /nonexistent/cert.pem",
+        "receivers.otlp.auth.tokens.0: the token must be at least 16 characters",
+        "receivers.otlp.auth.tokens.1.tenant: invalid tenant `bad tenant`",
+        "receivers.otlp.auth.tokens.2: the same token is given twice",
+        "receivers.otlp.auth.tokens.3: set exactly one of token and token_file",
+        "receivers.otlp.rate_limit.records_per_second: must be a number > 0",
+        "receivers.otlp.rate_limit.burst: must be a number >= 1",
+    ];
+    for want in expected {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing `{want}` in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| !e.contains("short-secret") && !e.contains("long-enough")),
+        "{errors:#?}"
+    );
+}

@@ -22,6 +22,47 @@ pub struct Pump {
     config: DeliveryConfig,
     backoff: Backoff,
     telemetry: Telemetry,
+    drain: Duration,
+}
+
+/// How long a draining pump waits for more records before it decides the buffer is empty.
+const DRAIN_IDLE: Duration = Duration::from_millis(200);
+/// Default of [`Pump::with_drain`].
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(20);
+
+/// When a pump stops. Shutdown starts a *drain*: requests in flight may finish (and be
+/// acked, so a restart does not send them again), and what is ready in the buffer is still
+/// sent while the backend takes it; nothing is retried any more. `drain` after shutdown,
+/// whatever is still in progress is abandoned and stays in the buffer.
+struct Stop {
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    deadline: Option<Instant>,
+}
+
+impl Stop {
+    fn draining(&mut self) -> bool {
+        if self.deadline.is_none() && *self.shutdown.borrow_and_update() {
+            self.deadline = Some(Instant::now() + self.drain);
+        }
+        self.deadline.is_some()
+    }
+
+    /// Completes when work in progress must be abandoned. Cancel-safe.
+    async fn abandon(&mut self) {
+        if self.deadline.is_none() {
+            let _ = self.shutdown.wait_for(|s| *s).await;
+            self.deadline = Some(Instant::now() + self.drain);
+        }
+        if let Some(deadline) = self.deadline {
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    /// Completes when shutdown is asked (at once if it was).
+    async fn asked(&mut self) {
+        let _ = self.shutdown.wait_for(|s| *s).await;
+    }
 }
 
 /// How delivering one group ended.
@@ -46,28 +87,54 @@ impl Pump {
             config,
             backoff,
             telemetry,
+            drain: DEFAULT_DRAIN,
         })
     }
 
-    /// Runs until `shutdown` turns true. Records not acked by then stay in the buffer.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// How long a shutdown may wait for requests in flight and for sending what is ready.
+    pub fn with_drain(mut self, drain: Duration) -> Pump {
+        self.drain = drain;
+        self
+    }
+
+    /// Runs until `shutdown` turns true, then drains (see [`Stop`]). Records not acked by
+    /// the end stay in the buffer.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let name = self.exporter.name();
-        let mut consumer = match self.open_consumer(&mut shutdown).await {
+        let mut stop = Stop {
+            shutdown,
+            drain: self.drain,
+            deadline: None,
+        };
+        let mut consumer = match self.open_consumer(&mut stop).await {
             Some(c) => c,
             None => return,
         };
         info!(exporter = name, "exporter started");
         loop {
-            let batch = tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|stop| *stop) => break,
-                batch = self.fill_batch(consumer.as_mut()) => batch,
+            let batch = if stop.draining() {
+                // Draining: what is ready now; an empty buffer or the deadline ends it.
+                tokio::select! {
+                    biased;
+                    _ = stop.abandon() => break,
+                    batch = tokio::time::timeout(DRAIN_IDLE, self.fill_batch(consumer.as_mut())) => match batch {
+                        Ok(batch) => batch,
+                        Err(_) => break,
+                    },
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = stop.asked() => continue,
+                    batch = self.fill_batch(consumer.as_mut()) => batch,
+                }
             };
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
                     warn!(exporter = name, error = %e, "reading the buffer failed; retrying");
-                    if sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
+                    if stop.draining() || sleep_or_abandon(Duration::from_secs(1), &mut stop).await
+                    {
                         break;
                     }
                     continue;
@@ -77,7 +144,7 @@ impl Pump {
             let mut interrupted = false;
             let in_hand: Vec<DeliveryId> = batch.iter().map(|d| d.id).collect();
             for group in by_tenant(batch) {
-                let delivery = self.deliver(&group, &mut shutdown);
+                let delivery = self.deliver(&group, &mut stop);
                 match keeping_alive(consumer.as_mut(), &in_hand, delivery).await {
                     Outcome::Done => acks.extend(group.iter().map(|d| d.id)),
                     Outcome::Interrupted => {
@@ -86,7 +153,7 @@ impl Pump {
                     }
                 }
             }
-            self.ack(consumer.as_mut(), &acks, &mut shutdown).await;
+            self.ack(consumer.as_mut(), &acks, &mut stop).await;
             if interrupted {
                 break;
             }
@@ -94,17 +161,15 @@ impl Pump {
         info!(exporter = name, "exporter stopped");
     }
 
-    async fn open_consumer(
-        &self,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Option<Box<dyn Consumer>> {
+    async fn open_consumer(&self, stop: &mut Stop) -> Option<Box<dyn Consumer>> {
         let mut attempt = 0;
         loop {
             match self.buffer.consumer(self.exporter.signal()).await {
                 Ok(c) => return Some(c),
                 Err(e) => {
                     warn!(exporter = self.exporter.name(), error = %e, "cannot open the buffer; retrying");
-                    if sleep_or_shutdown(self.backoff.delay(attempt), shutdown).await {
+                    if stop.draining() || sleep_or_abandon(self.backoff.delay(attempt), stop).await
+                    {
                         return None;
                     }
                     attempt += 1;
@@ -154,9 +219,9 @@ impl Pump {
         }
     }
 
-    async fn deliver(&self, group: &[Delivery], shutdown: &mut watch::Receiver<bool>) -> Outcome {
+    async fn deliver(&self, group: &[Delivery], stop: &mut Stop) -> Outcome {
         let records: Vec<Record> = group.iter().map(|d| d.record.clone()).collect();
-        match self.send_with_retry(&records, shutdown).await {
+        match self.send_with_retry(&records, stop).await {
             Ok(()) => Outcome::Done,
             Err(None) => Outcome::Interrupted,
             Err(Some(reason)) if records.len() > 1 => {
@@ -165,13 +230,13 @@ impl Pump {
                     "backend refused a batch; sending its records one by one");
                 for record in &records {
                     match self
-                        .send_with_retry(std::slice::from_ref(record), shutdown)
+                        .send_with_retry(std::slice::from_ref(record), stop)
                         .await
                     {
                         Ok(()) => {}
                         Err(None) => return Outcome::Interrupted,
                         Err(Some(reason)) => {
-                            if !self.dead_letter(record, reason, shutdown).await {
+                            if !self.dead_letter(record, reason, stop).await {
                                 return Outcome::Interrupted;
                             }
                         }
@@ -179,18 +244,19 @@ impl Pump {
                 }
                 Outcome::Done
             }
-            Err(Some(reason)) => match self.dead_letter(&records[0], reason, shutdown).await {
+            Err(Some(reason)) => match self.dead_letter(&records[0], reason, stop).await {
                 true => Outcome::Done,
                 false => Outcome::Interrupted,
             },
         }
     }
 
-    /// Ok when delivered; Err(Some(reason)) when permanently refused; Err(None) on shutdown.
+    /// Ok when delivered; Err(Some(reason)) when permanently refused; Err(None) when
+    /// stopping: a request in flight may finish within the drain, nothing is retried.
     async fn send_with_retry(
         &self,
         records: &[Record],
-        shutdown: &mut watch::Receiver<bool>,
+        stop: &mut Stop,
     ) -> Result<(), Option<String>> {
         let name = self.exporter.name();
         let signal = self.exporter.signal();
@@ -200,7 +266,7 @@ impl Pump {
             let started = Instant::now();
             let result = tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|stop| *stop) => return Err(None),
+                _ = stop.abandon() => return Err(None),
                 r = tokio::time::timeout(self.config.timeout, self.exporter.export(tenant, records)) => r,
             };
             let result = result.unwrap_or_else(|_| {
@@ -247,8 +313,12 @@ impl Pump {
                         retry_after,
                         self.config.retry.max_retry_after,
                     );
+                    if stop.draining() {
+                        warn!(exporter = name, error = %reason, "export failed while shutting down; left in the buffer");
+                        return Err(None);
+                    }
                     warn!(exporter = name, attempt, error = %reason, retry_in = ?delay, "export failed; retrying");
-                    if sleep_or_shutdown(delay, shutdown).await {
+                    if sleep_or_asked(delay, stop).await {
                         return Err(None);
                     }
                     attempt = attempt.saturating_add(1);
@@ -259,12 +329,7 @@ impl Pump {
 
     /// Stores a refused record in the dead-letter store. False only on shutdown; a failing
     /// store is retried, because acking without it would lose the record.
-    async fn dead_letter(
-        &self,
-        record: &Record,
-        reason: String,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
+    async fn dead_letter(&self, record: &Record, reason: String, stop: &mut Stop) -> bool {
         let name = self.exporter.name();
         error!(exporter = name, items = record.items, %reason, "backend refused data for good; dead-lettering it");
         let letter = DeadLetter {
@@ -285,7 +350,7 @@ impl Pump {
                 }
                 Err(e) => {
                     error!(exporter = name, error = %e, "cannot store dead letter; retrying");
-                    if sleep_or_shutdown(self.backoff.delay(attempt), shutdown).await {
+                    if sleep_or_abandon(self.backoff.delay(attempt), stop).await {
                         return false;
                     }
                     attempt += 1;
@@ -294,12 +359,7 @@ impl Pump {
         }
     }
 
-    async fn ack(
-        &self,
-        consumer: &mut dyn Consumer,
-        ids: &[DeliveryId],
-        shutdown: &mut watch::Receiver<bool>,
-    ) {
+    async fn ack(&self, consumer: &mut dyn Consumer, ids: &[DeliveryId], stop: &mut Stop) {
         if ids.is_empty() {
             return;
         }
@@ -307,7 +367,7 @@ impl Pump {
         while let Err(e) = consumer.ack(ids).await {
             // Not acking means the batch is delivered again: a duplicate, never a loss.
             warn!(exporter = self.exporter.name(), error = %e, "ack failed; retrying");
-            if sleep_or_shutdown(self.backoff.delay(attempt), shutdown).await {
+            if sleep_or_abandon(self.backoff.delay(attempt), stop).await {
                 return;
             }
             attempt += 1;
@@ -330,7 +390,6 @@ fn by_tenant(batch: Vec<Delivery>) -> Vec<Vec<Delivery>> {
     groups
 }
 
-/// Sleeps; true if shutdown came first.
 /// Runs `delivery`, meanwhile declaring the records `in_hand` still in progress as often
 /// as the buffer asks, so a slow backend does not make them look abandoned and exported
 /// twice by another collector. A failed keep-alive is only logged: the worst it costs is
@@ -357,9 +416,18 @@ async fn keeping_alive<T>(
     }
 }
 
-async fn sleep_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+/// Sleeps; true if the drain deadline came first.
+async fn sleep_or_abandon(delay: Duration, stop: &mut Stop) -> bool {
     tokio::select! {
-        _ = shutdown.wait_for(|stop| *stop) => true,
+        _ = stop.abandon() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// Sleeps; true if shutdown was asked first.
+async fn sleep_or_asked(delay: Duration, stop: &mut Stop) -> bool {
+    tokio::select! {
+        _ = stop.asked() => true,
         _ = tokio::time::sleep(delay) => false,
     }
 }

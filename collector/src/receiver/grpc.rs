@@ -23,7 +23,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use vigil_core::Signal;
 use vigil_core::otlp::Encoding;
 
-use super::{Ingest, Refusal, Transport};
+use super::{Caller, Ingest, Refusal, Transport};
 
 /// Which OTLP service a [`ExportServer`] serves.
 pub trait OtlpService: Send + Sync + 'static {
@@ -62,14 +62,17 @@ impl Export {
     /// Stores one export request; the answer is the encoded `Export*ServiceResponse`.
     pub async fn export(&self, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
         let (metadata, _, body) = request.into_parts();
-        let tenant = metadata.get(&self.tenant_key).map(|v| v.as_encoded_bytes());
+        let caller = Caller {
+            tenant: metadata.get(&self.tenant_key).map(|v| v.as_encoded_bytes()),
+            authorization: metadata.get("authorization").map(|v| v.as_encoded_bytes()),
+        };
         let accepted = self
             .ingest
             .accept_body(
                 self.signal,
                 Encoding::Protobuf,
                 body,
-                tenant,
+                caller,
                 Transport::Grpc,
             )
             .await

@@ -17,7 +17,7 @@ use prost::Message;
 use vigil_core::Signal;
 use vigil_core::otlp::Encoding;
 
-use super::{Accepted, Ingest, Refusal, Transport};
+use super::{Accepted, Caller, Ingest, Refusal, Transport};
 
 /// Limits of one HTTP request.
 #[derive(Debug, Clone, Copy)]
@@ -66,14 +66,17 @@ async fn handle(state: &HttpState, signal: Signal, headers: &HeaderMap, body: Bo
         Ok(e) => e,
         Err(refusal) => return refuse(state, signal, &refusal, Encoding::Protobuf),
     };
-    let tenant = headers.get(&state.tenant_header).map(|v| v.as_bytes());
+    let caller = Caller {
+        tenant: headers.get(&state.tenant_header).map(|v| v.as_bytes()),
+        authorization: headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+    };
     let body = match read_body(state, headers, body).await {
         Ok(b) => b,
         Err(refusal) => return refuse(state, signal, &refusal, encoding),
     };
     let result = state
         .ingest
-        .accept_body(signal, encoding, body, tenant, Transport::Http)
+        .accept_body(signal, encoding, body, caller, Transport::Http)
         .await;
     match result {
         Ok(accepted) => success_response(signal, encoding, accepted),
@@ -191,6 +194,11 @@ fn refusal_response(refusal: &Refusal, encoding: Encoding) -> Response {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if matches!(refusal, Refusal::Unauthenticated(_)) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
 }

@@ -4,6 +4,7 @@
 //! Every refusal keeps its retry meaning on the wire ([`Refusal`]): a full buffer is
 //! 429 / RESOURCE_EXHAUSTED with a retry delay, bad input is 400 / INVALID_ARGUMENT.
 
+pub mod auth;
 pub mod grpc;
 pub mod http;
 
@@ -23,6 +24,16 @@ pub struct Ingest {
     telemetry: Telemetry,
     exported: [bool; 3],
     default_tenant: Option<String>,
+    auth: Option<auth::Tokens>,
+    limiter: Option<auth::RateLimiter>,
+}
+
+/// Who sent a request, as the transport read it: the raw tenant header or metadata, and
+/// the raw `authorization` value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    pub tenant: Option<&'a [u8]>,
+    pub authorization: Option<&'a [u8]>,
 }
 
 /// Why a request was not taken. Each maps to one HTTP status and one gRPC code.
@@ -36,6 +47,16 @@ pub enum Refusal {
     TooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("tenant `{tenant}` is over its rate limit of {limit} records per second")]
+    RateLimited {
+        tenant: String,
+        limit: f64,
+        retry_after: Duration,
+    },
     #[error(transparent)]
     Buffer(#[from] BufferError),
 }
@@ -48,6 +69,9 @@ impl Refusal {
             Refusal::Invalid(_) => "invalid",
             Refusal::TooLarge(_) | Refusal::Buffer(BufferError::TooLarge { .. }) => "too_large",
             Refusal::UnsupportedMediaType(_) => "unsupported_media_type",
+            Refusal::Unauthenticated(_) => "unauthenticated",
+            Refusal::Forbidden(_) => "forbidden",
+            Refusal::RateLimited { .. } => "rate_limited",
             Refusal::Buffer(BufferError::Full { .. }) => "buffer_full",
             Refusal::Buffer(_) => "buffer_unavailable",
         }
@@ -66,7 +90,9 @@ impl Refusal {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 tonic::Code::InvalidArgument,
             ),
-            Refusal::Buffer(BufferError::Full { .. }) => (
+            Refusal::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+            Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
+            Refusal::Buffer(BufferError::Full { .. }) | Refusal::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 tonic::Code::ResourceExhausted,
             ),
@@ -78,6 +104,7 @@ impl Refusal {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Refusal::Buffer(e) => e.retry_after(),
+            Refusal::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -180,43 +207,68 @@ impl Ingest {
             telemetry,
             exported,
             default_tenant,
+            auth: None,
+            limiter: None,
         }
+    }
+
+    /// Requires one of `tokens` on every request; each token writes into its own tenant.
+    pub fn with_auth(mut self, tokens: auth::Tokens) -> Ingest {
+        self.auth = Some(tokens);
+        self
+    }
+
+    /// Limits the records per second of each tenant.
+    pub fn with_rate_limit(mut self, limiter: auth::RateLimiter) -> Ingest {
+        self.limiter = Some(limiter);
+        self
     }
 
     pub fn is_ready(&self) -> bool {
         self.buffer.is_ready()
     }
 
-    /// Decodes a body (already decompressed) and stores it. `tenant` is the raw value of
-    /// the tenant header or metadata, checked here for every transport.
+    /// Decodes a body (already decompressed) and stores it. The caller's credentials and
+    /// tenant are checked here, the same for every transport, before the body is decoded.
     pub async fn accept_body(
         &self,
         signal: Signal,
         encoding: Encoding,
         body: Bytes,
-        tenant: Option<&[u8]>,
+        caller: Caller<'_>,
         transport: Transport,
     ) -> Result<Accepted, Refusal> {
         let mut items = None;
-        let result = match self.check(signal, tenant) {
+        let result = match self.check(signal, caller) {
             Ok(tenant) => match otlp::inspect(signal, encoding, body) {
                 Ok(inspected) => {
                     items = Some(inspected.items);
-                    self.store(signal, tenant, inspected).await
+                    let allowed = match &self.limiter {
+                        Some(limiter) => limiter.take(tenant.as_deref(), inspected.items),
+                        None => Ok(()),
+                    };
+                    allowed.map(|()| (tenant, inspected))
                 }
                 Err(e) => Err(Refusal::Invalid(e.to_string())),
             },
+            Err(refusal) => Err(refusal),
+        };
+        let result = match result {
+            Ok((tenant, inspected)) => self.store(signal, tenant, inspected).await,
             Err(refusal) => Err(refusal),
         };
         self.count(signal, transport, &result, items);
         result
     }
 
-    fn check(&self, signal: Signal, tenant: Option<&[u8]>) -> Result<Option<String>, Refusal> {
+    fn check(&self, signal: Signal, caller: Caller<'_>) -> Result<Option<String>, Refusal> {
         if !self.exported[signal.index()] {
             return Err(Refusal::NotExported(signal));
         }
-        match tenant {
+        if let Some(tokens) = &self.auth {
+            return tokens.tenant_of(caller).map(Some);
+        }
+        match caller.tenant {
             // Bytes that are not UTF-8 become U+FFFD, which check_tenant refuses.
             Some(raw) => {
                 let tenant = String::from_utf8_lossy(raw);

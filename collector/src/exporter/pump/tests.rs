@@ -16,12 +16,16 @@ const NAME: &str = "fake";
 const SIGNAL: Signal = Signal::Logs;
 /// Tokio's timer rounds each sleep up to its next millisecond tick.
 const SLACK: Duration = Duration::from_millis(5);
+/// The pumps' drain at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// What the fake backend does with one request.
 enum Step {
     Reply(Result<Exported, ExportError>),
     /// Never answers: the pump's timeout has to fire.
     Hang,
+    /// Takes everything, after this long.
+    Slow(Duration),
 }
 
 /// One request the fake backend received.
@@ -69,6 +73,13 @@ impl Exporter for ScriptedExporter {
         match step {
             Some(Step::Reply(result)) => result,
             Some(Step::Hang) => std::future::pending().await,
+            Some(Step::Slow(delay)) => {
+                tokio::time::sleep(delay).await;
+                Ok(Exported {
+                    items: records.iter().map(|r| u64::from(r.items)).sum(),
+                    dropped: Vec::new(),
+                })
+            }
             None if records.iter().any(|r| r.payload.starts_with(b"bad")) => Err(
                 ExportError::permanent("400 Bad Request: entry too far behind"),
             ),
@@ -133,7 +144,8 @@ impl Harness {
             config,
             telemetry.clone(),
         )
-        .unwrap();
+        .unwrap()
+        .with_drain(DRAIN);
         let pump = tokio::spawn(pump.run(stopped));
         Harness {
             buffer,
@@ -164,7 +176,8 @@ impl Harness {
     }
 
     async fn shutdown(self) -> (MemoryBuffer, Telemetry) {
-        self.stop.send(true).unwrap();
+        // The pump may have stopped already (a drain that found nothing to do).
+        let _ = self.stop.send(true);
         self.pump.await.unwrap();
         (self.buffer, self.telemetry)
     }
@@ -475,4 +488,83 @@ fn a_zero_backoff_is_refused_at_construction() {
     });
     let buffer: Arc<dyn Buffer> = Arc::new(MemoryBuffer::new(1024));
     assert!(Pump::new(exporter, buffer, config, Telemetry::new()).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_in_flight_at_shutdown_finishes_and_is_acked() {
+    let slow = Duration::from_secs(3);
+    let mut h = Harness::start(vec![record(None, 2, b"slow")], vec![Step::Slow(slow)]).await;
+    let call = h.next_call().await;
+    let (buffer, telemetry) = h.shutdown().await;
+    assert!(
+        Instant::now() - call.at >= slow,
+        "shutdown waited for the answer"
+    );
+    assert_eq!(
+        buffer.stats().await.signals[SIGNAL.index()].pending_records,
+        0
+    );
+    assert!(
+        redelivered(&buffer).await.is_empty(),
+        "nothing is sent twice"
+    );
+    assert_eq!(
+        telemetry
+            .exported_items
+            .with_label_values(&[SIGNAL.as_str(), NAME])
+            .get(),
+        2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_still_in_flight_at_the_drain_deadline_is_abandoned_unacked() {
+    let mut config = config();
+    config.timeout = DRAIN * 6;
+    let mut h =
+        Harness::start_with(vec![record(None, 1, b"stuck")], vec![Step::Hang], config).await;
+    let call = h.next_call().await;
+    let (buffer, _) = h.shutdown().await;
+    let waited = Instant::now() - call.at;
+    assert!(waited >= DRAIN && waited <= DRAIN + SLACK, "{waited:?}");
+    assert_eq!(redelivered(&buffer).await, [Bytes::from_static(b"stuck")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_while_draining_is_not_retried() {
+    let slow_then_fail = vec![retryable(None)];
+    let mut h = Harness::start(vec![record(None, 1, b"x")], slow_then_fail).await;
+    h.stop.send(true).unwrap();
+    // The first attempt fails; a draining pump leaves the record instead of retrying.
+    let _ = h.next_call().await;
+    let started = Instant::now();
+    let retries = h.retries();
+    let (buffer, _) = h.shutdown().await;
+    assert!(Instant::now() - started < Duration::from_secs(1));
+    assert!(retries <= 1);
+    assert_eq!(redelivered(&buffer).await, [Bytes::from_static(b"x")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn draining_keeps_sending_what_is_ready() {
+    let records = (0..5).map(|_| record(None, 1, b"r")).collect();
+    let mut config = config();
+    config.batch.max_records = 1;
+    let slow = Duration::from_millis(500);
+    let script = (0..5).map(|_| Step::Slow(slow)).collect();
+    let mut h = Harness::start_with(records, script, config).await;
+    let _ = h.next_call().await;
+    let (buffer, telemetry) = h.shutdown().await;
+    assert_eq!(
+        buffer.stats().await.signals[SIGNAL.index()].pending_records,
+        0
+    );
+    assert_eq!(
+        telemetry
+            .exported_items
+            .with_label_values(&[SIGNAL.as_str(), NAME])
+            .get(),
+        5,
+        "all five went out within the drain"
+    );
 }
