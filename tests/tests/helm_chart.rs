@@ -367,7 +367,7 @@ fn check_config(name: &str, file: &Path) -> (bool, String) {
                 ("REDIS_PASSWORD", "redis-pw"),
                 ("NATS_TOKEN", "nats-token"),
                 ("GRAFANA_TOKEN", "glsa_token"),
-                ("VIGIL_TOKEN", "agent-token"),
+                ("VIGIL_TOKEN", "agent-token-0123456789abcdef"),
                 ("VM_TOKEN", "vm-token"),
                 ("LOKI_TOKEN", "loki-token"),
             ]),
@@ -378,14 +378,19 @@ fn check_config(name: &str, file: &Path) -> (bool, String) {
 #[test]
 fn every_rendered_config_passes_check_config() {
     let dir = tempfile::tempdir().unwrap();
-    // The agent's CA file is a mounted Secret in the pod; here a file at a temporary path.
-    let ca = dir.path().join("collector-ca");
-    std::fs::create_dir_all(&ca).unwrap();
-    std::fs::write(
-        ca.join("ca.crt"),
-        "not checked by --check-config beyond existing\n",
-    )
-    .unwrap();
+    // The certificate Secret and the CA are mounted files in the pods; here real ones (the
+    // collector loads them at --check-config) at a temporary path.
+    vigil_e2e::certs::make(dir.path());
+    let tls = dir.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    for (from, to) in [
+        ("server.pem", "tls.crt"),
+        ("server.key", "tls.key"),
+        ("ca.pem", "ca.crt"),
+    ] {
+        std::fs::copy(dir.path().join(from), tls.join(to)).unwrap();
+    }
+    let tls_dir = tls.display().to_string();
     let mut checked = 0;
     for values in VARIANTS {
         for map in kind(&render(values), "ConfigMap") {
@@ -397,7 +402,9 @@ fn every_rendered_config_passes_check_config() {
                 let Some(text) = map["data"][key].as_str() else {
                     continue;
                 };
-                let text = text.replace("/etc/vigil/collector-ca", &ca.display().to_string());
+                let text = text
+                    .replace("/etc/vigil-tls", &tls_dir)
+                    .replace("/etc/vigil-ca", &tls_dir);
                 let file = dir.path().join(key);
                 std::fs::write(&file, &text).unwrap();
                 let (ok, said) = check_config(binary_name, &file);
@@ -602,4 +609,53 @@ fn dashboards_become_configmaps_for_grafanas_sidecar() {
     assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
     assert_eq!(map["metadata"]["annotations"]["grafana_folder"], "Vigil");
     assert_eq!(map["data"]["Vigil_Pipeline.json"], json);
+}
+
+#[test]
+fn tls_variant_wires_the_collector_certificate_to_the_agent() {
+    let docs = render("ci/tls-values.yaml");
+    let maps = kind(&docs, "ConfigMap");
+    let config = |key: &str| -> Value {
+        let text = maps
+            .iter()
+            .find_map(|m| m["data"][key].as_str())
+            .unwrap_or_else(|| panic!("no {key}"));
+        serde_yaml::from_str(text).unwrap()
+    };
+    let collector = config("collector.yaml");
+    for receiver in ["grpc", "http"] {
+        let tls = &collector["receivers"]["otlp"][receiver]["tls"];
+        assert_eq!(tls["cert_file"], "/etc/vigil-tls/tls.crt");
+        assert_eq!(tls["key_file"], "/etc/vigil-tls/tls.key");
+    }
+    let agent = config("agent.yaml");
+    assert_eq!(
+        agent["collector"]["endpoint"],
+        "https://vigil-collector.observability.svc:4317"
+    );
+    assert_eq!(agent["collector"]["tls"]["ca_file"], "/etc/vigil-ca/ca.crt");
+    assert_eq!(agent["collector"]["bearer_token"], "${VIGIL_TOKEN}");
+
+    let secret_volume = |pod: &Value, name: &str| -> Value {
+        pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))["secret"]
+            .clone()
+    };
+    let collector_pod = &kind(&docs, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "vigil-collector")
+        .unwrap()["spec"]["template"]["spec"];
+    assert_eq!(
+        secret_volume(collector_pod, "tls")["secretName"],
+        "vigil-collector-tls"
+    );
+    let agent_pod = &one(&docs, "DaemonSet")["spec"]["template"]["spec"];
+    let ca = secret_volume(agent_pod, "collector-ca");
+    assert_eq!(ca["secretName"], "vigil-collector-tls");
+    assert_eq!(ca["items"][0]["key"], "ca.crt");
+    assert_eq!(ca["items"][0]["path"], "ca.crt");
 }

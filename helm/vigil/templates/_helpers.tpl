@@ -105,8 +105,14 @@ Deployment
 {{- $_ := set $buffer "nats" $nats -}}
 {{- end -}}
 {{- $be := .Values.backends -}}
+{{- $grpc := dict "listen" (printf "0.0.0.0:%d" (int $c.service.grpcPort)) -}}
+{{- $http := dict "listen" (printf "0.0.0.0:%d" (int $c.service.httpPort)) -}}
+{{- if $c.tls.enabled -}}
+{{- $_ := set $grpc "tls" (dict "cert_file" "/etc/vigil-tls/tls.crt" "key_file" "/etc/vigil-tls/tls.key") -}}
+{{- $_ := set $http "tls" (dict "cert_file" "/etc/vigil-tls/tls.crt" "key_file" "/etc/vigil-tls/tls.key") -}}
+{{- end -}}
 {{- $config := dict
-  "receivers" (dict "otlp" (dict "grpc" (dict "listen" (printf "0.0.0.0:%d" (int $c.service.grpcPort))) "http" (dict "listen" (printf "0.0.0.0:%d" (int $c.service.httpPort)))))
+  "receivers" (dict "otlp" (dict "grpc" $grpc "http" $http))
   "buffer" $buffer
   "exporters" (dict
     "victoriametrics" (dict "endpoint" (printf "%s/api/v1/write" (include "vigil.base" $be.victoriametrics.url)) "headers" $be.victoriametrics.headers)
@@ -117,16 +123,30 @@ Deployment
 {{- toYaml (mustMergeOverwrite $config (deepCopy $c.config)) -}}
 {{- end -}}
 
+{{/* Whether the agent speaks https to the collector. */}}
+{{- define "vigil.agent.tls" -}}
+{{- or .Values.agent.tls.enabled .Values.collector.tls.enabled -}}
+{{- end -}}
+
+{{/* The Secret (name, key) holding the CA the agent trusts for the collector. */}}
+{{- define "vigil.agent.caSecret" -}}
+{{- if .Values.agent.tls.caSecret.name -}}
+{{- toYaml .Values.agent.tls.caSecret -}}
+{{- else -}}
+{{- toYaml (dict "name" .Values.collector.tls.secretName "key" "ca.crt") -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The agent's config (config/agent.yaml), from the values. */}}
 {{- define "vigil.agent.config" -}}
 {{- $a := .Values.agent -}}
 {{- $endpoint := $a.collectorEndpoint -}}
 {{- if not $endpoint -}}
-{{- $endpoint = printf "%s://%s.%s.svc:%d" (ternary "https" "http" $a.tls.enabled) (include "vigil.component" (dict "root" . "component" "collector")) .Release.Namespace (int .Values.collector.service.grpcPort) -}}
+{{- $endpoint = printf "%s://%s.%s.svc:%d" (ternary "https" "http" (include "vigil.agent.tls" . | eq "true")) (include "vigil.component" (dict "root" . "component" "collector")) .Release.Namespace (int .Values.collector.service.grpcPort) -}}
 {{- end -}}
 {{- $collector := dict "endpoint" $endpoint "compression" "gzip" -}}
-{{- if $a.tls.enabled -}}
-{{- $tls := dict "ca_file" "/etc/vigil/collector-ca/ca.crt" -}}
+{{- if eq (include "vigil.agent.tls" .) "true" -}}
+{{- $tls := dict "ca_file" "/etc/vigil-ca/ca.crt" -}}
 {{- if $a.tls.serverName }}{{ $_ := set $tls "server_name" $a.tls.serverName }}{{ end -}}
 {{- $_ := set $collector "tls" $tls -}}
 {{- end -}}
