@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: the YAML configuration.
 //! - [`detector`]: the models (the `Detector` seam) and their per-series state.
+//! - [`peers`]: one timestamp scored across a query's series.
 //! - [`reader`]: range queries against VictoriaMetrics.
 //! - [`service`]: the evaluation loop, one [`service::QueryRuntime`] per query.
 //! - [`writeback`], [`alerts`], [`grafana`]: what the loop reports to.
@@ -15,6 +16,7 @@ pub mod backtest;
 pub mod config;
 pub mod detector;
 pub mod grafana;
+pub mod peers;
 pub mod reader;
 pub mod service;
 pub mod state;

@@ -87,6 +87,74 @@ impl VictoriaMetrics {
             .collect()
     }
 
+    /// `GET` a query API path with `params`, as JSON; `Err` with the body when not a success.
+    async fn get_json(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<serde_json::Value, String> {
+        let response = crate::http_client()
+            .get(format!("{}{path}", self.base()))
+            .query(params)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+    }
+
+    /// The series `expr` returns over the last ten minutes at a 5 s step
+    /// (`/api/v1/query_range`); `Err` when VictoriaMetrics refuses the query.
+    pub async fn query_range(&self, expr: &str) -> Result<Vec<serde_json::Value>, String> {
+        let end = unix_seconds();
+        let params = [
+            ("query", expr.to_string()),
+            ("start", (end - 600).to_string()),
+            ("end", end.to_string()),
+            ("step", "5s".to_string()),
+        ];
+        let json = self.get_json("/api/v1/query_range", &params).await?;
+        Ok(json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Values of `label` over the last hour on series matching `selector` (any series
+    /// when `None`).
+    pub async fn label_values(&self, selector: Option<&str>, label: &str) -> Vec<String> {
+        let mut params = vec![("start", (unix_seconds() - 3600).to_string())];
+        if let Some(s) = selector {
+            params.push(("match[]", s.to_string()));
+        }
+        let json = self
+            .get_json(&format!("/api/v1/label/{label}/values"), &params)
+            .await
+            .unwrap_or_else(|e| panic!("label values of {label} for {selector:?}: {e}"));
+        json["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Every metric name stored, just-written ones included.
+    pub async fn metric_names(&self) -> std::collections::BTreeSet<String> {
+        let _ = crate::http_client()
+            .get(format!("{}/internal/force_flush", self.base()))
+            .send()
+            .await;
+        self.label_values(None, "__name__")
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// Waits until `selector` matches at least `series` series, and returns them.
     pub async fn wait_for_series(&self, selector: &str, series: usize) -> Vec<serde_json::Value> {
         eventually(
@@ -99,6 +167,13 @@ impl VictoriaMetrics {
         )
         .await
     }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
 }
 
 /// A server process on a loopback port with a temporary data dir, killed on drop.

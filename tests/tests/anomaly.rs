@@ -185,14 +185,15 @@ async fn active_alerts(am: &Server) -> Vec<Value> {
     body.as_array().cloned().unwrap_or_default()
 }
 
-/// Waits until the points of the history are all scored (the warm-up is over).
+/// Waits until the history is scored: all of it but the warm-up, which lasts one season
+/// (an hour of points here).
 async fn wait_warm(admin: &str) {
     eventually(
         Duration::from_secs(60),
         "the history to be scored",
         || async {
             let scored = metric_sum(admin, "vigil_anomaly_points_scored_total", &[]).await;
-            (scored >= (HISTORY_S - 600) as f64).then_some(())
+            (scored >= (HISTORY_S - 3600 - 60) as f64).then_some(())
         },
     )
     .await;

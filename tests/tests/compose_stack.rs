@@ -78,6 +78,27 @@ fn every_mounted_file_exists_and_ports_are_loopback_only() {
             .any(|v| v.starts_with("../dashboards/provisioning:/etc/grafana/provisioning"))
     );
     assert!(grafana.iter().any(|v| v.starts_with("../dashboards:")));
+    // Every backend URL the provisioned datasources read from the environment is set.
+    let datasources = std::fs::read_to_string(
+        deploy::repo().join("dashboards/provisioning/datasources/vigil.yaml"),
+    )
+    .expect("dashboards/provisioning/datasources/vigil.yaml");
+    let env = &compose["services"]["grafana"]["environment"];
+    let mut wanted = 0;
+    for part in datasources.split("${").skip(1) {
+        let name = part.split('}').next().unwrap();
+        if name.starts_with("VIGIL_") {
+            wanted += 1;
+            assert!(
+                env[name].as_str().is_some_and(|u| u.starts_with("http://")),
+                "grafana needs {name}"
+            );
+        }
+    }
+    assert!(
+        wanted >= 4,
+        "the datasources read {wanted} VIGIL_* variables"
+    );
 }
 
 fn strings(v: &Value) -> Vec<String> {

@@ -178,6 +178,7 @@ Deployment
 {{- if $be.alertmanager.url }}{{ $_ := set $config "alertmanager" (dict "endpoint" $be.alertmanager.url) }}{{ end -}}
 {{- if $be.grafana.url -}}
 {{- $g := dict "endpoint" $be.grafana.url "dashboard_uid" $be.grafana.dashboardUid -}}
+{{- if $be.grafana.datasourceUid }}{{ $_ := set $g "datasource_uid" $be.grafana.datasourceUid }}{{ end -}}
 {{- if $be.grafana.tokenSecret.name }}{{ $_ := set $g "token" "${GRAFANA_TOKEN}" }}{{ end -}}
 {{- $_ := set $config "grafana" $g -}}
 {{- end -}}
