@@ -9,11 +9,13 @@
 //! - [`collector`]: a collector in-process or as a child process (for kill -9).
 //! - [`agent`]: an agent in-process or as a child process (for kill -9).
 //! - [`process`]: either binary as a child process.
+//! - [`deploy`]: the tools and files of the deployment checks (Helm, compose, Alertmanager).
 //! - [`certs`]: a CA, server and client certificates made by `openssl`.
 
 pub mod agent;
 pub mod certs;
 pub mod collector;
+pub mod deploy;
 pub mod fakes;
 pub mod grafana;
 pub mod kubeapi;

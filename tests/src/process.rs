@@ -21,6 +21,20 @@ pub fn binary(name: &str) -> PathBuf {
     bin
 }
 
+/// The example `name` built by cargo (`cargo build --workspace --examples`, as scripts/test
+/// does; `cargo test` builds examples too).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("examples").join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build --workspace --examples` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
 pub struct VigilProcess {
     child: Child,
 }
