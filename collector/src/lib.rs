@@ -8,6 +8,7 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`buffer`]: buffers shared by several collectors: Redis Streams and NATS JetStream.
 //! - [`telemetry`]: every self-metric.
+//! - [`tools`]: the operator commands `buffer verify|repair` and `dlq list|show|replay`.
 //!
 //! [`Collector::start`] binds everything and returns a handle; `main` and the tests both
 //! use it.
@@ -19,6 +20,7 @@ pub mod exporter;
 pub mod receiver;
 pub mod telemetry;
 pub mod tls;
+pub mod tools;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -22,6 +22,10 @@ use super::segment::sync_dir;
 const CURSOR_FILE: &str = "cursor";
 const CURSOR_TMP: &str = "cursor.tmp";
 const MAGIC: &[u8; 8] = b"VGLCUR01";
+/// Bound on what `peek` reads: 64 MiB holds four million acked ranges, far beyond what
+/// out-of-order acks leave in practice.
+const MAX_CURSOR_BYTES: u64 = 64 << 20;
+pub(super) const CURSOR_FILE_NAME: &str = CURSOR_FILE;
 
 /// A set of sequence numbers stored as disjoint, non-adjacent half-open ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,6 +99,30 @@ impl RangeSet {
             .range(first..end)
             .map(|(&s, &e)| e.min(end).saturating_sub(s.max(start)))
             .sum()
+    }
+
+    /// The sub-ranges of `[start, end)` the set does not hold, in order.
+    pub(super) fn missing_in(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut missing = Vec::new();
+        let mut at = start;
+        let first = self
+            .ranges
+            .range(..=start)
+            .next_back()
+            .map_or(start, |(&s, _)| s);
+        for (&s, &e) in self.ranges.range(first..end) {
+            if s > at {
+                missing.push((at, s));
+            }
+            at = at.max(e);
+            if at >= end {
+                break;
+            }
+        }
+        if at < end {
+            missing.push((at, end));
+        }
+        missing
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -177,6 +205,29 @@ pub(super) fn load(dir: &Path) -> io::Result<LoadedCursor> {
     }
 }
 
+/// Reads a cursor file without touching anything (for `buffer verify` and `dlq list`,
+/// which may run next to a collector): a leftover temporary file is left where it is.
+pub(super) fn peek(dir: &Path) -> io::Result<LoadedCursor> {
+    match std::fs::metadata(dir.join(CURSOR_FILE)) {
+        // A cursor file is a few hundred bytes; anything huge is not ours, and reading it
+        // whole would be an allocation an attacker chooses.
+        Ok(meta) if meta.len() > MAX_CURSOR_BYTES => return Ok(LoadedCursor::Garbled),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LoadedCursor::Missing),
+        Err(e) => return Err(e),
+    }
+    match std::fs::read(dir.join(CURSOR_FILE)) {
+        Ok(bytes) => Ok(Cursor::decode(&bytes).map_or(LoadedCursor::Garbled, LoadedCursor::Found)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LoadedCursor::Missing),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a replacement of the cursor file was interrupted (its temporary file is left).
+pub(super) fn has_leftover(dir: &Path) -> bool {
+    dir.join(CURSOR_TMP).exists()
+}
+
 /// Replaces the cursor file atomically. Blocking; callers serialize per queue.
 pub(super) fn store(dir: &Path, cursor: &Cursor) -> io::Result<()> {
     let tmp = dir.join(CURSOR_TMP);
@@ -210,6 +261,9 @@ mod tests {
         assert!(s.contains(6) && !s.contains(8) && !s.contains(0));
         assert_eq!(s.count_in(0, 100), 6);
         assert_eq!(s.count_in(6, 11), 3);
+        assert_eq!(s.missing_in(0, 13), vec![(0, 1), (2, 5), (8, 10), (12, 13)]);
+        assert_eq!(s.missing_in(6, 7), vec![]);
+        assert_eq!(s.missing_in(6, 9), vec![(8, 9)]);
         s.insert_range(2, 10);
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![(1, 12)]);
         s.remove_below(4);

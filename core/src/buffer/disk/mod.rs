@@ -8,6 +8,8 @@
 //!     00000000000000000000.seg   segments, named by the sequence number of their first record
 //!     cursor                     the ack cursor (see `cursor`)
 //! dead_letter/                segments of dead letters, never acked
+//!     cursor                     which dead letters were replayed (absent: none)
+//! LOCK                        flock'ed by the process that has the buffer open
 //! ```
 //!
 //! - `segment`: frame format (length, CRC32, payload) and file naming.
@@ -16,6 +18,9 @@
 //! - `queue`: per-queue bookkeeping (committed sizes, deliveries, acks) and reading.
 //! - `cursor`: the persisted ack cursor, with the records acked out of order above it.
 //! - `recovery`: what `open` checks and repairs.
+//! - `inspect`: read-only checks of a buffer directory (`buffer verify`, `dlq list`), safe
+//!   next to a running collector.
+//! - `maintenance`: what `buffer repair` and `dlq replay` do on an open buffer.
 //!
 //! Space: [`DiskOptions::max_bytes`] bounds everything the buffer writes. Dead letters get
 //! one eighth of it as a ring (the oldest are dropped, counted and logged, when it is full)
@@ -28,9 +33,12 @@
 //! still counted; a fully acked open segment is dropped as soon as a push needs its room.
 //!
 //! One process at a time: a second `open` of the same directory in this process waits for
-//! the first buffer to be closed or dropped. Nothing guards against two processes.
+//! the first buffer to be closed or dropped; another process fails to open it while the
+//! `LOCK` file is flock'ed.
 
 mod cursor;
+mod inspect;
+mod maintenance;
 mod queue;
 mod recovery;
 mod segment;
@@ -38,6 +46,8 @@ mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tools_tests;
 
 use std::collections::HashMap;
 use std::io;
@@ -55,8 +65,10 @@ use super::{
     Record, SignalStats, now_ms,
 };
 use crate::Signal;
+pub use inspect::{Problem, ProblemKind, QueueReport, VerifyReport, verify, visit_dead_letters};
+pub use maintenance::{SettleReport, StoredDeadLetter};
 use queue::{Log, Queue};
-use segment::{FRAME_HEADER, FrameReader, encode_frame, segment_path};
+use segment::{FRAME_HEADER, encode_frame};
 use writer::{Command, DEAD_LETTER_SLOT, SegmentWriter, Target};
 
 const MIB: u64 = 1 << 20;
@@ -146,8 +158,11 @@ pub struct RecoveryReport {
     pub pending: [u64; 3],
     /// Segment files deleted: fully acked, or left empty by a cut or a crash.
     pub segments_removed: u64,
-    /// Dead letters kept.
+    /// Dead letters kept (not yet replayed).
     pub dead_letters: u64,
+    /// Cursor files that were unreadable: their queue replays from its oldest record
+    /// (duplicates rather than losses).
+    pub cursors_reset: u64,
 }
 
 /// The disk buffer. Cheap to clone; all clones are the same buffer.
@@ -169,8 +184,9 @@ pub(super) struct Shared {
     state: Mutex<State>,
     /// One per signal: woken when the writer committed records.
     committed: [Notify; 3],
-    /// One per signal: held while its cursor file is replaced.
-    cursor_files: [Arc<tokio::sync::Mutex<()>>; 3],
+    /// One per signal, then the dead-letter store's: held while its cursor file is
+    /// replaced.
+    cursor_files: [Arc<tokio::sync::Mutex<()>>; 4],
     next_consumer: AtomicU64,
     /// Group commits done (one write and fdatasync per touched file each), for tests.
     commit_rounds: AtomicU64,
@@ -181,7 +197,8 @@ pub(super) struct Shared {
 
 pub(super) struct State {
     queues: [Queue; 3],
-    dead: Log,
+    /// The dead-letter store. Its cursor (and acked ranges) mark letters replayed.
+    dead: Queue,
     /// Dead letters dropped because their share was full, since open.
     dead_dropped: u64,
     closed: bool,
@@ -194,7 +211,7 @@ impl State {
 
     fn log_mut(&mut self, slot: usize) -> &mut Log {
         match slot {
-            DEAD_LETTER_SLOT => &mut self.dead,
+            DEAD_LETTER_SLOT => &mut self.dead.log,
             _ => &mut self.queues[slot].log,
         }
     }
@@ -214,6 +231,10 @@ static OPEN_DIRS: LazyLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>
 
 fn invalid(message: String) -> BufferError {
     BufferError::Io(io::Error::new(io::ErrorKind::InvalidInput, message))
+}
+
+fn dead_letter_dir(root: &std::path::Path) -> PathBuf {
+    root.join(DEAD_LETTER_DIR)
 }
 
 /// Runs blocking file work off the async runtime.
@@ -280,7 +301,7 @@ impl DiskBuffer {
             root.join(Signal::Metrics.as_str()),
             root.join(Signal::Logs.as_str()),
             root.join(Signal::Traces.as_str()),
-            root.join(DEAD_LETTER_DIR),
+            dead_letter_dir(&root),
         ];
         let scan_dirs = dirs.clone();
         let (queues, dead, report) = blocking(move || {
@@ -354,42 +375,11 @@ impl DiskBuffer {
     /// Reads back the dead-letter store, oldest first. Blocking file I/O: meant for the
     /// `dlq` command, not for an async hot path.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, BufferError> {
-        let (dir, segments) = {
-            let state = self.inner.shared.lock();
-            let segments: Vec<_> = state
-                .dead
-                .segments
-                .iter()
-                .map(|(first, meta)| (*first, *meta))
-                .collect();
-            (state.dead.dir.clone(), segments)
-        };
-        let mut letters = Vec::new();
-        for (first, meta) in segments {
-            let path = segment_path(&dir, first);
-            let mut reader = match FrameReader::open(&path, 0, Some(meta.bytes)) {
-                Ok(reader) => reader,
-                // Dropped by the ring since we looked.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
-            };
-            loop {
-                match reader.next_frame() {
-                    Ok(Some(payload)) => match DeadLetter::decode(payload) {
-                        Ok(letter) => letters.push(letter),
-                        Err(e) => {
-                            warn!(segment = %path.display(), error = %e, "skipping an undecodable dead letter");
-                        }
-                    },
-                    Ok(None) => break,
-                    Err(e) => {
-                        warn!(segment = %path.display(), error = %e, "dead-letter segment is damaged; skipping its rest");
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(letters)
+        Ok(self
+            .dead_letter_entries()?
+            .into_iter()
+            .map(|entry| entry.letter)
+            .collect())
     }
 
     /// Dead letters dropped since open because their share of the bound was full.

@@ -201,6 +201,52 @@ impl Queue {
         self.cursor != before
     }
 
+    /// How many numbers in `[start, end)` are done: below the cursor or acked above it.
+    pub(super) fn records_done(&self, start: u64, end: u64) -> u64 {
+        let below = self.cursor.min(end).saturating_sub(start);
+        below + self.acked.count_in(start.max(self.cursor), end)
+    }
+
+    /// Numbers in `[cursor, durable)` that no segment holds and nothing acked: records
+    /// lost to a cut (recovery) or with a segment file that went missing.
+    pub(super) fn unexplained_gaps(&self) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        let mut at = self.cursor;
+        let mut push_gap = |start: u64, end: u64| gaps.extend(self.acked.missing_in(start, end));
+        for (first, meta) in self.log.segments.range(..self.log.durable) {
+            if *first > at {
+                push_gap(at, (*first).min(self.log.durable));
+            }
+            at = at.max(first + meta.records);
+        }
+        if at < self.log.durable {
+            push_gap(at, self.log.durable);
+        }
+        gaps
+    }
+
+    /// Takes off the books the sealed segments whose every record is done (below the
+    /// cursor or acked above it) and returns their paths for the caller to delete.
+    pub(super) fn take_sealed_done(&mut self) -> Vec<PathBuf> {
+        let done: Vec<u64> = self
+            .log
+            .segments
+            .iter()
+            .filter(|(first, meta)| {
+                Some(**first) != self.log.active
+                    && self.records_done(**first, **first + meta.records) == meta.records
+            })
+            .map(|(first, _)| *first)
+            .collect();
+        done.into_iter()
+            .filter_map(|first| {
+                let meta = self.log.segments.remove(&first)?;
+                self.log.used = self.log.used.saturating_sub(meta.bytes);
+                Some(segment_path(&self.log.dir, first))
+            })
+            .collect()
+    }
+
     /// Marks delivered records acked; unknown ids (already acked, or never delivered) are
     /// ignored. Returns whether anything was newly acked (and so must be persisted).
     pub(super) fn ack(&mut self, ids: &[DeliveryId]) -> bool {

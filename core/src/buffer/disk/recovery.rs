@@ -160,6 +160,17 @@ fn recover_log(
 }
 
 pub(super) fn recover_queue(dir: &Path, report: &mut RecoveryReport) -> io::Result<Queue> {
+    recover_cursored_log(dir, valid_record, report)
+}
+
+/// A log with an ack cursor: a signal queue, or the dead-letter store, whose cursor says
+/// which letters were replayed (removed). A store without a cursor file (written before
+/// replay existed) has nothing removed.
+fn recover_cursored_log(
+    dir: &Path,
+    valid: fn(Bytes) -> bool,
+    report: &mut RecoveryReport,
+) -> io::Result<Queue> {
     std::fs::create_dir_all(dir)?;
     let loaded = match cursor::load(dir)? {
         LoadedCursor::Found(cursor) => Some(cursor),
@@ -170,6 +181,7 @@ pub(super) fn recover_queue(dir: &Path, report: &mut RecoveryReport) -> io::Resu
                 dir = %dir.display(),
                 "disk buffer cursor file is damaged; replaying from the oldest segment"
             );
+            report.cursors_reset += 1;
             None
         }
     };
@@ -180,7 +192,7 @@ pub(super) fn recover_queue(dir: &Path, report: &mut RecoveryReport) -> io::Resu
             ..Cursor::default()
         },
     };
-    let (log, read) = recover_log(dir, cursor.next_unacked, valid_record, report)?;
+    let (log, read) = recover_log(dir, cursor.next_unacked, valid, report)?;
     let read = read.unwrap_or(ReadPos {
         segment: log.next_seq,
         offset: 0,
@@ -192,10 +204,11 @@ pub(super) fn recover_queue(dir: &Path, report: &mut RecoveryReport) -> io::Resu
     Ok(queue)
 }
 
-pub(super) fn recover_dead_letters(dir: &Path, report: &mut RecoveryReport) -> io::Result<Log> {
-    let (log, _) = recover_log(dir, 0, valid_dead_letter, report)?;
-    report.dead_letters = log.segments.values().map(|m| m.records).sum();
-    Ok(log)
+/// The dead-letter store is a log like a queue's; its cursor marks letters replayed.
+pub(super) fn recover_dead_letters(dir: &Path, report: &mut RecoveryReport) -> io::Result<Queue> {
+    let dead = recover_cursored_log(dir, valid_dead_letter, report)?;
+    report.dead_letters = dead.pending();
+    Ok(dead)
 }
 
 fn valid_record(payload: Bytes) -> bool {

@@ -104,6 +104,11 @@ impl FrameReader {
         })
     }
 
+    /// How far frames are read: the file's length when opened without an `end`.
+    pub(super) fn end(&self) -> u64 {
+        self.end
+    }
+
     /// Where the next frame starts.
     pub(super) fn offset(&self) -> u64 {
         self.offset

@@ -489,18 +489,22 @@ fn admit_queue_frame(
 /// Dead letters are a ring within their share of the bound: the oldest segments go to
 /// make room, counted and logged, so a storm of rejects never blocks the data path.
 fn make_dead_letter_room(shared: &Shared, state: &mut State, job: &mut Job, len: u64) {
-    while state.dead.used + len > shared.dead_capacity {
-        let Some((&first, &meta)) = state.dead.segments.iter().next() else {
+    while state.dead.log.used + len > shared.dead_capacity {
+        let dead = &mut state.dead;
+        let Some((&first, &meta)) = dead.log.segments.iter().next() else {
             break;
         };
-        if state.dead.active == Some(first) {
-            state.dead.active = None;
+        if dead.log.active == Some(first) {
+            dead.log.active = None;
             job.close_open[DEAD_LETTER_SLOT] = true;
         }
-        state.dead.segments.remove(&first);
-        state.dead.used = state.dead.used.saturating_sub(meta.bytes);
-        state.dead_dropped += meta.records;
-        job.delete.push(segment_path(&state.dead.dir, first));
+        dead.log.segments.remove(&first);
+        dead.log.used = dead.log.used.saturating_sub(meta.bytes);
+        // Letters already replayed are not lost with it.
+        let end = first + meta.records;
+        let replayed = dead.records_done(first, end);
+        state.dead_dropped += meta.records - replayed;
+        job.delete.push(segment_path(&state.dead.log.dir, first));
         warn!(
             dropped = meta.records,
             "dead-letter store is full; dropping its oldest records"
