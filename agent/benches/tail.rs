@@ -12,7 +12,8 @@
 //!   `--seconds` (default 10); reports the agent's peak RSS (VmHWM). Target ≤ 20 MiB.
 //!
 //! The receiver runs in this process and only decodes and counts; the agent is the real
-//! release binary (cargo builds it for the bench), measured from /proc.
+//! release binary (cargo builds it for the bench), measured from /proc. Each run ends with
+//! one `bench-result key=value ...` line for `scripts/bench`.
 
 use std::io::Write;
 use std::path::Path;
@@ -52,8 +53,8 @@ impl LogsService for Sink {
     }
 }
 
-/// `(cpu seconds, peak RSS bytes)` of a process, from /proc.
-fn usage(pid: u32) -> (f64, u64) {
+/// `(cpu seconds, peak RSS bytes, current RSS bytes)` of a process, from /proc.
+fn usage(pid: u32) -> (f64, u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -68,12 +69,18 @@ fn usage(pid: u32) -> (f64, u64) {
             .unwrap_or(0.0)
     };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    ((ticks(11) + ticks(12)) / 100.0, hwm_kib * 1024)
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (
+        (ticks(11) + ticks(12)) / 100.0,
+        kib("VmHWM:") * 1024,
+        kib("VmRSS:") * 1024,
+    )
 }
 
 /// One 256-byte line (newline included) numbered `n`.
@@ -174,7 +181,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let wall = started.elapsed().as_secs_f64();
-        let (cpu, hwm) = usage(agent.id());
+        let (cpu, hwm, rss) = usage(agent.id());
         let _ = agent.kill();
         let _ = agent.wait();
         let mibs = bytes as f64 / 1048576.0;
@@ -182,6 +189,7 @@ fn main() {
         println!("  wall {wall:.2} s: {:.1} MiB/s, {:.0} lines/s", mibs / wall, total as f64 / wall);
         println!("  agent cpu {cpu:.2} s: {:.1} MiB/s per core, {:.0} lines/s per core (target ≥ 100 MiB/s)", mibs / cpu.max(1e-9), total as f64 / cpu.max(1e-9));
         println!("  agent peak RSS {:.1} MiB", hwm as f64 / 1048576.0);
+        println!("bench-result run=max lines={total} bytes={bytes} wall={wall:.4} cpu={cpu:.4} hwm={hwm} rss={rss} compression={compression}");
 
         // Steady: 100 files appended at a fixed total rate.
         sink.0.store(0, Ordering::Relaxed);
@@ -210,9 +218,11 @@ fn main() {
         while sink.0.load(Ordering::Relaxed) < written && drained.elapsed() < Duration::from_secs(60) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (cpu, hwm) = usage(agent.id());
+        let (cpu, hwm, rss) = usage(agent.id());
         let _ = agent.kill();
         let _ = agent.wait();
+        let delivered = sink.0.load(Ordering::Relaxed);
+        println!("bench-result run=steady lines={written} delivered={delivered} bytes={} seconds={seconds} cpu={cpu:.4} hwm={hwm} rss={rss} compression={compression}", written * LINE as u64);
         println!("agent tail benchmark, steady: 100 files at {rate_mib_s} MiB/s for {seconds} s ({written} lines, {} delivered)", sink.0.load(Ordering::Relaxed));
         println!("  agent cpu {cpu:.2} s ({:.0}% of a core); peak RSS {:.1} MiB (target ≤ 20 MiB)", cpu / seconds as f64 * 100.0, hwm as f64 / 1048576.0);
     });

@@ -1,7 +1,7 @@
 //! OTLP data points per second through receiver → buffer → remote-write encoding.
 //!
 //! `cargo bench -p vigil-collector --bench pipeline [-- --points N] [--histograms]
-//! [--buffer disk|redis|nats]`
+//! [--buffer disk|redis|nats] [--broker-limit]`
 //!
 //! Not a test: it asserts nothing about speed. It reports wall-clock throughput and, more
 //! stable on shared machines, points per CPU-second of this process (user + system time
@@ -11,6 +11,12 @@
 //! fsync every second, as production Redis runs) or `nats-server -js` (file storage) on a
 //! free loopback port and reports the broker's CPU seconds next to Vigil's: on a shared
 //! buffer the goal is that the broker, not Vigil, is the bottleneck.
+//!
+//! `--broker-limit` (redis or nats) also publishes the same request bodies straight to a
+//! fresh broker, without Vigil (pipelined XADD, 16 per round trip; JetStream publishes with
+//! 16 acks outstanding), and reports the broker's own records/s: the limit Vigil's record
+//! rate is compared with. Every run ends with one `bench-result key=value ...` line for
+//! `scripts/bench`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -147,6 +153,19 @@ fn process_cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// `(VmRSS, VmHWM)` of this process in bytes.
+fn rss_bytes() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (kib("VmRSS:") * 1024, kib("VmHWM:") * 1024)
+}
+
 /// A broker process the benchmark started, killed when dropped.
 struct Broker {
     child: Child,
@@ -191,6 +210,108 @@ impl Drop for Broker {
     }
 }
 
+/// `redis-server` as production runs it: append-only file, fsync every second.
+fn start_redis() -> (Broker, u16) {
+    Broker::start("redis-server", |port, dir| {
+        [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            dir,
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+}
+
+/// `nats-server` with JetStream on file storage.
+fn start_nats() -> (Broker, u16) {
+    Broker::start("nats-server", |port, dir| {
+        [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-js",
+            "-sd",
+            dir,
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+}
+
+/// Records per round trip (or acks outstanding) when publishing without Vigil.
+const LIMIT_IN_FLIGHT: usize = 16;
+
+/// The broker's own limit: the same bodies published raw to a fresh broker, without Vigil.
+/// Returns `(wall seconds, broker cpu seconds)`.
+async fn broker_limit(kind: &str, requests: &[Bytes]) -> (f64, f64) {
+    match kind {
+        "redis" => {
+            let (broker, port) = start_redis();
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("redis connection");
+            let (wall, cpu) = (Instant::now(), broker.cpu_seconds());
+            for chunk in requests.chunks(LIMIT_IN_FLIGHT) {
+                let mut pipe = redis::pipe();
+                for body in chunk {
+                    pipe.cmd("XADD")
+                        .arg("vigil-limit")
+                        .arg("*")
+                        .arg("record")
+                        .arg(body.as_ref())
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await.expect("XADD");
+            }
+            (wall.elapsed().as_secs_f64(), broker.cpu_seconds() - cpu)
+        }
+        "nats" => {
+            let (broker, port) = start_nats();
+            let client = async_nats::connect(format!("nats://127.0.0.1:{port}"))
+                .await
+                .expect("nats connection");
+            let js = async_nats::jetstream::new(client);
+            js.create_stream(async_nats::jetstream::stream::Config {
+                name: "vigil-limit".into(),
+                subjects: vec!["vigil.limit".into()],
+                storage: async_nats::jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .expect("create stream");
+            let (wall, cpu) = (Instant::now(), broker.cpu_seconds());
+            for chunk in requests.chunks(LIMIT_IN_FLIGHT) {
+                let mut acks = Vec::with_capacity(chunk.len());
+                for body in chunk {
+                    acks.push(
+                        js.publish("vigil.limit", body.clone())
+                            .await
+                            .expect("publish"),
+                    );
+                }
+                for ack in acks {
+                    ack.await.expect("publish ack");
+                }
+            }
+            (wall.elapsed().as_secs_f64(), broker.cpu_seconds() - cpu)
+        }
+        other => panic!("--broker-limit needs --buffer redis or nats, not {other}"),
+    }
+}
+
 /// The buffer under test, with the broker behind it when there is one.
 async fn open_buffer(kind: &str, dir: &std::path::Path) -> (Arc<dyn Buffer>, Option<Broker>) {
     match kind {
@@ -201,24 +322,7 @@ async fn open_buffer(kind: &str, dir: &std::path::Path) -> (Arc<dyn Buffer>, Opt
             (Arc::new(buffer), None)
         }
         "redis" => {
-            let (broker, port) = Broker::start("redis-server", |port, dir| {
-                [
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "everysec",
-                    "--dir",
-                    dir,
-                ]
-                .map(String::from)
-                .to_vec()
-            });
+            let (broker, port) = start_redis();
             let options = RedisOptions {
                 max_len: 10_000_000,
                 ..RedisOptions::new(format!("redis://127.0.0.1:{port}"))
@@ -229,19 +333,7 @@ async fn open_buffer(kind: &str, dir: &std::path::Path) -> (Arc<dyn Buffer>, Opt
             )
         }
         "nats" => {
-            let (broker, port) = Broker::start("nats-server", |port, dir| {
-                [
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-js",
-                    "-sd",
-                    dir,
-                ]
-                .map(String::from)
-                .to_vec()
-            });
+            let (broker, port) = start_nats();
             let options = NatsOptions {
                 max_bytes: 4 << 30,
                 ..NatsOptions::new(format!("nats://127.0.0.1:{port}"))
@@ -259,10 +351,13 @@ fn main() {
     let mut points_total = 200_000usize;
     let mut histograms = false;
     let mut buffer_kind = String::from("disk");
+    let mut with_broker_limit = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--histograms" {
             histograms = true;
+        } else if a == "--broker-limit" {
+            with_broker_limit = true;
         } else if a == "--buffer" {
             buffer_kind = args.next().unwrap_or(buffer_kind);
         } else if a == "--points" {
@@ -282,6 +377,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let limit_requests = with_broker_limit.then(|| requests.clone());
     runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
         let (buffer, broker) = open_buffer(&buffer_kind, dir.path()).await;
@@ -344,9 +440,27 @@ fn main() {
         }
         println!("remote write bytes (snappy): {:.1} MiB; target ≥ 200000 points/s/core", encoded as f64 / 1048576.0);
         println!("end to end: {:.1} MiB/s of OTLP, {:.0} requests/s", body_bytes as f64 / 1048576.0 / total.0, points / POINTS_PER_REQUEST as f64 / total.0);
+        let broker_used = broker_cpu() - broker_start;
         if broker.is_some() {
-            let broker_used = broker_cpu() - broker_start;
             println!("broker cpu s: {broker_used:.3} (vigil {:.3}); the {} spent more CPU", total.1, if broker_used > total.1 { "broker" } else { "collector" });
         }
+        drop(broker);
+        let (rss, hwm) = rss_bytes();
+        let records = points / POINTS_PER_REQUEST as f64;
+        let mut result = format!(
+            "bench-result points={points} records={records} otlp_bytes={body_bytes} \
+             receive_wall={:.4} receive_cpu={:.4} export_wall={:.4} export_cpu={:.4} \
+             total_wall={:.4} total_cpu={:.4} broker_cpu={broker_used:.4} rss={rss} hwm={hwm}",
+            receive.0, receive.1, export.0, export.1, total.0, total.1
+        );
+        if let Some(requests) = limit_requests {
+            let (wall, cpu) = broker_limit(&buffer_kind, &requests).await;
+            println!(
+                "broker limit, same {records} records published raw ({LIMIT_IN_FLIGHT} in flight): {:.0} records/s, broker cpu {cpu:.3} s",
+                records / wall
+            );
+            result.push_str(&format!(" limit_wall={wall:.4} limit_broker_cpu={cpu:.4}"));
+        }
+        println!("{result}");
     });
 }
