@@ -42,9 +42,8 @@ impl VictoriaMetrics {
             port,
             _data: data,
         };
-        // The agent's reqwest has no default TLS provider; the scraper installs ring, and
-        // so does this client (whichever comes first wins, both are ring).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // The agent's reqwest has no default TLS provider: install Vigil's.
+        vigil_core::process::install_crypto_provider();
         let client = reqwest::Client::new();
         let health = format!("http://127.0.0.1:{port}/health");
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -24,7 +24,6 @@ pub mod telemetry;
 pub mod writeback;
 
 use std::sync::Arc;
-use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -45,7 +44,7 @@ const STATE_RETRY: Duration = Duration::from_secs(5);
 /// Runs the service until `shutdown` completes: restores state, evaluates every query each
 /// `interval`, snapshots state every `state.snapshot_every` and at shutdown.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), String> {
-    install_crypto_provider();
+    vigil_core::process::install_crypto_provider();
     let mut shutdown = shutdown;
     let telemetry = Telemetry::new(config.queries.iter().map(|q| q.name.as_str()));
     let admin = Arc::new(AdminState {
@@ -136,18 +135,9 @@ async fn save(store: &mut Store, service: &Service, telemetry: &Telemetry) {
     }
 }
 
-/// TLS for every outgoing connection uses rustls with the ring provider.
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Err means another part of the process installed one first: that one is used.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 /// The HTTP client every sink and the reader use.
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    install_crypto_provider();
+    vigil_core::process::install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(concat!("vigil-anomaly/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)

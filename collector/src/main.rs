@@ -2,12 +2,12 @@
 //! `vigil-collector buffer verify|repair --config FILE | --path DIR`
 //! `vigil-collector dlq list|show|replay --config FILE | --path DIR ...`
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use vigil_collector::config::Config;
 use vigil_collector::tools;
+use vigil_core::process::RunArgs;
 
 #[derive(Parser)]
 #[command(
@@ -16,15 +16,8 @@ use vigil_collector::tools;
     args_conflicts_with_subcommands = true
 )]
 struct Args {
-    /// The YAML configuration file.
-    #[arg(long, value_name = "FILE", required = true)]
-    config: Option<PathBuf>,
-    /// Validate the configuration, print every problem, and exit.
-    #[arg(long)]
-    check_config: bool,
-    /// Format of the collector's own logs.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    run: RunArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -39,12 +32,6 @@ enum Command {
     Dlq(tools::dlq::DlqCommand),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
@@ -52,19 +39,9 @@ fn main() -> ExitCode {
         Some(Command::Dlq(command)) => return tools::dlq::main(command),
         None => {}
     }
-    let Some(config) = args.config else {
-        eprintln!("--config FILE is required");
-        return ExitCode::from(2);
-    };
-    let log_format = match args.log_format {
-        LogFormat::Text => vigil_core::process::LogFormat::Text,
-        LogFormat::Json => vigil_core::process::LogFormat::Json,
-    };
     vigil_core::process::main(
         "vigil-collector",
-        &config,
-        args.check_config,
-        log_format,
+        args.run,
         |text| Config::from_yaml(text, |name| std::env::var(name).ok()),
         vigil_collector::run,
     )

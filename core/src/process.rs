@@ -1,12 +1,38 @@
 //! What every binary's `main` does the same way: its own logs and its shutdown signal.
 
 /// Format of a binary's own logs (`--log-format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human text (the default).
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// What every binary takes to run: `--config FILE [--check-config] [--log-format json]`.
+/// `config` is required unless a binary's subcommand runs instead.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The YAML configuration file.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub config: Option<std::path::PathBuf>,
+    /// Validate the configuration, print every problem, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Format of the binary's own logs.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// TLS for every outgoing and incoming connection uses rustls with the ring provider;
+/// installing it once per process is enough. Call it before building any TLS client or
+/// server.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another part of the process installed one first: that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// Logs to stderr, filtered by `VIGIL_LOG` (`info` when unset or invalid).
@@ -52,9 +78,7 @@ pub type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Sen
 /// `check_config`, else run on a multi-threaded runtime until SIGTERM or Ctrl-C.
 pub fn main<C, E, Fut>(
     binary: &str,
-    config_path: &std::path::Path,
-    check_config: bool,
-    log_format: LogFormat,
+    args: RunArgs,
     load: impl FnOnce(&str) -> Result<C, crate::config::ConfigErrors>,
     run: impl FnOnce(C, Shutdown) -> Fut,
 ) -> std::process::ExitCode
@@ -63,6 +87,12 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
 {
     use std::process::ExitCode;
+    let Some(config_path) = args.config else {
+        eprintln!("--config FILE is required");
+        return ExitCode::from(2);
+    };
+    let (config_path, check_config, log_format) =
+        (config_path.as_path(), args.check_config, args.log_format);
     init_logging(log_format);
     let text = match std::fs::read_to_string(config_path) {
         Ok(t) => t,

@@ -84,7 +84,7 @@ pub fn kv(key: &str, value: &str) -> opentelemetry_proto::tonic::common::v1::Key
 /// An HTTP client for tests. Vigil links rustls with the ring provider, which must be
 /// installed before any client is built (the SDK's exporters included).
 pub fn http_client() -> reqwest::Client {
-    vigil_collector::exporter::http::install_crypto_provider();
+    vigil_core::process::install_crypto_provider();
     reqwest::Client::new()
 }
 

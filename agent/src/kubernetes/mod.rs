@@ -108,7 +108,7 @@ pub enum KubernetesError {
 
 /// The API client of `config`.
 pub async fn client(config: &KubernetesConfig) -> Result<kube::Client, KubernetesError> {
-    crate::scrape::install_crypto_provider();
+    vigil_core::process::install_crypto_provider();
     let client_config = match &config.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)?;

@@ -37,7 +37,6 @@ mod telemetry;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Once;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -103,7 +102,7 @@ impl Scraper {
                 None => tracing::info!(url = %entry.url, "target dropped by relabeling"),
             }
         }
-        install_crypto_provider();
+        vigil_core::process::install_crypto_provider();
         let timeout = config.effective_timeout();
         let client = reqwest::Client::builder()
             .user_agent(concat!("vigil-agent/", env!("CARGO_PKG_VERSION")))
@@ -362,15 +361,6 @@ fn offset(url: &Url, interval: Duration) -> Duration {
     url.as_str().hash(&mut hasher);
     let nanos = interval.as_nanos().max(1);
     Duration::from_nanos((u128::from(hasher.finish()) % nanos) as u64)
-}
-
-/// TLS for scrapes uses rustls with the ring provider, as everywhere in Vigil; installed
-/// once per process (another part of the process may have installed it first).
-pub(crate) fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 #[cfg(test)]

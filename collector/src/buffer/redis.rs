@@ -226,9 +226,8 @@ impl RedisBuffer {
         options
             .validate()
             .map_err(|e| BufferError::Unavailable(format!("invalid redis options: {e}")))?;
-        // `rediss://` URLs use rustls, which needs a process-wide crypto provider; the
-        // exporters install the same one, whoever comes first wins.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // `rediss://` URLs use rustls, which needs the process-wide crypto provider.
+        vigil_core::process::install_crypto_provider();
         let endpoint = Endpoint::open(&options.url, &options.topology)
             .await
             .map_err(|e| BufferError::Unavailable(format!("redis: {e}")))?;

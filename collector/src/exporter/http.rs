@@ -1,6 +1,5 @@
 //! Sending one request to an HTTP backend and classifying its answer.
 
-use std::sync::Once;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -32,23 +31,13 @@ pub enum BuildError {
     Client(#[from] reqwest::Error),
 }
 
-/// TLS for every outgoing connection uses rustls with the ring provider; installing it
-/// once per process is enough.
-pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Err means another part of the process installed one first: that one is used.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 impl HttpSender {
     pub fn new(
         endpoint: &str,
         delivery: &Delivery,
         user_agent: &str,
     ) -> Result<HttpSender, BuildError> {
-        install_crypto_provider();
+        vigil_core::process::install_crypto_provider();
         let endpoint =
             Url::parse(endpoint).map_err(|e| BuildError::Endpoint(endpoint.to_string(), e))?;
         let mut headers = HeaderMap::new();
