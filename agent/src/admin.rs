@@ -1,14 +1,9 @@
 //! The admin port: `/metrics` (Prometheus text), `/healthz` (the process answers),
 //! `/readyz` (checkpoints loaded, tailer and shippers running).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use async_trait::async_trait;
 
 use crate::telemetry::Telemetry;
 
@@ -18,36 +13,35 @@ pub struct AdminState {
     pub running: AtomicBool,
 }
 
-pub fn app(state: Arc<AdminState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
-}
+#[async_trait]
+impl vigil_core::admin::Admin for AdminState {
+    async fn metrics(&self) -> String {
+        self.telemetry.render()
+    }
 
-async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, vigil_core::telemetry::CONTENT_TYPE)],
-        state.telemetry.render(),
-    )
-}
-
-async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    match state.running.load(Ordering::Acquire) {
-        true => (StatusCode::OK, "ready\n"),
-        false => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+    fn ready(&self) -> Result<(), String> {
+        match self.running.load(Ordering::Acquire) {
+            true => Ok(()),
+            false => Err(String::new()),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::Router;
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
+    use std::sync::Arc;
+
     use super::*;
+
+    fn app(state: Arc<AdminState>) -> Router {
+        vigil_core::admin::router(state)
+    }
 
     async fn get(app: Router, path: &str) -> (StatusCode, String) {
         let response = app

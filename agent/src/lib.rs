@@ -165,7 +165,7 @@ impl Agent {
             running: AtomicBool::new(false),
         });
         let (stop_admin, mut admin_stopped) = watch::channel(false);
-        let app = admin::app(admin_state.clone());
+        let app = vigil_core::admin::router(admin_state.clone());
         let admin = tokio::spawn(async move {
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

@@ -54,7 +54,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), String> {
     let listener = TcpListener::bind(config.admin.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.admin.listen))?;
-    let admin_task = tokio::spawn(axum::serve(listener, admin::app(admin.clone())).into_future());
+    let admin_task =
+        tokio::spawn(axum::serve(listener, vigil_core::admin::router(admin.clone())).into_future());
 
     let names: Vec<&str> = config.queries.iter().map(|q| q.name.as_str()).collect();
     let (mut store, mut saved) = loop {

@@ -4,11 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use async_trait::async_trait;
 use vigil_core::buffer::Buffer;
 
 use crate::telemetry::Telemetry;
@@ -20,30 +16,19 @@ pub struct AdminState {
     pub receivers_bound: AtomicBool,
 }
 
-pub fn app(state: Arc<AdminState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
-}
+#[async_trait]
+impl vigil_core::admin::Admin for AdminState {
+    async fn metrics(&self) -> String {
+        self.telemetry.observe_buffer(&self.buffer.stats().await);
+        self.telemetry.render()
+    }
 
-async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    state.telemetry.observe_buffer(&state.buffer.stats().await);
-    (
-        [(header::CONTENT_TYPE, vigil_core::telemetry::CONTENT_TYPE)],
-        state.telemetry.render(),
-    )
-}
-
-async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let bound = state.receivers_bound.load(Ordering::Acquire);
-    let buffer = state.buffer.is_ready();
-    match (bound, buffer) {
-        (true, true) => (StatusCode::OK, "ready\n".to_string()),
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: receivers bound={bound}, buffer ready={buffer}\n"),
-        ),
+    fn ready(&self) -> Result<(), String> {
+        let bound = self.receivers_bound.load(Ordering::Acquire);
+        let buffer = self.buffer.is_ready();
+        match bound && buffer {
+            true => Ok(()),
+            false => Err(format!("receivers bound={bound}, buffer ready={buffer}")),
+        }
     }
 }

@@ -208,7 +208,7 @@ impl Collector {
             "admin",
             admin_listener,
             admin_tls,
-            admin::app(admin_state.clone()),
+            vigil_core::admin::router(admin_state.clone()),
             exporters_stopped.clone(),
         ));
         admin_state.receivers_bound.store(true, Ordering::Release);

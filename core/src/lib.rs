@@ -14,7 +14,9 @@
 //! - [`retry`]: exponential backoff with jitter.
 //! - [`process`]: a binary's own logs and its shutdown signal, the same in every `main`.
 //! - [`telemetry`]: registering self-metrics and rendering them for `/metrics`.
+//! - [`admin`]: the `/metrics`, `/healthz`, `/readyz` routes every binary serves.
 
+pub mod admin;
 pub mod buffer;
 pub mod config;
 pub mod loki;
