@@ -10,10 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::HeaderMap;
+use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use crate::detector::Score;
+use crate::http::{Endpoint, header_map};
 
 /// A scored point as remembered for alert texts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -131,6 +133,36 @@ impl AlertTemplate<'_> {
         labels
     }
 
+    /// `<query>: <series> is anomalous`.
+    fn summary(&self, series: &BTreeMap<String, String>) -> String {
+        format!("{}: {} is anomalous", self.query, describe_labels(series))
+    }
+
+    /// The value against the expected range, and the score against the threshold.
+    fn description(&self, o: &Observation) -> String {
+        format!(
+            "value {} is outside the expected range [{}, {}] (expected {}); anomaly score {:.2} (threshold {})",
+            number(o.value),
+            number(o.lower),
+            number(o.upper),
+            number(o.expected),
+            o.score,
+            self.threshold
+        )
+    }
+
+    /// The text of a series' Grafana annotation: the alert's summary and description.
+    pub fn annotation_text(
+        &self,
+        series: &BTreeMap<String, String>,
+        last: Option<&Observation>,
+    ) -> String {
+        match last {
+            Some(o) => format!("{}: {}", self.summary(series), self.description(o)),
+            None => self.summary(series),
+        }
+    }
+
     /// A series' alert: firing until `ends_at`.
     pub fn series_alert(
         &self,
@@ -139,24 +171,9 @@ impl AlertTemplate<'_> {
         ends_at: SystemTime,
         last: Option<&Observation>,
     ) -> PostableAlert {
-        let shown = describe_labels(series);
-        let mut annotations = BTreeMap::from([(
-            "summary".to_string(),
-            format!("{}: {} is anomalous", self.query, shown),
-        )]);
+        let mut annotations = BTreeMap::from([("summary".to_string(), self.summary(series))]);
         if let Some(o) = last {
-            annotations.insert(
-                "description".into(),
-                format!(
-                    "value {} is outside the expected range [{}, {}] (expected {}); anomaly score {:.2} (threshold {})",
-                    number(o.value),
-                    number(o.lower),
-                    number(o.upper),
-                    number(o.expected),
-                    o.score,
-                    self.threshold
-                ),
-            );
+            annotations.insert("description".into(), self.description(o));
             for (key, v) in [
                 ("value", o.value),
                 ("expected", o.expected),
@@ -279,13 +296,12 @@ fn rfc3339(t: SystemTime) -> String {
 /// Posts alerts to Alertmanager's `/api/v2/alerts`.
 #[derive(Clone)]
 pub struct AlertmanagerClient {
-    client: reqwest::Client,
-    url: String,
-    headers: HeaderMap,
+    endpoint: Endpoint,
 }
 
 /// Alerts per request.
 const ALERTS_PER_REQUEST: usize = 500;
+const ALERTS: &str = "/api/v2/alerts";
 
 impl AlertmanagerClient {
     pub fn new(
@@ -293,26 +309,17 @@ impl AlertmanagerClient {
         headers: &BTreeMap<String, String>,
         timeout: Duration,
     ) -> Result<AlertmanagerClient, String> {
+        let mut headers = header_map(headers)?;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(AlertmanagerClient {
-            client: crate::http_client(timeout)?,
-            url: format!("{}/api/v2/alerts", endpoint.trim_end_matches('/')),
-            headers: crate::reader::header_map(headers)?,
+            endpoint: Endpoint::new(endpoint, headers, timeout)?,
         })
     }
 
     pub async fn post(&self, alerts: &[PostableAlert]) -> Result<(), String> {
         for chunk in alerts.chunks(ALERTS_PER_REQUEST) {
             let body = serde_json::to_vec(chunk).map_err(|e| e.to_string())?;
-            let response = self
-                .client
-                .post(&self.url)
-                .headers(self.headers.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| format!("{}: {}", self.url, crate::error_chain(&e)))?;
-            crate::expect_success(&self.url, response).await?;
+            self.endpoint.call(Method::POST, ALERTS, body).await?;
         }
         Ok(())
     }

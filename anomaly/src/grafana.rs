@@ -4,16 +4,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Grafana;
+use crate::http::Endpoint;
+
+const ANNOTATIONS: &str = "/api/annotations";
 
 #[derive(Clone)]
 pub struct GrafanaClient {
-    client: reqwest::Client,
-    base: String,
-    headers: HeaderMap,
+    endpoint: Endpoint,
     dashboard_uid: Option<String>,
 }
 
@@ -42,9 +44,7 @@ impl GrafanaClient {
             headers.insert(AUTHORIZATION, value);
         }
         Ok(GrafanaClient {
-            client: crate::http_client(timeout)?,
-            base: config.endpoint.trim_end_matches('/').to_string(),
-            headers,
+            endpoint: Endpoint::new(&config.endpoint, headers, timeout)?,
             dashboard_uid: config.dashboard_uid.clone(),
         })
     }
@@ -70,41 +70,20 @@ impl GrafanaClient {
             tags,
             text,
         };
-        let url = format!("{}/api/annotations", self.base);
-        let response = self
-            .client
-            .post(&url)
-            .headers(self.headers.clone())
-            .body(serde_json::to_vec(&body).map_err(|e| e.to_string())?)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {}", crate::error_chain(&e)))?;
-        let status = response.status();
-        let bytes = crate::reader::read_limited(response, 64 << 10)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "{url} answered {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).trim()
-            ));
-        }
-        serde_json::from_slice::<Created>(&bytes)
+        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let answer = self.endpoint.call(Method::POST, ANNOTATIONS, body).await?;
+        serde_json::from_slice::<Created>(&answer)
             .map(|c| c.id)
-            .map_err(|e| format!("{url}: unexpected answer: {e}"))
+            .map_err(|e| format!("{ANNOTATIONS}: unexpected answer: {e}"))
     }
 
     /// Closes an episode's annotation at `end_ms`.
     pub async fn close(&self, id: i64, end_ms: i64) -> Result<(), String> {
-        let url = format!("{}/api/annotations/{id}", self.base);
-        let response = self
-            .client
-            .patch(&url)
-            .headers(self.headers.clone())
-            .body(serde_json::json!({ "timeEnd": end_ms }).to_string())
-            .send()
+        let body = serde_json::json!({ "timeEnd": end_ms }).to_string();
+        let path = format!("{ANNOTATIONS}/{id}");
+        self.endpoint
+            .call(Method::PATCH, &path, body.into_bytes())
             .await
-            .map_err(|e| format!("{url}: {}", crate::error_chain(&e)))?;
-        crate::expect_success(&url, response).await
+            .map(drop)
     }
 }

@@ -16,6 +16,7 @@ pub mod backtest;
 pub mod config;
 pub mod detector;
 pub mod grafana;
+pub mod http;
 pub mod peers;
 pub mod reader;
 pub mod service;
@@ -134,29 +135,4 @@ async fn save(store: &mut Store, service: &Service, telemetry: &Telemetry) {
             tracing::warn!(error = %e, "state snapshot failed");
         }
     }
-}
-
-/// The HTTP client every sink and the reader use.
-pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    vigil_core::process::install_crypto_provider();
-    reqwest::Client::builder()
-        .user_agent(concat!("vigil-anomaly/", env!("CARGO_PKG_VERSION")))
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {}", error_chain(&e)))
-}
-
-/// `Ok` for a 2xx answer; else an error with the status and the start of the body.
-pub(crate) async fn expect_success(url: &str, response: reqwest::Response) -> Result<(), String> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let body = reader::read_limited(response, 1024 * 64)
-        .await
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]);
-    Err(format!("{url} answered {status}: {}", text.trim()))
 }

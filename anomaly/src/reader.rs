@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::Method;
 use serde::Deserialize;
+
+use crate::http::{Endpoint, header_map};
 
 /// The largest query answer read; beyond it the evaluation fails rather than exhausting
 /// memory (the service then reads shorter windows).
@@ -33,10 +35,10 @@ pub enum ReadError {
 /// A client of one VictoriaMetrics (or any Prometheus-compatible query API).
 #[derive(Clone)]
 pub struct Reader {
-    client: reqwest::Client,
-    base: String,
-    headers: HeaderMap,
+    endpoint: Endpoint,
 }
+
+const QUERY_RANGE: &str = "/api/v1/query_range";
 
 impl Reader {
     pub fn new(
@@ -45,9 +47,7 @@ impl Reader {
         timeout: Duration,
     ) -> Result<Reader, String> {
         Ok(Reader {
-            client: crate::http_client(timeout)?,
-            base: base.trim_end_matches('/').to_string(),
-            headers: header_map(headers)?,
+            endpoint: Endpoint::new(base, header_map(headers)?, timeout)?,
         })
     }
 
@@ -60,22 +60,20 @@ impl Reader {
         step: Duration,
     ) -> Result<Vec<Series>, ReadError> {
         let seconds = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
+        let request = self.endpoint.request(Method::POST, QUERY_RANGE).form(&[
+            ("query", expr.to_string()),
+            ("start", seconds(start_ms)),
+            ("end", seconds(end_ms)),
+            ("step", format!("{}ms", step.as_millis())),
+            // Score every point from VictoriaMetrics' data, not from its cache of
+            // answers computed before late samples arrived.
+            ("nocache", "1".to_string()),
+        ]);
         let response = self
-            .client
-            .post(format!("{}/api/v1/query_range", self.base))
-            .headers(self.headers.clone())
-            .form(&[
-                ("query", expr.to_string()),
-                ("start", seconds(start_ms)),
-                ("end", seconds(end_ms)),
-                ("step", format!("{}ms", step.as_millis())),
-                // Score every point from VictoriaMetrics' data, not from its cache of
-                // answers computed before late samples arrived.
-                ("nocache", "1".to_string()),
-            ])
-            .send()
+            .endpoint
+            .send(QUERY_RANGE, request)
             .await
-            .map_err(|e| ReadError::Http(crate::error_chain(&e)))?;
+            .map_err(ReadError::Http)?;
         let status = response.status();
         let body = read_limited(response, MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
@@ -106,18 +104,6 @@ pub async fn read_limited(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-pub fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
-    let mut map = HeaderMap::new();
-    for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("invalid header name `{name}`"))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| format!("invalid value for header `{name}`"))?;
-        map.insert(name, value);
-    }
-    Ok(map)
 }
 
 #[derive(Deserialize)]

@@ -4,14 +4,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use reqwest::Method;
+
 use crate::alerts::{AlertState, AlertTemplate, AlertmanagerClient, Observation, PostableAlert};
 use crate::config::{Config, Query};
 use crate::detector::Model;
 use crate::grafana::GrafanaClient;
+use crate::http::{Endpoint, header_map};
 use crate::reader::{Reader, Series};
 use crate::state::{QueryMeta, QuerySnapshot, SeriesEntry};
 use crate::telemetry::Telemetry;
-use crate::writeback::{Scored, Writer};
+use crate::writeback::Scored;
 
 /// Points per series in one range query: under VictoriaMetrics' default
 /// `-search.maxPointsPerTimeseries` (30,000).
@@ -25,7 +28,8 @@ const WRITE_ATTEMPTS: u32 = 3;
 
 /// The sinks an evaluation reports to.
 pub struct Sinks {
-    pub writer: Option<Writer>,
+    /// The write-back import endpoint.
+    pub writer: Option<Endpoint>,
     pub alertmanager: Option<AlertmanagerClient>,
     pub grafana: Option<GrafanaClient>,
 }
@@ -72,6 +76,11 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Steps per range query for `series` series, within both read bounds.
+fn read_steps(series: usize) -> i64 {
+    MAX_STEPS_PER_READ.min((MAX_SAMPLES_PER_READ / (series as i64).max(1)).max(1))
 }
 
 fn align_down(ms: i64, step_ms: i64) -> i64 {
@@ -157,8 +166,7 @@ impl QueryRuntime {
                 oldest
             }
         };
-        let mut steps_per_read = MAX_STEPS_PER_READ
-            .min((MAX_SAMPLES_PER_READ / (self.series.len() as i64).max(1)).max(1));
+        let mut steps_per_read = read_steps(self.series.len());
         while start <= end {
             let chunk_end = end.min(start + (steps_per_read - 1) * step_ms);
             let series = match reader
@@ -176,8 +184,7 @@ impl QueryRuntime {
             self.write_back(&scored, sinks, telemetry).await;
             self.meta.scored_until = Some(chunk_end);
             start = chunk_end + step_ms;
-            steps_per_read = MAX_STEPS_PER_READ
-                .min((MAX_SAMPLES_PER_READ / (series.len() as i64).max(1)).max(1));
+            steps_per_read = read_steps(series.len());
         }
         self.forget_absent(end, telemetry);
         telemetry
@@ -276,7 +283,7 @@ impl QueryRuntime {
             .filter_map(|(key, points)| {
                 self.series.get(key).map(|entry| Scored {
                     labels: &entry.labels,
-                    points: points.clone(),
+                    points,
                 })
             })
             .collect();
@@ -285,8 +292,8 @@ impl QueryRuntime {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match writer.write(body.clone()).await {
-                    Ok(()) => break,
+                match writer.call(Method::POST, "", body.clone()).await {
+                    Ok(_) => break,
                     Err(e) if attempt < WRITE_ATTEMPTS => {
                         tracing::debug!(error = %e, attempt, "write-back failed; retrying");
                         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
@@ -453,73 +460,46 @@ impl QueryRuntime {
             .set(overflow as i64);
 
         if let Some(grafana) = &sinks.grafana {
-            self.annotate(grafana, &template_texts(&self.query), now_ms, telemetry)
-                .await;
+            annotate(&mut self.series, grafana, &template, now_ms, telemetry).await;
         }
     }
+}
 
-    /// Opens an annotation for every notified episode without one, and closes the
-    /// annotation of every episode that ended.
-    async fn annotate(
-        &mut self,
-        grafana: &GrafanaClient,
-        texts: &TemplateTexts,
-        now_ms: i64,
-        telemetry: &Telemetry,
-    ) {
-        for entry in self.series.values_mut() {
-            let a = &mut entry.alert;
-            let result = match (a.notified && a.is_anomalous(), a.annotation) {
-                (true, None) => {
-                    let since = a.notified_since.or(a.since).unwrap_or(now_ms);
-                    let text = texts.describe(&entry.labels, a.last.as_ref());
-                    grafana
-                        .open(&texts.query, &entry.labels, since, text)
-                        .await
-                        .map(|id| a.annotation = Some(id))
-                }
-                (false, Some(id)) => {
-                    let end = a.last.map_or(now_ms, |o| o.timestamp_ms);
-                    grafana.close(id, end).await.map(|()| a.annotation = None)
-                }
-                _ => Ok(()),
-            };
-            if let Err(e) = result {
-                telemetry
-                    .sink_failures
-                    .with_label_values(&["grafana"])
-                    .inc();
-                tracing::warn!(query = %texts.query, error = %e, "annotation not written; retried at the next interval");
-                // One failure usually means Grafana is down: try again next time rather
-                // than once per series now.
-                return;
+/// Opens a Grafana annotation for every notified episode without one, and closes the
+/// annotation of every episode that ended.
+async fn annotate(
+    series: &mut HashMap<String, SeriesEntry>,
+    grafana: &GrafanaClient,
+    template: &AlertTemplate<'_>,
+    now_ms: i64,
+    telemetry: &Telemetry,
+) {
+    for entry in series.values_mut() {
+        let a = &mut entry.alert;
+        let result = match (a.notified && a.is_anomalous(), a.annotation) {
+            (true, None) => {
+                let since = a.notified_since.or(a.since).unwrap_or(now_ms);
+                let text = template.annotation_text(&entry.labels, a.last.as_ref());
+                grafana
+                    .open(template.query, &entry.labels, since, text)
+                    .await
+                    .map(|id| a.annotation = Some(id))
             }
-        }
-    }
-}
-
-/// What the annotation text needs of the query.
-struct TemplateTexts {
-    query: String,
-    threshold: f64,
-}
-
-fn template_texts(query: &Query) -> TemplateTexts {
-    TemplateTexts {
-        query: query.name.clone(),
-        threshold: query.threshold,
-    }
-}
-
-impl TemplateTexts {
-    fn describe(&self, labels: &BTreeMap<String, String>, last: Option<&Observation>) -> String {
-        let series = crate::alerts::describe_labels(labels);
-        match last {
-            Some(o) => format!(
-                "{}: {series} is anomalous: value {} outside [{}, {}] (expected {}), score {:.2} > {}",
-                self.query, o.value, o.lower, o.upper, o.expected, o.score, self.threshold
-            ),
-            None => format!("{}: {series} is anomalous", self.query),
+            (false, Some(id)) => {
+                let end = a.last.map_or(now_ms, |o| o.timestamp_ms);
+                grafana.close(id, end).await.map(|()| a.annotation = None)
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            telemetry
+                .sink_failures
+                .with_label_values(&["grafana"])
+                .inc();
+            tracing::warn!(query = %template.query, error = %e, "annotation not written; retried at the next interval");
+            // One failure usually means Grafana is down: try again next time rather than
+            // once per series now.
+            return;
         }
     }
 }
@@ -548,7 +528,7 @@ impl Service {
             writer: config
                 .writeback
                 .as_ref()
-                .map(|w| Writer::new(&w.endpoint, &w.headers, timeout))
+                .map(|w| Endpoint::new(&w.endpoint, header_map(&w.headers)?, timeout))
                 .transpose()?,
             alertmanager: config
                 .alertmanager

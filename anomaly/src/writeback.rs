@@ -1,11 +1,8 @@
 //! Writing scores and bands back to VictoriaMetrics through `/api/v1/import` (JSON lines:
 //! one object per series with `metric`, `values`, `timestamps`).
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use reqwest::header::HeaderMap;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 use crate::detector::Score;
 
@@ -23,7 +20,7 @@ pub const SERIES: [&str; 4] = [
 /// The scored points of one input series, ready to be written back.
 pub struct Scored<'a> {
     pub labels: &'a BTreeMap<String, String>,
-    pub points: Vec<(i64, Score)>,
+    pub points: &'a [(i64, Score)],
 }
 
 #[derive(Serialize)]
@@ -76,40 +73,6 @@ pub fn encode(query: &str, scored: &[Scored<'_>]) -> Vec<Vec<u8>> {
     bodies
 }
 
-/// Posts encoded bodies to the import endpoint.
-#[derive(Clone)]
-pub struct Writer {
-    client: reqwest::Client,
-    endpoint: String,
-    headers: HeaderMap,
-}
-
-impl Writer {
-    pub fn new(
-        endpoint: &str,
-        headers: &BTreeMap<String, String>,
-        timeout: Duration,
-    ) -> Result<Writer, String> {
-        Ok(Writer {
-            client: crate::http_client(timeout)?,
-            endpoint: endpoint.to_string(),
-            headers: crate::reader::header_map(headers)?,
-        })
-    }
-
-    pub async fn write(&self, body: Vec<u8>) -> Result<(), String> {
-        let response = self
-            .client
-            .post(&self.endpoint)
-            .headers(self.headers.clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("{}: {}", self.endpoint, crate::error_chain(&e)))?;
-        crate::expect_success(&self.endpoint, response).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,7 +91,7 @@ mod tests {
         };
         let scored = [Scored {
             labels: &labels,
-            points: vec![(1000, score(0.5)), (2000, score(f64::NAN))],
+            points: &[(1000, score(0.5)), (2000, score(f64::NAN))],
         }];
         let bodies = encode("Latency", &scored);
         assert_eq!(bodies.len(), 1);
