@@ -124,8 +124,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), String> {
 }
 
 async fn save(store: &mut Store, service: &Service, telemetry: &Telemetry) {
-    let snapshot = tokio::task::block_in_place(|| service.snapshot());
-    match store.save(&snapshot).await {
+    match store.save(&service.state()).await {
         Ok(()) => telemetry
             .last_snapshot
             .set(service::now_ms().div_euclid(1000)),

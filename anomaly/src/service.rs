@@ -12,7 +12,7 @@ use crate::detector::Model;
 use crate::grafana::GrafanaClient;
 use crate::http::{Endpoint, header_map};
 use crate::reader::{Reader, Series};
-use crate::state::{QueryMeta, QuerySnapshot, SeriesEntry};
+use crate::state::{QueryMeta, QuerySnapshot, QueryState, SeriesEntry};
 use crate::telemetry::Telemetry;
 use crate::writeback::Scored;
 
@@ -138,10 +138,11 @@ impl QueryRuntime {
         }
     }
 
-    pub fn snapshot(&self) -> QuerySnapshot {
-        QuerySnapshot {
-            meta: self.meta.clone(),
-            series: self.series.values().cloned().collect(),
+    /// The query's state, to be saved.
+    pub fn state(&self) -> QueryState<'_> {
+        QueryState {
+            meta: &self.meta,
+            series: self.series.values().collect(),
         }
     }
 
@@ -572,10 +573,10 @@ impl Service {
         }
     }
 
-    pub fn snapshot(&self) -> BTreeMap<&str, QuerySnapshot> {
+    pub fn state(&self) -> BTreeMap<&str, QueryState<'_>> {
         self.queries
             .iter()
-            .map(|q| (q.query.name.as_str(), q.snapshot()))
+            .map(|q| (q.query.name.as_str(), q.state()))
             .collect()
     }
 }
@@ -699,7 +700,10 @@ mod tests {
         let config = config(20);
         let mut runtime = runtime(&config, 3, &[0.1]);
         runtime.meta.scored_until = Some(5);
-        let saved = runtime.snapshot();
+        let saved = QuerySnapshot {
+            meta: runtime.meta.clone(),
+            series: runtime.series.values().cloned().collect(),
+        };
         let restored = QueryRuntime::new(&config, &config.queries[0], Some(saved.clone()));
         assert_eq!(restored.series.len(), 3);
         assert_eq!(restored.meta.scored_until, Some(5));

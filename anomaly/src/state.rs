@@ -42,16 +42,40 @@ pub struct QueryMeta {
     pub overflow_notified: bool,
 }
 
+/// A query's saved state, as loaded.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QuerySnapshot {
     pub meta: QueryMeta,
     pub series: Vec<SeriesEntry>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A query's state to save, borrowed from the running service: a snapshot is encoded
+/// straight from it, never copied first. Encodes exactly like [`QuerySnapshot`].
+pub struct QueryState<'a> {
+    pub meta: &'a QueryMeta,
+    pub series: Vec<&'a SeriesEntry>,
+}
+
+impl QuerySnapshot {
+    pub fn state(&self) -> QueryState<'_> {
+        QueryState {
+            meta: &self.meta,
+            series: self.series.iter().collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
 struct FileSnapshot {
     version: u32,
     queries: BTreeMap<String, (QueryMeta, Vec<SeriesEntry>)>,
+}
+
+/// What [`FileSnapshot`] reads back, written from borrowed state.
+#[derive(Serialize)]
+struct FileSnapshotRef<'a> {
+    version: u32,
+    queries: BTreeMap<&'a str, (&'a QueryMeta, &'a [&'a SeriesEntry])>,
 }
 
 pub enum Store {
@@ -112,14 +136,14 @@ impl Store {
     }
 
     /// Saves every query's state, replacing the previous snapshot.
-    pub async fn save(&mut self, queries: &BTreeMap<&str, QuerySnapshot>) -> Result<(), String> {
+    pub async fn save(&mut self, queries: &BTreeMap<&str, QueryState<'_>>) -> Result<(), String> {
         match self {
             Store::File(path) => {
-                let snapshot = FileSnapshot {
+                let snapshot = FileSnapshotRef {
                     version: VERSION,
                     queries: queries
                         .iter()
-                        .map(|(q, s)| (q.to_string(), (s.meta.clone(), s.series.clone())))
+                        .map(|(q, s)| (*q, (s.meta, s.series.as_slice())))
                         .collect(),
                 };
                 let bytes = postcard::to_stdvec(&snapshot).map_err(|e| e.to_string())?;
@@ -138,7 +162,7 @@ impl Store {
                     pipe.hset(
                         &temporary,
                         "meta",
-                        postcard::to_stdvec(&snapshot.meta).map_err(|e| e.to_string())?,
+                        postcard::to_stdvec(snapshot.meta).map_err(|e| e.to_string())?,
                     )
                     .ignore();
                     for (i, chunk) in snapshot.series.chunks(SERIES_PER_CHUNK).enumerate() {
@@ -274,7 +298,8 @@ mod tests {
         };
         let mut store = Store::open(&config).await.unwrap();
         assert!(store.load(&["q"]).await.unwrap().is_empty());
-        let saved = BTreeMap::from([("q", snapshot()), ("gone", snapshot())]);
+        let (q, gone) = (snapshot(), snapshot());
+        let saved = BTreeMap::from([("q", q.state()), ("gone", gone.state())]);
         store.save(&saved).await.unwrap();
         let loaded = store.load(&["q", "other"]).await.unwrap();
         assert_eq!(loaded.len(), 1, "only configured queries are restored");
