@@ -105,6 +105,27 @@ fn request(
     request
 }
 
+/// POSTs a protobuf logs request, with a bearer token and a tenant header when given.
+async fn post_logs(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    token: Option<&str>,
+    tenant: Option<&str>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/x-protobuf")
+        .body(body);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(tenant) = tenant {
+        request = request.header("x-scope-orgid", tenant);
+    }
+    request.send().await
+}
+
 /// An HTTPS client trusting the test CA, presenting the client certificate or not.
 fn https(dir: &Path, with_client_cert: bool) -> reqwest::Client {
     vigil_e2e::http_client();
@@ -159,43 +180,41 @@ async fn tls_everywhere_and_tokens_that_own_their_tenant() {
 
     // HTTP over TLS with a client certificate: the token from a file.
     let body = logs(&["from b over http"]).encode_to_vec();
-    let response = https(dir.path(), true)
-        .post(&http_url)
-        .header("content-type", "application/x-protobuf")
-        .header("authorization", format!("Bearer {TOKEN_B}"))
-        .header("x-scope-orgid", "team-b")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let with_cert = https(dir.path(), true);
+    let response = post_logs(
+        &with_cert,
+        &http_url,
+        body.clone(),
+        Some(TOKEN_B),
+        Some("team-b"),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
-    let response = https(dir.path(), true)
-        .post(&http_url)
-        .header("content-type", "application/x-protobuf")
-        .body(body.clone())
-        .send()
+    let response = post_logs(&with_cert, &http_url, body.clone(), None, None)
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
-    let response = https(dir.path(), true)
-        .post(&http_url)
-        .header("content-type", "application/x-protobuf")
-        .header("authorization", format!("Bearer {TOKEN_B}"))
-        .header("x-scope-orgid", "team-a")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = post_logs(
+        &with_cert,
+        &http_url,
+        body.clone(),
+        Some(TOKEN_B),
+        Some("team-a"),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 403);
     // Without a client certificate, or in plain HTTP, there is no conversation at all.
-    let no_cert = https(dir.path(), false)
-        .post(&http_url)
-        .header("content-type", "application/x-protobuf")
-        .header("authorization", format!("Bearer {TOKEN_B}"))
-        .body(body.clone())
-        .send()
-        .await;
+    let no_cert = post_logs(
+        &https(dir.path(), false),
+        &http_url,
+        body.clone(),
+        Some(TOKEN_B),
+        None,
+    )
+    .await;
     assert!(no_cert.is_err(), "{no_cert:?}");
     let plain = vigil_e2e::http_client()
         .post(http_url.replace("https://", "http://"))
@@ -296,28 +315,19 @@ async fn a_tenant_over_its_rate_limit_is_told_to_wait_and_others_are_not() {
     );
 
     // Another tenant has its own bucket.
-    let response = https(dir.path(), true)
-        .post(format!(
-            "https://localhost:{}/v1/logs",
-            collector.http_addr().unwrap().port()
-        ))
-        .header("content-type", "application/x-protobuf")
-        .header("authorization", format!("Bearer {TOKEN_B}"))
-        .body(logs(&hundred).encode_to_vec())
-        .send()
+    let client = https(dir.path(), true);
+    let url = format!(
+        "https://localhost:{}/v1/logs",
+        collector.http_addr().unwrap().port()
+    );
+    let body = logs(&hundred).encode_to_vec();
+    let response = post_logs(&client, &url, body, Some(TOKEN_B), None)
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let response = https(dir.path(), true)
-        .post(format!(
-            "https://localhost:{}/v1/logs",
-            collector.http_addr().unwrap().port()
-        ))
-        .header("content-type", "application/x-protobuf")
-        .header("authorization", format!("Bearer {TOKEN_B}"))
-        // Fifty more need five seconds of refill: refused however slow this machine is.
-        .body(logs(&hundred[..50]).encode_to_vec())
-        .send()
+    // Fifty more need five seconds of refill: refused however slow this machine is.
+    let body = logs(&hundred[..50]).encode_to_vec();
+    let response = post_logs(&client, &url, body, Some(TOKEN_B), None)
         .await
         .unwrap();
     assert_eq!(response.status(), 429);
