@@ -113,3 +113,12 @@ pub fn run(name: &str, args: &[&str], unset: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Asserts that binary `name` accepts its shipped example `config/<file>` with
+/// `--check-config` (without the environment variables `unset`, so defaults are used).
+pub fn assert_example_config_valid(name: &str, file: &str, unset: &[&str]) {
+    let example = format!("{}/../config/{file}", env!("CARGO_MANIFEST_DIR"));
+    let (code, stdout, stderr) = run(name, &["--config", &example, "--check-config"], unset);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+}

@@ -7,10 +7,11 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn the_shipped_example_config_is_valid() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/agent.yaml");
-    let (code, stdout, stderr) = run(&["--config", example, "--check-config"]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    vigil_e2e::process::assert_example_config_valid(
+        "vigil-agent",
+        "agent.yaml",
+        &["VIGIL_COLLECTOR", "VIGIL_STATE_DIR"],
+    );
 }
 
 #[test]
