@@ -39,15 +39,20 @@ fn now_s() -> i64 {
         .as_secs() as i64
 }
 
-async fn import(vm: &VictoriaMetrics, points: &[(i64, f64)]) {
-    let line = serde_json::json!({
+/// The test series' points (seconds, value) as one `/api/v1/import` line.
+fn import_line(points: &[(i64, f64)]) -> String {
+    serde_json::json!({
         "metric": {"__name__": METRIC, "service": "checkout"},
         "values": points.iter().map(|p| p.1).collect::<Vec<_>>(),
         "timestamps": points.iter().map(|p| p.0 * 1000).collect::<Vec<_>>(),
-    });
+    })
+    .to_string()
+}
+
+async fn import(vm: &VictoriaMetrics, points: &[(i64, f64)]) {
     let response = http_client()
         .post(format!("{}/api/v1/import", vm.base()))
-        .body(line.to_string())
+        .body(import_line(points))
         .send()
         .await
         .expect("import");
@@ -91,14 +96,10 @@ impl Writer {
                     } else {
                         0.0
                     };
-                    let line = serde_json::json!({
-                        "metric": {"__name__": METRIC, "service": "checkout"},
-                        "values": [normal(t) + spike],
-                        "timestamps": [t * 1000],
-                    });
+                    let line = import_line(&[(t, normal(t) + spike)]);
                     let _ = vm_client
                         .post(format!("{base}/api/v1/import"))
-                        .body(line.to_string())
+                        .body(line)
                         .send()
                         .await;
                 }
