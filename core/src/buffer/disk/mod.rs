@@ -191,8 +191,10 @@ pub(super) struct Shared {
     /// Group commits done (one write and fdatasync per touched file each), for tests.
     commit_rounds: AtomicU64,
     /// Keeps a second `open` of this directory waiting (in this process) or failing (in
-    /// another process, through an advisory lock on the `LOCK` file).
-    open_guard: Mutex<Option<(OwnedMutexGuard<()>, std::fs::File)>>,
+    /// another process, through an advisory lock on the `LOCK` file). The file comes first
+    /// so that it is closed (releasing the flock) before the in-process guard lets the next
+    /// `open` in: the other way round, that `open` could find the flock still held.
+    open_guard: Mutex<Option<(std::fs::File, OwnedMutexGuard<()>)>>,
 }
 
 pub(super) struct State {
@@ -343,7 +345,7 @@ impl DiskBuffer {
             cursor_files: Default::default(),
             next_consumer: AtomicU64::new(0),
             commit_rounds: AtomicU64::new(0),
-            open_guard: Mutex::new(Some((open_guard, lock_file))),
+            open_guard: Mutex::new(Some((lock_file, open_guard))),
         });
         let dead_segment_bytes = (dead_capacity / 4).clamp(1, opts.segment_bytes);
         let files = SegmentWriter::new(
