@@ -42,12 +42,31 @@ pub struct VigilProcess {
 impl VigilProcess {
     /// Starts binary `name` with `config_path` and waits for `/readyz` on `admin_port`.
     pub async fn start(name: &str, config_path: &Path, admin_port: u16) -> VigilProcess {
+        Self::start_with(
+            name,
+            config_path,
+            admin_port,
+            &[("VIGIL_LOG", "warn")],
+            Stdio::inherit(),
+        )
+        .await
+    }
+
+    /// As [`VigilProcess::start`], with environment variables `env` set and the process'
+    /// own log (stderr) going to `stderr`.
+    pub async fn start_with(
+        name: &str,
+        config_path: &Path,
+        admin_port: u16,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> VigilProcess {
         let child = Command::new(binary(name))
             .arg("--config")
             .arg(config_path)
-            .env("VIGIL_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let ready = format!("http://127.0.0.1:{admin_port}/readyz");
