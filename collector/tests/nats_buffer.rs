@@ -524,3 +524,38 @@ async fn records_kept_alive_are_not_redelivered_after_ack_wait() {
     let lag = slow.lag(Signal::Logs).await.unwrap();
     assert_eq!((lag.num_pending, lag.num_ack_pending), (0, 0));
 }
+
+#[tokio::test]
+async fn dead_letters_page_by_sequence_and_are_removed_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let buffer = open(options(&server)).await;
+    for n in 0..5 {
+        let letter = vigil_core::buffer::DeadLetter {
+            record: record(n, 8),
+            exporter: "loki".into(),
+            reason: format!("400 number {n}"),
+            failed_at_ms: 1_700_000_000_000,
+        };
+        buffer.dead_letter(letter).await.unwrap();
+    }
+    let payloads = |page: &[(u64, Result<vigil_core::buffer::DeadLetter, String>)]| {
+        page.iter()
+            .map(|(_, l)| l.as_ref().unwrap().record.items)
+            .collect::<Vec<_>>()
+    };
+    let (first, next) = buffer.dead_letter_page(0, 2).await.unwrap();
+    assert_eq!(payloads(&first), [0, 1]);
+    let next = next.expect("more letters after the first page");
+    let (rest, end) = buffer.dead_letter_page(next, 10).await.unwrap();
+    assert_eq!(payloads(&rest), [2, 3, 4]);
+    assert_eq!(end, None, "the last page says so");
+
+    assert!(buffer.remove_dead_letter(first[0].0).await.unwrap());
+    assert!(
+        !buffer.remove_dead_letter(first[0].0).await.unwrap(),
+        "already gone"
+    );
+    let (all, _) = buffer.dead_letter_page(0, 10).await.unwrap();
+    assert_eq!(payloads(&all), [1, 2, 3, 4]);
+}

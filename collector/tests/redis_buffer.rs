@@ -571,3 +571,42 @@ async fn records_kept_alive_are_not_reclaimed_by_another_consumer() {
     let _abandoned = read(exporting.as_mut(), 1).await;
     assert_eq!(first_bytes(&read(waiting.as_mut(), 1).await), vec![8]);
 }
+
+#[tokio::test]
+async fn dead_letters_page_by_entry_id_and_are_removed_one_by_one() {
+    let server = RedisServer::start();
+    let buffer = RedisBuffer::connect(server.options("c")).await.unwrap();
+    for n in 0..5 {
+        let letter = vigil_core::buffer::DeadLetter {
+            record: record(Signal::Logs, n),
+            exporter: "loki".into(),
+            reason: format!("400 number {n}"),
+            failed_at_ms: 1_700_000_000_000,
+        };
+        buffer.dead_letter(letter).await.unwrap();
+    }
+    let first = buffer.dead_letter_page(None, 2).await.unwrap();
+    let payloads = |page: &[(String, Result<vigil_core::buffer::DeadLetter, String>)]| {
+        page.iter()
+            .map(|(_, l)| l.as_ref().unwrap().record.payload[0])
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(payloads(&first), [0, 1]);
+    let rest = buffer
+        .dead_letter_page(Some(&first[1].0), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        payloads(&rest),
+        [2, 3, 4],
+        "the page starts after the id given"
+    );
+
+    assert!(buffer.remove_dead_letter(&first[0].0).await.unwrap());
+    assert!(
+        !buffer.remove_dead_letter(&first[0].0).await.unwrap(),
+        "already gone"
+    );
+    let all = buffer.dead_letter_page(None, 10).await.unwrap();
+    assert_eq!(payloads(&all), [1, 2, 3, 4]);
+}

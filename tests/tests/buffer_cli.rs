@@ -1,6 +1,7 @@
 //! The buffer and dead-letter commands of the real collector binary: dead letters made by a
 //! Loki that answers 400 are listed, shown, survive a damaged and repaired buffer, and once
-//! replayed arrive at Loki exactly once.
+//! replayed arrive at Loki exactly once. On the shared buffers (a real redis-server and
+//! nats-server), dead letters are listed, shown and replayed into the work queue.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +11,10 @@ use opentelemetry_proto::tonic::common::v1::AnyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use prost::Message;
+use vigil_collector::buffer::nats::{NatsBuffer, NatsOptions};
+use vigil_collector::buffer::redis::{RedisBuffer, RedisOptions};
+use vigil_core::Signal;
+use vigil_core::buffer::{BatchLimits, Buffer, DeadLetter, Record};
 use vigil_e2e::fakes::FakeLoki;
 use vigil_e2e::process::{VigilProcess, run};
 use vigil_e2e::{eventually, free_port, metric_sum};
@@ -236,9 +241,145 @@ fn usage_errors_exit_2_and_the_old_flags_still_work() {
     )
     .unwrap();
     let redis = redis.to_str().unwrap();
-    let (code, _, err) = collector(&["dlq", "list", "--config", redis]);
+    // Integrity is the broker's on a shared buffer; its dead letters are ours, but this
+    // Redis cannot be reached.
+    let (code, _, err) = collector(&["buffer", "verify", "--config", redis]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("not supported for the redis buffer"), "{err}");
+    assert!(err.contains("disk buffer only"), "{err}");
+    let (code, _, err) = collector(&["dlq", "list", "--config", redis]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot open the buffer"), "{err}");
     let (code, out, err) = collector(&["--config", redis, "--check-config"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Three dead letters (logs, logs, traces) in a shared buffer, as exporters leave them.
+async fn dead_letter_three(buffer: &dyn Buffer) {
+    for (n, signal) in [(1, Signal::Logs), (2, Signal::Logs), (3, Signal::Traces)] {
+        let payload = match signal {
+            Signal::Logs => log_request(&format!("dead line {n}")),
+            _ => Vec::new(),
+        };
+        let letter = DeadLetter {
+            record: Record::new(signal, Some("team-a".into()), 1, payload.into()),
+            exporter: "loki".into(),
+            reason: format!("400 Bad Request: entry {n} too far behind"),
+            failed_at_ms: 1_700_000_000_000,
+        };
+        buffer.dead_letter(letter).await.expect("dead-letter");
+    }
+}
+
+/// `dlq list`, `show` and `replay --signal logs` against the shared buffer `config`
+/// describes, whose dead letters `dead_letter_three` wrote; then the logs queue holds the
+/// two replayed records and the store only the traces letter.
+async fn shared_dlq_round_trip(config: &Path, buffer: &dyn Buffer) {
+    let config = config.to_str().unwrap();
+    dead_letter_three(buffer).await;
+
+    let (code, out, err) = collector(&["dlq", "list", "--config", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 dead letter(s)"), "{out}");
+    assert!(out.contains("too far behind"), "{out}");
+    let ids: Vec<String> = out
+        .lines()
+        .filter(|l| l.contains("too far behind"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "{out}");
+    let (code, out, _) = collector(&["dlq", "list", "--config", config, "--signal", "traces"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("1 dead letter(s)"), "{out}");
+
+    let (code, out, err) = collector(&["dlq", "show", &ids[1], "--config", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("dead line 2"),
+        "the record as OTLP JSON: {out}"
+    );
+    assert!(out.contains("tenant:        team-a"), "{out}");
+    let (code, _, err) = collector(&["dlq", "show", "no-such-id", "--config", config]);
+    assert_eq!(code, 1, "{err}");
+
+    let (code, out, err) = collector(&["dlq", "replay", "--config", config, "--signal", "logs"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("replayed 2 dead letter(s) (logs 2)"), "{out}");
+    assert!(out.contains("(2 removed)"), "{out}");
+    let (code, out, _) = collector(&["dlq", "list", "--config", config]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("1 dead letter(s)") && out.contains("traces"),
+        "{out}"
+    );
+
+    // The replayed records are in the logs queue, as a receiver would have put them.
+    let mut consumer = buffer.consumer(Signal::Logs).await.unwrap();
+    let mut lines = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while lines.len() < 2 && tokio::time::Instant::now() < deadline {
+        let batch = consumer
+            .next_batch(BatchLimits {
+                max_records: 10,
+                max_bytes: 1 << 20,
+            })
+            .await
+            .unwrap();
+        for delivery in batch {
+            let request =
+                ExportLogsServiceRequest::decode(delivery.record.payload.clone()).unwrap();
+            lines.extend(
+                request
+                    .resource_logs
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .flat_map(|s| &s.log_records)
+                    .filter_map(|l| match l.body.as_ref()?.value.as_ref()? {
+                        Value::StringValue(text) => Some(text.clone()),
+                        _ => None,
+                    }),
+            );
+            assert_eq!(delivery.record.tenant.as_deref(), Some("team-a"));
+        }
+    }
+    lines.sort();
+    assert_eq!(lines, ["dead line 1", "dead line 2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dead_letters_are_listed_shown_and_replayed() {
+    let redis = vigil_e2e::servers::Server::redis().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.yaml");
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    std::fs::write(
+        &config,
+        format!("buffer:\n  kind: redis\n  redis: {{ url: \"{url}\", consumer: cli-test }}\nexporters:\n  loki: {{ endpoint: \"http://127.0.0.1:1/loki/api/v1/push\" }}\n"),
+    )
+    .unwrap();
+    let options = RedisOptions {
+        consumer: "test".into(),
+        ..RedisOptions::new(url)
+    };
+    let buffer = RedisBuffer::connect(options).await.unwrap();
+    shared_dlq_round_trip(&config, &buffer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_dead_letters_are_listed_shown_and_replayed() {
+    let nats = vigil_e2e::servers::Server::nats().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.yaml");
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    std::fs::write(
+        &config,
+        format!("buffer:\n  kind: nats\n  nats: {{ url: \"{url}\" }}\nexporters:\n  loki: {{ endpoint: \"http://127.0.0.1:1/loki/api/v1/push\" }}\n"),
+    )
+    .unwrap();
+    // JetStream may still be starting when the port accepts connections.
+    let buffer = eventually(Duration::from_secs(20), "the NATS buffer to open", || {
+        let url = url.clone();
+        async move { NatsBuffer::open(NatsOptions::new(url)).await.ok() }
+    })
+    .await;
+    shared_dlq_round_trip(&config, &buffer).await;
 }

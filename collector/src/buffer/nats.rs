@@ -44,7 +44,7 @@ use async_nats::jetstream::consumer::pull::{Config as PullConfig, Stream as Pull
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::stream::{
-    Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType,
+    Config as StreamConfig, DeleteMessageErrorKind, DiscardPolicy, RetentionPolicy, StorageType,
 };
 use async_nats::jetstream::{self, AckKind, ErrorCode};
 use async_trait::async_trait;
@@ -246,6 +246,25 @@ impl NatsBuffer {
 
     /// Up to `max` dead letters, oldest first, read without removing them.
     pub async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, BufferError> {
+        let (page, _) = self.dead_letter_page(0, max).await?;
+        Ok(page
+            .into_iter()
+            .filter_map(|(seq, letter)| {
+                letter
+                    .map_err(|e| warn!(sequence = seq, error = %e, "undecodable dead letter"))
+                    .ok()
+            })
+            .collect())
+    }
+
+    /// Up to `max` dead letters with their stream sequence numbers, oldest first, from
+    /// sequence `from` on; and the sequence to continue from, `None` at the end. A letter
+    /// that does not decode comes with why.
+    pub async fn dead_letter_page(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<DeadLetterPage, BufferError> {
         let name = self.shared.options.dead_letter_stream();
         let stream = self
             .shared
@@ -253,26 +272,59 @@ impl NatsBuffer {
             .get_stream(&name)
             .await
             .map_err(|e| unavailable("dead-letter stream", e))?;
-        let state = &stream.cached_info().state;
+        let state = stream.cached_info().state.clone();
         let mut letters = Vec::new();
-        let mut seq = state.first_sequence;
+        let mut seq = from.max(state.first_sequence);
         // Bounded even if an operator deleted letters and left gaps.
         let last = state
             .last_sequence
             .min(seq.saturating_add(max.saturating_mul(2) as u64));
         while letters.len() < max && seq <= last && state.messages > 0 {
-            // A sequence may be missing (deleted); skip it rather than fail the listing.
+            // A sequence may be missing (deleted or replayed); skip it.
             if let Ok(message) = stream.get_raw_message(seq).await {
-                match DeadLetter::decode(message.payload) {
-                    Ok(letter) => letters.push(letter),
-                    Err(e) => warn!(sequence = seq, error = %e, "undecodable dead letter"),
-                }
+                let letter = DeadLetter::decode(message.payload)
+                    .map_err(|e| format!("the letter does not decode: {e}"));
+                letters.push((seq, letter));
             }
             seq += 1;
         }
-        Ok(letters)
+        let next = (state.messages > 0 && seq <= state.last_sequence).then_some(seq);
+        Ok((letters, next))
+    }
+
+    /// Deletes the dead letter at stream sequence `seq`; false when there was none.
+    pub async fn remove_dead_letter(&self, seq: u64) -> Result<bool, BufferError> {
+        let name = self.shared.options.dead_letter_stream();
+        let stream = self
+            .shared
+            .js
+            .get_stream_no_info(&name)
+            .await
+            .map_err(|e| unavailable("dead-letter stream", e))?;
+        match stream.delete_message(seq).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) => match e.kind() {
+                // A message already gone: 10057 "no message found" from the delete (10037
+                // from some server versions).
+                DeleteMessageErrorKind::JetStream(error)
+                    if [
+                        ErrorCode::STREAM_MESSAGE_DELETE_FAILED,
+                        ErrorCode::NO_MESSAGE_FOUND,
+                    ]
+                    .contains(&error.error_code())
+                        && error.to_string().contains("no message found") =>
+                {
+                    Ok(false)
+                }
+                _ => Err(unavailable("delete dead letter", e)),
+            },
+        }
     }
 }
+
+/// Dead letters with their stream sequence numbers (or why one does not decode), and the
+/// sequence to continue from.
+pub type DeadLetterPage = (Vec<(u64, Result<DeadLetter, String>)>, Option<u64>);
 
 impl Shared {
     async fn ensure_streams(&self) -> Result<(), BufferError> {

@@ -296,21 +296,62 @@ impl RedisBuffer {
         let mut letters: Vec<DeadLetter> = reply::array(&value)
             .unwrap_or_default()
             .iter()
-            .filter_map(|entry| {
-                let body = reply::array(entry)?.get(1)?;
-                let text = |name| reply::field(body, name).and_then(reply::string);
-                let record = reply::field(body, "record").and_then(reply::bytes)?;
-                Some(DeadLetter {
-                    record: Record::decode(bytes::Bytes::copy_from_slice(record)).ok()?,
-                    exporter: text("exporter").unwrap_or_default(),
-                    reason: text("reason").unwrap_or_default(),
-                    failed_at_ms: text("failed_at").and_then(|t| t.parse().ok()).unwrap_or(0),
-                })
-            })
+            .filter_map(|entry| dead_letter_entry(entry)?.1.ok())
             .collect();
         letters.reverse();
         Ok(letters)
     }
+
+    /// Up to `count` dead letters with their stream entry ids, oldest first, after the
+    /// entry `after` (from the first when `None`). A letter whose record does not decode
+    /// comes with why, so an operator sees it too.
+    pub async fn dead_letter_page(
+        &self,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, Result<DeadLetter, String>)>, BufferError> {
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(&self.inner.dead_key)
+            .arg(after.map_or_else(|| "-".to_string(), |id| format!("({id}")))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count);
+        let value: Value = self.inner.query(&cmd).await?;
+        Ok(reply::array(&value)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(dead_letter_entry)
+            .collect())
+    }
+
+    /// Deletes the dead letter with entry id `id`; false when there was none.
+    pub async fn remove_dead_letter(&self, id: &str) -> Result<bool, BufferError> {
+        let mut cmd = redis::cmd("XDEL");
+        cmd.arg(&self.inner.dead_key).arg(id);
+        Ok(self.inner.query::<u64>(&cmd).await? > 0)
+    }
+}
+
+/// One entry of the dead-letter stream: its id and the letter, or why it does not decode.
+fn dead_letter_entry(entry: &Value) -> Option<(String, Result<DeadLetter, String>)> {
+    let parts = reply::array(entry)?;
+    let id = reply::string(parts.first()?)?;
+    let body = parts.get(1)?;
+    let text = |name| reply::field(body, name).and_then(reply::string);
+    let letter = reply::field(body, "record")
+        .and_then(reply::bytes)
+        .ok_or_else(|| "the entry has no `record` field".to_string())
+        .and_then(|record| {
+            Record::decode(bytes::Bytes::copy_from_slice(record))
+                .map_err(|e| format!("the record does not decode: {e}"))
+        })
+        .map(|record| DeadLetter {
+            record,
+            exporter: text("exporter").unwrap_or_default(),
+            reason: text("reason").unwrap_or_default(),
+            failed_at_ms: text("failed_at").and_then(|t| t.parse().ok()).unwrap_or(0),
+        });
+    Some((id, letter))
 }
 
 async fn ping_loop(inner: Weak<Inner>) {

@@ -1,11 +1,12 @@
 //! Operator commands of the collector binary, run instead of the collector:
 //!
 //! - `buffer verify|repair` ([`buffer`]): integrity of the disk buffer.
-//! - `dlq list|show|replay` ([`dlq`]): the dead letters of the disk buffer.
+//! - `dlq list|show|replay` ([`dlq`]): the dead letters of the disk, Redis or NATS buffer.
 //!
 //! Exit codes: 0 done (verify: clean), 1 damage found or the work could not be done (the
-//! buffer is held by a running collector, an I/O error), 2 usage or configuration errors.
-//! Redis and NATS buffers are not supported by these commands yet: they say so and exit 2.
+//! buffer is held by a running collector, an I/O error, a broker that cannot be reached),
+//! 2 usage or configuration errors. `buffer verify|repair` are for the disk buffer only:
+//! they say so for the others and exit 2.
 
 pub mod buffer;
 pub mod dlq;
@@ -45,9 +46,35 @@ pub(crate) struct Located {
 }
 
 impl BufferLocation {
-    /// Resolves the buffer; on failure prints why and returns the exit code.
-    pub(crate) fn locate(&self, command: &str) -> Result<Located, ExitCode> {
+    /// The collector's configuration, when given with `--config`; on failure prints why
+    /// and returns the exit code.
+    fn load_config(&self) -> Result<Option<Config>, ExitCode> {
         let Some(config_path) = &self.config else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(config_path).map_err(|e| {
+            eprintln!("cannot read {}: {e}", config_path.display());
+            ExitCode::from(USAGE)
+        })?;
+        Config::from_yaml(&text, |name| std::env::var(name).ok())
+            .map(Some)
+            .map_err(|e| {
+                eprintln!("{}: invalid configuration:\n{e}", config_path.display());
+                ExitCode::from(USAGE)
+            })
+    }
+
+    /// The configuration when it names a shared buffer (Redis or NATS); `None` for a disk
+    /// buffer (by `--config` or `--path`) and anything [`BufferLocation::locate`] judges.
+    pub(crate) fn shared_config(&self) -> Result<Option<Config>, ExitCode> {
+        Ok(self
+            .load_config()?
+            .filter(|c| matches!(c.buffer.kind, BufferKind::Redis | BufferKind::Nats)))
+    }
+
+    /// Resolves the disk buffer; on failure prints why and returns the exit code.
+    pub(crate) fn locate(&self, command: &str) -> Result<Located, ExitCode> {
+        let Some(config) = self.load_config()? else {
             let disk = DiskConfig {
                 path: self.path.clone().unwrap_or_default(),
                 ..DiskConfig::default()
@@ -57,14 +84,6 @@ impl BufferLocation {
                 config: None,
             });
         };
-        let text = std::fs::read_to_string(config_path).map_err(|e| {
-            eprintln!("cannot read {}: {e}", config_path.display());
-            ExitCode::from(USAGE)
-        })?;
-        let config = Config::from_yaml(&text, |name| std::env::var(name).ok()).map_err(|e| {
-            eprintln!("{}: invalid configuration:\n{e}", config_path.display());
-            ExitCode::from(USAGE)
-        })?;
         let kind = match config.buffer.kind {
             BufferKind::Disk => {
                 return Ok(Located {
@@ -82,7 +101,7 @@ impl BufferLocation {
             BufferKind::Nats => "nats",
         };
         eprintln!(
-            "`{command}` is not supported for the {kind} buffer yet: it works on the disk buffer only"
+            "`{command}` works on the disk buffer only: a {kind} buffer's storage is the broker's to check (`dlq` commands work on it)"
         );
         Err(ExitCode::from(USAGE))
     }
