@@ -174,6 +174,13 @@ pub struct TlsConfig {
     /// Name to verify the certificate against, when it is not the endpoint's host.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// PEM certificate (chain) the agent presents, for a collector that requires client
+    /// certificates (`client_ca_file` on its receiver). Needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// Not supported: the agent always verifies the collector's certificate.
     #[serde(default)]
     pub insecure_skip_verify: bool,
@@ -187,12 +194,24 @@ impl Validate for TlsConfig {
                 "is not supported: give the collector's CA with `ca_file` instead",
             );
         }
-        if let Some(ca) = &self.ca_file
-            && !ca.is_file()
-        {
+        for (name, file) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            if let Some(file) = file
+                && !file.is_file()
+            {
+                errors.add(
+                    join(path, name),
+                    format!("{} is not a readable file", file.display()),
+                );
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
             errors.add(
-                join(path, "ca_file"),
-                format!("{} is not a readable file", ca.display()),
+                path.to_string(),
+                "cert_file and key_file go together (a client certificate and its key)",
             );
         }
     }
@@ -485,7 +504,7 @@ admin: { listen: "0.0.0.0:8686" }
 collector:
   endpoint: "ftp://x"
   batch: { max_lines: 0 }
-  tls: { insecure_skip_verify: true }
+  tls: { insecure_skip_verify: true, cert_file: /nonexistent/client.pem }
 logs:
   - include: []
     format: syslog
@@ -506,6 +525,8 @@ shipping: {}
             "collector.endpoint: scheme must be http or https",
             "collector.batch.max_lines: must be greater than zero",
             "collector.tls.insecure_skip_verify: is not supported",
+            "collector.tls.cert_file: /nonexistent/client.pem is not a readable file",
+            "collector.tls: cert_file and key_file go together",
             "logs.1.include.0: invalid glob",
             "logs.1.multiline.start_pattern: invalid regex",
             "logs.1.max_line_bytes: must be between",

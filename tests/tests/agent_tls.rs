@@ -1,7 +1,8 @@
 //! The agent speaks TLS to an `https://` collector endpoint, trusting the CA in
 //! `tls.ca_file`, and sends its bearer token; the real collector serves OTLP/gRPC over TLS
 //! (certificates made by `openssl` for the test), maps the token to its tenant, and the
-//! lines reach Loki under that tenant.
+//! lines reach Loki under that tenant. With `cert_file`/`key_file` the agent presents a
+//! client certificate to a collector that requires one.
 
 use std::time::Duration;
 
@@ -53,5 +54,96 @@ async fn https_endpoints_are_verified_against_the_ca_file_and_get_the_token() {
     assert_eq!(push.tenant.as_deref(), Some("node-logs"));
     assert_eq!(push.request.streams[0].entries[0].line, "over tls");
     agent.shutdown().await;
+    collector.shutdown().await;
+}
+
+/// A collector that requires client certificates on OTLP/gRPC: the agent with `cert_file`
+/// and `key_file` delivers; an agent without them is refused at the handshake (its
+/// failures counted, its line never delivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_opens_a_collector_that_requires_one() {
+    let dir = tempfile::tempdir().unwrap();
+    vigil_e2e::certs::make(dir.path());
+    let cert = |name: &str| dir.path().join(name).display().to_string();
+    let loki = FakeLoki::start().await;
+    let yaml = agent::collector_to_loki_yaml(&loki, &dir.path().join("buffer"), "127.0.0.1:0")
+        .replace(
+            "grpc: { listen: \"127.0.0.1:0\" }",
+            &format!(
+                "grpc: {{ listen: \"127.0.0.1:0\", tls: {{ cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\" }} }}",
+                cert("server.pem"),
+                cert("server.key"),
+                cert("ca.pem")
+            ),
+        );
+    let collector = collector::start(&yaml).await;
+    let port = collector.grpc_addr().unwrap().port();
+
+    let agent_with = |name: &str, tls: String| {
+        let logs_dir = dir.path().join(name);
+        std::fs::create_dir_all(&logs_dir).unwrap();
+        std::fs::write(logs_dir.join("app.log"), format!("{name}\n")).unwrap();
+        agent::yaml(
+            &format!("localhost:{port}"),
+            &dir.path().join(format!("{name}-state")),
+            &format!(
+                "  - include: [\"{}/*.log\"]\n    start_at: beginning\n",
+                logs_dir.display()
+            ),
+        )
+        .replace("http://", "https://")
+        .replace("  timeout: 5s\n", &format!("  timeout: 5s\n  tls: {tls}\n"))
+    };
+    let without = agent::start(&agent_with(
+        "without-certificate",
+        format!("{{ ca_file: \"{}\" }}", cert("ca.pem")),
+    ))
+    .await;
+    let with = agent::start(&agent_with(
+        "with-certificate",
+        format!(
+            "{{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }}",
+            cert("ca.pem"),
+            cert("client.pem"),
+            cert("client.key")
+        ),
+    ))
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the certified agent's line at Loki",
+        || async {
+            loki.lines()
+                .iter()
+                .any(|l| l == "with-certificate")
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the other agent's refused attempts",
+        || async {
+            let failures: u64 = ["retryable", "permanent"]
+                .iter()
+                .map(|kind| {
+                    without
+                        .telemetry()
+                        .ship_failures
+                        .with_label_values(&["logs", kind])
+                        .get()
+                })
+                .sum();
+            (failures > 0).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !loki.lines().iter().any(|l| l == "without-certificate"),
+        "an agent without a client certificate got through: {:?}",
+        loki.lines()
+    );
+    with.shutdown().await;
+    without.shutdown().await;
     collector.shutdown().await;
 }

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_types::StatusExt;
 
 use crate::config::{CollectorConfig, Compression};
@@ -41,8 +41,8 @@ pub enum ClientError {
         endpoint: String,
         source: tonic::transport::Error,
     },
-    #[error("cannot read the CA file {path}: {source}")]
-    CaFile {
+    #[error("cannot read the TLS file {path}: {source}")]
+    TlsFile {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
@@ -84,12 +84,18 @@ impl CollectorClient {
         if config.endpoint.starts_with("https://") {
             let mut tls = ClientTlsConfig::new().with_native_roots();
             if let Some(tls_config) = &config.tls {
-                if let Some(path) = &tls_config.ca_file {
-                    let pem = std::fs::read(path).map_err(|source| ClientError::CaFile {
+                let read = |path: &std::path::PathBuf| {
+                    std::fs::read(path).map_err(|source| ClientError::TlsFile {
                         path: path.clone(),
                         source,
-                    })?;
-                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                    })
+                };
+                if let Some(path) = &tls_config.ca_file {
+                    tls = tls.ca_certificate(Certificate::from_pem(read(path)?));
+                }
+                // A client certificate, for a collector that requires one (mutual TLS).
+                if let (Some(cert), Some(key)) = (&tls_config.cert_file, &tls_config.key_file) {
+                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
                 }
                 if let Some(name) = &tls_config.server_name {
                     tls = tls.domain_name(name.clone());
