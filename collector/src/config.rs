@@ -832,6 +832,29 @@ pub struct Delivery {
     pub batch: BatchConfig,
     pub retry: RetryConfig,
     pub headers: BTreeMap<String, String>,
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS towards an `https://` backend: the CA that signed its certificate (trusted beside
+/// the system's roots) and, for a backend that requires one, a client certificate. PEM
+/// files, read at start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Validate for ClientTls {
+    fn validate(&self, path: &str, errors: &mut Errors) {
+        if let Err(e) = crate::tls::ClientFiles::load(self) {
+            errors.add(path, e);
+        }
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -851,6 +874,9 @@ impl Validate for Delivery {
         }
         if let Err(e) = vigil_core::retry::Backoff::new(self.retry.initial, self.retry.max) {
             errors.add(join(path, "retry"), e.to_string());
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate(&join(path, "tls"), errors);
         }
         for (name, value) in &self.headers {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -965,6 +991,9 @@ pub struct VictoriaMetricsConfig {
     /// Extra request headers, e.g. `Authorization: Bearer ${TOKEN}`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// TLS towards an `https://` endpoint: a private CA, a client certificate.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -988,6 +1017,9 @@ pub struct LokiConfig {
     /// Extra request headers, e.g. `Authorization: Bearer ${TOKEN}`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// TLS towards an `https://` endpoint: a private CA, a client certificate.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1035,6 +1067,9 @@ pub struct TempoConfig {
     /// Extra request headers, e.g. `Authorization: Bearer ${TOKEN}`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// TLS towards an `https://` endpoint: a private CA, a client certificate.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
 }
 
 fn default_tempo_protocol() -> TempoProtocol {
@@ -1053,6 +1088,7 @@ macro_rules! delivery_of {
                     batch: self.batch.clone(),
                     retry: self.retry.clone(),
                     headers: self.headers.clone(),
+                    tls: self.tls.clone(),
                 }
             }
         }

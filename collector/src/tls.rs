@@ -1,5 +1,7 @@
 //! TLS on the collector's own ports: rustls configurations from PEM files, and serving an
 //! axum app over TLS (OTLP/HTTP, admin). OTLP/gRPC uses tonic's TLS with the same files.
+//! Towards backends, [`ClientFiles`] gives the exporters' HTTP and gRPC clients a private
+//! CA and a client certificate.
 //!
 //! Certificates are read at start; rotating them means restarting the collector (a rolling
 //! restart in Kubernetes).
@@ -13,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::config::ServerTls;
+use crate::config::{ClientTls, ServerTls};
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,5 +150,75 @@ pub async fn serve_https(
             server = what,
             "connections still open after 30 s were closed"
         );
+    }
+}
+
+/// The files of a [`ClientTls`], read and checked: CA certificates to trust beside the
+/// system's roots, and a client certificate chain with its key.
+pub struct ClientFiles {
+    pub ca: Option<Vec<u8>>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ClientFiles {
+    /// Reads and parses the files; errors name the file at fault.
+    pub fn load(tls: &ClientTls) -> Result<ClientFiles, String> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let ca = match &tls.ca_file {
+            Some(path) => {
+                certificates(path)?;
+                Some(read(path)?)
+            }
+            None => None,
+        };
+        let identity = match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => {
+                certificates(cert)?;
+                PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                    format!("cannot read a private key from {}: {e}", key.display())
+                })?;
+                Some((read(cert)?, read(key)?))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "cert_file and key_file go together (a client certificate and its key)".into(),
+                );
+            }
+        };
+        Ok(ClientFiles { ca, identity })
+    }
+
+    /// `builder` trusting the CA and presenting the client certificate.
+    pub fn reqwest(
+        &self,
+        mut builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, String> {
+        if let Some(ca) = &self.ca {
+            let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|e| e.to_string())?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let Some((cert, key)) = &self.identity {
+            let mut pem = cert.clone();
+            pem.push(b'\n');
+            pem.extend_from_slice(key);
+            builder =
+                builder.identity(reqwest::Identity::from_pem(&pem).map_err(|e| e.to_string())?);
+        }
+        Ok(builder)
+    }
+
+    /// tonic's client TLS trusting the CA and presenting the client certificate.
+    pub fn tonic(&self) -> tonic::transport::ClientTlsConfig {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        tls
     }
 }

@@ -12,6 +12,10 @@ use crate::{eventually, free_port, require_program};
 /// A VictoriaMetrics single-node server on a free loopback port with its own data dir.
 pub struct VictoriaMetrics {
     pub port: u16,
+    /// `http`, or `https` when started with [`VictoriaMetrics::start_tls`].
+    scheme: &'static str,
+    /// Talks to it (trusting its CA when it serves TLS).
+    client: reqwest::Client,
     _server: Server,
 }
 
@@ -23,9 +27,41 @@ impl VictoriaMetrics {
     /// Starts on a given port (a test may hand the port to a collector before the backend
     /// is up).
     pub async fn start_on(port: u16) -> VictoriaMetrics {
+        Self::start_with(port, Vec::new(), "http", crate::http_client()).await
+    }
+
+    /// Serving HTTPS only, with the certificate `cert` and key `key` (PEM); queried by a
+    /// client that trusts `ca`.
+    pub async fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> VictoriaMetrics {
+        vigil_core::process::install_crypto_provider();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).expect("read the CA"))
+            .expect("the CA is PEM");
+        let client = reqwest::Client::builder()
+            .tls_certs_merge([ca])
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("https client");
+        let args = vec![
+            "-tls".to_string(),
+            format!("-tlsCertFile={}", cert.display()),
+            format!("-tlsKeyFile={}", key.display()),
+        ];
+        Self::start_with(free_port(), args, "https", client).await
+    }
+
+    async fn start_with(
+        port: u16,
+        extra: Vec<String>,
+        scheme: &'static str,
+        client: reqwest::Client,
+    ) -> VictoriaMetrics {
         let program = require_program("victoria-metrics", "victoria-metrics");
         let server = Server::spawn(program, port, |port, dir| {
-            vec![
+            let mut args = vec![
                 format!("-httpListenAddr=127.0.0.1:{port}"),
                 format!("-storageDataPath={dir}"),
                 "-retentionPeriod=100y".into(),
@@ -33,10 +69,14 @@ impl VictoriaMetrics {
                 // Instant queries see just-written samples (and stale markers) at once.
                 "-search.latencyOffset=0s".into(),
                 "-loggerLevel=ERROR".into(),
-            ]
+            ];
+            args.extend(extra);
+            args
         });
         let vm = VictoriaMetrics {
             port,
+            scheme,
+            client,
             _server: server,
         };
         let health = format!("{}/health", vm.base());
@@ -44,9 +84,9 @@ impl VictoriaMetrics {
             Duration::from_secs(30),
             "victoria-metrics to answer /health",
             || {
-                let health = health.clone();
+                let (health, client) = (health.clone(), vm.client.clone());
                 async move {
-                    let r = crate::http_client().get(&health).send().await.ok()?;
+                    let r = client.get(&health).send().await.ok()?;
                     r.status().is_success().then_some(())
                 }
             },
@@ -55,8 +95,12 @@ impl VictoriaMetrics {
         vm
     }
 
+    /// `http://127.0.0.1:port`, or `https://localhost:port` (the name its test certificate has).
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        match self.scheme {
+            "https" => format!("https://localhost:{}", self.port),
+            _ => format!("http://127.0.0.1:{}", self.port),
+        }
     }
 
     pub fn write_url(&self) -> String {
@@ -66,7 +110,7 @@ impl VictoriaMetrics {
     /// Every raw sample of the series matching `selector`, via `/api/v1/export`: one JSON
     /// object per series with `metric`, `values`, `timestamps`.
     pub async fn export(&self, selector: &str) -> Vec<serde_json::Value> {
-        let client = crate::http_client();
+        let client = &self.client;
         // Make just-written samples searchable now rather than in a second.
         let _ = client
             .get(format!("{}/internal/force_flush", self.base()))
@@ -93,7 +137,8 @@ impl VictoriaMetrics {
         path: &str,
         params: &[(&str, String)],
     ) -> Result<serde_json::Value, String> {
-        let response = crate::http_client()
+        let response = self
+            .client
             .get(format!("{}{path}", self.base()))
             .query(params)
             .send()
@@ -145,7 +190,8 @@ impl VictoriaMetrics {
 
     /// Every metric name stored, just-written ones included.
     pub async fn metric_names(&self) -> std::collections::BTreeSet<String> {
-        let _ = crate::http_client()
+        let _ = self
+            .client
             .get(format!("{}/internal/force_flush", self.base()))
             .send()
             .await;

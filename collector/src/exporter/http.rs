@@ -9,6 +9,7 @@ use vigil_core::retry::parse_retry_after;
 
 use super::ExportError;
 use crate::config::Delivery;
+use crate::tls::ClientFiles;
 
 /// How much of an error body is kept for logs and dead letters.
 const ERROR_BODY_LIMIT: usize = 1024;
@@ -29,6 +30,8 @@ pub enum BuildError {
     Header(String),
     #[error("cannot build HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl HttpSender {
@@ -48,12 +51,17 @@ impl HttpSender {
                 HeaderValue::from_str(value).map_err(|_| BuildError::Header(name.to_string()))?;
             headers.insert(name, value);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(user_agent)
             .timeout(delivery.timeout)
             .connect_timeout(delivery.timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(tls) = &delivery.tls {
+            builder = ClientFiles::load(tls)
+                .and_then(|files| files.reqwest(builder))
+                .map_err(BuildError::Tls)?;
+        }
+        let client = builder.build()?;
         Ok(HttpSender {
             client,
             endpoint,

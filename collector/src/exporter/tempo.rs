@@ -16,6 +16,8 @@ use prost::Message;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::tls::ClientFiles;
 use tonic_types::StatusExt;
 use vigil_core::Signal;
 use vigil_core::buffer::Record;
@@ -42,6 +44,8 @@ pub enum TempoBuildError {
     Metadata(String),
     #[error("invalid gRPC endpoint `{0}`: {1}")]
     Grpc(String, tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl Tempo {
@@ -55,6 +59,15 @@ impl Tempo {
                     .map_err(|e| TempoBuildError::Grpc(config.endpoint.clone(), e))?
                     .timeout(delivery.timeout)
                     .connect_timeout(delivery.timeout.min(Duration::from_secs(10)));
+                let endpoint = match &delivery.tls {
+                    Some(tls) => {
+                        let files = ClientFiles::load(tls).map_err(TempoBuildError::Tls)?;
+                        endpoint
+                            .tls_config(files.tonic())
+                            .map_err(|e| TempoBuildError::Grpc(config.endpoint.clone(), e))?
+                    }
+                    None => endpoint,
+                };
                 // Lazy: Tempo may come up after the collector; the first export connects.
                 let client = TraceServiceClient::new(endpoint.connect_lazy())
                     .send_compressed(CompressionEncoding::Gzip)

@@ -105,6 +105,7 @@ fn config() -> DeliveryConfig {
             max_retry_after: Duration::from_secs(60),
         },
         headers: Default::default(),
+        tls: None,
     }
 }
 
