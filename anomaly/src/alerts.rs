@@ -305,14 +305,13 @@ const ALERTS: &str = "/api/v2/alerts";
 
 impl AlertmanagerClient {
     pub fn new(
-        endpoint: &str,
-        headers: &BTreeMap<String, String>,
+        config: &crate::config::Alertmanager,
         timeout: Duration,
     ) -> Result<AlertmanagerClient, String> {
-        let mut headers = header_map(headers)?;
+        let mut headers = header_map(&config.headers)?;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(AlertmanagerClient {
-            endpoint: Endpoint::new(endpoint, headers, timeout)?,
+            endpoint: Endpoint::new(&config.endpoint, headers, timeout, config.tls.as_ref())?,
         })
     }
 

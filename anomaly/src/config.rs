@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 use vigil_core::config::{ConfigErrors, Errors, Validate, duration, join};
+use vigil_core::tls::ClientTls;
 
 use crate::detector::{DetectorConfig, Direction};
 
@@ -85,6 +86,9 @@ impl Validate for Config {
             &join(path, "source.victoriametrics"),
             errors,
         );
+        if let Some(tls) = &self.source.tls {
+            tls.validate(&join(path, "source.tls"), errors);
+        }
         if self.interval < Duration::from_secs(1) {
             errors.add(join(path, "interval"), "must be at least 1s");
         }
@@ -104,6 +108,9 @@ impl Validate for Config {
         }
         if let Some(w) = &self.writeback {
             validate_http_url(&w.endpoint, &join(path, "writeback.endpoint"), errors);
+            if let Some(tls) = &w.tls {
+                tls.validate(&join(path, "writeback.tls"), errors);
+            }
         }
         if let Some(a) = &self.alertmanager {
             a.validate(&join(path, "alertmanager"), errors);
@@ -126,6 +133,9 @@ pub struct Source {
     pub headers: BTreeMap<String, String>,
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
+    /// TLS towards an `https://` endpoint: a private CA, a client certificate.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
 }
 
 fn default_timeout() -> Duration {
@@ -241,6 +251,9 @@ pub struct Writeback {
     pub endpoint: String,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// TLS towards an `https://` endpoint: a private CA, a client certificate.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +263,9 @@ pub struct Alertmanager {
     pub endpoint: String,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// TLS towards an `https://` endpoint: a private CA, a client certificate.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
     /// A firing alert's `endsAt` is this many intervals ahead, renewed every interval, so
     /// Alertmanager resolves it by itself if the service dies.
     #[serde(default = "default_resend_intervals")]
@@ -263,6 +279,9 @@ fn default_resend_intervals() -> u32 {
 impl Validate for Alertmanager {
     fn validate(&self, path: &str, errors: &mut Errors) {
         validate_http_url(&self.endpoint, &join(path, "endpoint"), errors);
+        if let Some(tls) = &self.tls {
+            tls.validate(&join(path, "tls"), errors);
+        }
         if self.ends_after_intervals < 2 {
             errors.add(
                 join(path, "ends_after_intervals"),
@@ -285,11 +304,17 @@ pub struct Grafana {
     /// Datasource uid used in the alerts' explore links.
     #[serde(default)]
     pub datasource_uid: Option<String>,
+    /// TLS towards an `https://` endpoint: a private CA, a client certificate.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
 }
 
 impl Validate for Grafana {
     fn validate(&self, path: &str, errors: &mut Errors) {
         validate_http_url(&self.endpoint, &join(path, "endpoint"), errors);
+        if let Some(tls) = &self.tls {
+            tls.validate(&join(path, "tls"), errors);
+        }
         if let Some(token) = &self.token
             && reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err()
         {

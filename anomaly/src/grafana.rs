@@ -44,7 +44,7 @@ impl GrafanaClient {
             headers.insert(AUTHORIZATION, value);
         }
         Ok(GrafanaClient {
-            endpoint: Endpoint::new(&config.endpoint, headers, timeout)?,
+            endpoint: Endpoint::new(&config.endpoint, headers, timeout, config.tls.as_ref())?,
             dashboard_uid: config.dashboard_uid.clone(),
         })
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response};
+use vigil_core::tls::ClientTls;
 
 use crate::error_chain;
 
@@ -21,13 +22,20 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(url: &str, headers: HeaderMap, timeout: Duration) -> Result<Endpoint, String> {
+    pub fn new(
+        url: &str,
+        headers: HeaderMap,
+        timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<Endpoint, String> {
         vigil_core::process::install_crypto_provider();
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("vigil-anomaly/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(60));
+        let client = vigil_core::tls::reqwest_builder(builder, tls)
+            .map_err(|e| format!("{url}: TLS: {e}"))?
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {}", error_chain(&e)))?;
         Ok(Endpoint {

@@ -41,13 +41,14 @@ pub struct Reader {
 const QUERY_RANGE: &str = "/api/v1/query_range";
 
 impl Reader {
-    pub fn new(
-        base: &str,
-        headers: &BTreeMap<String, String>,
-        timeout: Duration,
-    ) -> Result<Reader, String> {
+    pub fn new(source: &crate::config::Source, timeout: Duration) -> Result<Reader, String> {
         Ok(Reader {
-            endpoint: Endpoint::new(base, header_map(headers)?, timeout)?,
+            endpoint: Endpoint::new(
+                &source.victoriametrics,
+                header_map(&source.headers)?,
+                timeout,
+                source.tls.as_ref(),
+            )?,
         })
     }
 

@@ -520,21 +520,24 @@ impl Service {
         telemetry: Telemetry,
     ) -> Result<Service, String> {
         let timeout = config.source.timeout;
-        let reader = Reader::new(
-            &config.source.victoriametrics,
-            &config.source.headers,
-            timeout,
-        )?;
+        let reader = Reader::new(&config.source, timeout)?;
         let sinks = Sinks {
             writer: config
                 .writeback
                 .as_ref()
-                .map(|w| Endpoint::new(&w.endpoint, header_map(&w.headers)?, timeout))
+                .map(|w| {
+                    Endpoint::new(
+                        &w.endpoint,
+                        header_map(&w.headers)?,
+                        timeout,
+                        w.tls.as_ref(),
+                    )
+                })
                 .transpose()?,
             alertmanager: config
                 .alertmanager
                 .as_ref()
-                .map(|a| AlertmanagerClient::new(&a.endpoint, &a.headers, timeout))
+                .map(|a| AlertmanagerClient::new(a, timeout))
                 .transpose()?,
             grafana: config
                 .grafana

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use url::Url;
 use vigil_core::Signal;
 use vigil_core::config::{ByteSize, ConfigErrors, Errors, Validate, duration, join};
+pub use vigil_core::tls::ClientTls;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -833,28 +834,6 @@ pub struct Delivery {
     pub retry: RetryConfig,
     pub headers: BTreeMap<String, String>,
     pub tls: Option<ClientTls>,
-}
-
-/// TLS towards an `https://` backend: the CA that signed its certificate (trusted beside
-/// the system's roots) and, for a backend that requires one, a client certificate. PEM
-/// files, read at start.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientTls {
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-}
-
-impl Validate for ClientTls {
-    fn validate(&self, path: &str, errors: &mut Errors) {
-        if let Err(e) = crate::tls::ClientFiles::load(self) {
-            errors.add(path, e);
-        }
-    }
 }
 
 fn default_timeout() -> Duration {

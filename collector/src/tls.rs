@@ -9,40 +9,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
+use vigil_core::tls::{certificates, private_key};
 
-use crate::config::{ClientTls, ServerTls};
+use vigil_core::tls::ClientFiles;
+
+use crate::config::ServerTls;
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections may take to finish their requests at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
-
 /// The rustls server configuration of `tls`: its certificate and key, and client
 /// certificates required when `client_ca_file` is set. Errors name the file at fault.
 pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(&tls.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| {
-        format!(
-            "cannot read a private key from {}: {e}",
-            tls.key_file.display()
-        )
-    })?;
+    let key = private_key(&tls.key_file)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
@@ -153,72 +139,14 @@ pub async fn serve_https(
     }
 }
 
-/// The files of a [`ClientTls`], read and checked: CA certificates to trust beside the
-/// system's roots, and a client certificate chain with its key.
-pub struct ClientFiles {
-    pub ca: Option<Vec<u8>>,
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-impl ClientFiles {
-    /// Reads and parses the files; errors name the file at fault.
-    pub fn load(tls: &ClientTls) -> Result<ClientFiles, String> {
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-        };
-        let ca = match &tls.ca_file {
-            Some(path) => {
-                certificates(path)?;
-                Some(read(path)?)
-            }
-            None => None,
-        };
-        let identity = match (&tls.cert_file, &tls.key_file) {
-            (Some(cert), Some(key)) => {
-                certificates(cert)?;
-                PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                    format!("cannot read a private key from {}: {e}", key.display())
-                })?;
-                Some((read(cert)?, read(key)?))
-            }
-            (None, None) => None,
-            _ => {
-                return Err(
-                    "cert_file and key_file go together (a client certificate and its key)".into(),
-                );
-            }
-        };
-        Ok(ClientFiles { ca, identity })
+/// tonic's client TLS trusting `files`' CA and presenting its client certificate.
+pub fn grpc_client_config(files: &ClientFiles) -> tonic::transport::ClientTlsConfig {
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    if let Some(ca) = &files.ca {
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
     }
-
-    /// `builder` trusting the CA and presenting the client certificate.
-    pub fn reqwest(
-        &self,
-        mut builder: reqwest::ClientBuilder,
-    ) -> Result<reqwest::ClientBuilder, String> {
-        if let Some(ca) = &self.ca {
-            let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|e| e.to_string())?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        if let Some((cert, key)) = &self.identity {
-            let mut pem = cert.clone();
-            pem.push(b'\n');
-            pem.extend_from_slice(key);
-            builder =
-                builder.identity(reqwest::Identity::from_pem(&pem).map_err(|e| e.to_string())?);
-        }
-        Ok(builder)
+    if let Some((cert, key)) = &files.identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
     }
-
-    /// tonic's client TLS trusting the CA and presenting the client certificate.
-    pub fn tonic(&self) -> tonic::transport::ClientTlsConfig {
-        let mut tls = tonic::transport::ClientTlsConfig::new();
-        if let Some(ca) = &self.ca {
-            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
-        }
-        if let Some((cert, key)) = &self.identity {
-            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
-        }
-        tls
-    }
+    tls
 }

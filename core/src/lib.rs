@@ -27,6 +27,7 @@ pub mod retry;
 pub mod signal;
 pub mod snappy;
 pub mod telemetry;
+pub mod tls;
 
 pub use signal::Signal;
 

@@ -95,6 +95,11 @@ impl VictoriaMetrics {
         vm
     }
 
+    /// A client for it (trusting its CA when it serves TLS).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// `http://127.0.0.1:port`, or `https://localhost:port` (the name its test certificate has).
     pub fn base(&self) -> String {
         match self.scheme {

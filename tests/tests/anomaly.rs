@@ -50,7 +50,8 @@ fn import_line(points: &[(i64, f64)]) -> String {
 }
 
 async fn import(vm: &VictoriaMetrics, points: &[(i64, f64)]) {
-    let response = http_client()
+    let response = vm
+        .client()
         .post(format!("{}/api/v1/import", vm.base()))
         .body(import_line(points))
         .send()
@@ -68,7 +69,8 @@ async fn import_history(vm: &VictoriaMetrics) {
 }
 
 async fn flush(vm: &VictoriaMetrics) {
-    let _ = http_client()
+    let _ = vm
+        .client()
         .get(format!("{}/internal/force_flush", vm.base()))
         .send()
         .await;
@@ -471,5 +473,55 @@ async fn a_restart_restores_state_from_redis_without_warming_up_again() {
             .filter(|(t, _)| *t >= stopped_ms - 10_000)
             .all(|(_, s)| *s <= 1.0),
         "no point near the restart scores as anomalous"
+    );
+}
+
+/// Reading from and writing back to a VictoriaMetrics that serves HTTPS only, with a
+/// private CA given as `tls.ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_writes_back_over_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    vigil_e2e::certs::make(dir.path());
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let vm = VictoriaMetrics::start_tls(
+        &dir.path().join("server.pem"),
+        &dir.path().join("server.key"),
+        &dir.path().join("ca.pem"),
+    )
+    .await;
+    import_history(&vm).await;
+    let admin_port = free_port();
+    let tls = format!("tls: {{ ca_file: \"{}\" }}", file("ca.pem"));
+    let config = format!(
+        r#"source: {{ victoriametrics: "{vm}", {tls} }}
+interval: 1s
+backfill: 3h
+delay: 2s
+queries:
+  - name: {QUERY}
+    expr: '{METRIC}{{service="checkout"}}'
+    detector: {{ kind: ensemble, seasonality: [1h] }}
+    direction: above
+writeback: {{ endpoint: "{vm}/api/v1/import", {tls} }}
+state: {{ path: "{state}" }}
+admin: {{ listen: "127.0.0.1:{admin_port}" }}
+"#,
+        vm = vm.base(),
+        state = file("state.bin"),
+    );
+    let _service = start_anomaly(dir.path(), &config, admin_port).await;
+    wait_warm(&format!("127.0.0.1:{admin_port}")).await;
+    let written = eventually(
+        Duration::from_secs(30),
+        "scores written back over https",
+        || async {
+            let found = scores(&vm).await;
+            (!found.is_empty()).then_some(found)
+        },
+    )
+    .await;
+    assert!(
+        written.iter().all(|(_, score)| score.is_finite()),
+        "{written:?}"
     );
 }

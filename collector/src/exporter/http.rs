@@ -9,7 +9,6 @@ use vigil_core::retry::parse_retry_after;
 
 use super::ExportError;
 use crate::config::Delivery;
-use crate::tls::ClientFiles;
 
 /// How much of an error body is kept for logs and dead letters.
 const ERROR_BODY_LIMIT: usize = 1024;
@@ -56,11 +55,8 @@ impl HttpSender {
             .timeout(delivery.timeout)
             .connect_timeout(delivery.timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60));
-        if let Some(tls) = &delivery.tls {
-            builder = ClientFiles::load(tls)
-                .and_then(|files| files.reqwest(builder))
-                .map_err(BuildError::Tls)?;
-        }
+        builder = vigil_core::tls::reqwest_builder(builder, delivery.tls.as_ref())
+            .map_err(BuildError::Tls)?;
         let client = builder.build()?;
         Ok(HttpSender {
             client,

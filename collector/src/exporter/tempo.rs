@@ -17,10 +17,10 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::tls::ClientFiles;
 use tonic_types::StatusExt;
 use vigil_core::Signal;
 use vigil_core::buffer::Record;
+use vigil_core::tls::ClientFiles;
 
 use super::http::{BuildError, HttpSender, tenant_header};
 use super::{ExportError, Exported, Exporter, decode_payloads};
@@ -63,7 +63,7 @@ impl Tempo {
                     Some(tls) => {
                         let files = ClientFiles::load(tls).map_err(TempoBuildError::Tls)?;
                         endpoint
-                            .tls_config(files.tonic())
+                            .tls_config(crate::tls::grpc_client_config(&files))
                             .map_err(|e| TempoBuildError::Grpc(config.endpoint.clone(), e))?
                     }
                     None => endpoint,
