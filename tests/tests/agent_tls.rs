@@ -4,35 +4,44 @@
 //! lines reach Loki under that tenant. With `cert_file`/`key_file` the agent presents a
 //! client certificate to a collector that requires one.
 
+use std::path::Path;
 use std::time::Duration;
 
+use vigil_collector::Collector;
 use vigil_e2e::fakes::FakeLoki;
 use vigil_e2e::{agent, collector, eventually};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_endpoints_are_verified_against_the_ca_file_and_get_the_token() {
-    let dir = tempfile::tempdir().unwrap();
-    vigil_e2e::certs::make(dir.path());
-    let cert = |name: &str| dir.path().join(name).display().to_string();
-    let loki = FakeLoki::start().await;
-    let yaml = agent::collector_to_loki_yaml(&loki, &dir.path().join("buffer"), "127.0.0.1:0")
-        .replace(
-            "grpc: { listen: \"127.0.0.1:0\" }",
-            &format!(
-                "grpc: {{ listen: \"127.0.0.1:0\", tls: {{ cert_file: \"{}\", key_file: \"{}\" }} }}\n    auth: {{ tokens: [{{ token: agent-token-0123456789, tenant: node-logs }}] }}",
-                cert("server.pem"),
-                cert("server.key")
-            ),
-        );
+/// A collector serving OTLP/gRPC over TLS with the test's server certificate, plus
+/// `grpc_tls_extra` inside its `tls:` and `receiver_extra` under `receivers.otlp`, exporting
+/// to `loki`; and the port it listens on.
+async fn tls_collector(
+    dir: &Path,
+    loki: &FakeLoki,
+    grpc_tls_extra: &str,
+    receiver_extra: &str,
+) -> (Collector, u16) {
+    let yaml = agent::collector_to_loki_yaml(loki, &dir.join("buffer"), "127.0.0.1:0").replace(
+        "grpc: { listen: \"127.0.0.1:0\" }",
+        &format!(
+            "grpc: {{ listen: \"127.0.0.1:0\", tls: {{ cert_file: \"{}\", key_file: \"{}\"{grpc_tls_extra} }} }}{receiver_extra}",
+            file(dir, "server.pem"),
+            file(dir, "server.key"),
+        ),
+    );
     let collector = collector::start(&yaml).await;
     let port = collector.grpc_addr().unwrap().port();
+    (collector, port)
+}
 
-    let logs_dir = dir.path().join("logs");
+/// An agent shipping to `https://localhost:port` with `collector_extra` (YAML lines under
+/// `collector:`), tailing a file whose one line is `name`.
+fn tls_agent_yaml(dir: &Path, port: u16, name: &str, collector_extra: &str) -> String {
+    let logs_dir = dir.join(name);
     std::fs::create_dir_all(&logs_dir).unwrap();
-    std::fs::write(logs_dir.join("app.log"), "over tls\n").unwrap();
-    let yaml = agent::yaml(
+    std::fs::write(logs_dir.join("app.log"), format!("{name}\n")).unwrap();
+    agent::yaml(
         &format!("localhost:{port}"),
-        &dir.path().join("state"),
+        &dir.join(format!("{name}-state")),
         &format!(
             "  - include: [\"{}/*.log\"]\n    start_at: beginning\n",
             logs_dir.display()
@@ -41,12 +50,37 @@ async fn https_endpoints_are_verified_against_the_ca_file_and_get_the_token() {
     .replace("http://", "https://")
     .replace(
         "  timeout: 5s\n",
+        &format!("  timeout: 5s\n{collector_extra}"),
+    )
+}
+
+fn file(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_verified_against_the_ca_file_and_get_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    vigil_e2e::certs::make(d);
+    let loki = FakeLoki::start().await;
+    let (collector, port) = tls_collector(
+        d,
+        &loki,
+        "",
+        "\n    auth: { tokens: [{ token: agent-token-0123456789, tenant: node-logs }] }",
+    )
+    .await;
+    let agent = agent::start(&tls_agent_yaml(
+        d,
+        port,
+        "over tls",
         &format!(
-            "  timeout: 5s\n  bearer_token: agent-token-0123456789\n  tls: {{ ca_file: \"{}\" }}\n",
-            cert("ca.pem")
+            "  bearer_token: agent-token-0123456789\n  tls: {{ ca_file: \"{}\" }}\n",
+            file(d, "ca.pem")
         ),
-    );
-    let agent = agent::start(&yaml).await;
+    ))
+    .await;
     let push = eventually(Duration::from_secs(20), "the line at Loki", || async {
         loki.pushes().into_iter().next()
     })
@@ -63,49 +97,32 @@ async fn https_endpoints_are_verified_against_the_ca_file_and_get_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_opens_a_collector_that_requires_one() {
     let dir = tempfile::tempdir().unwrap();
-    vigil_e2e::certs::make(dir.path());
-    let cert = |name: &str| dir.path().join(name).display().to_string();
+    let d = dir.path();
+    vigil_e2e::certs::make(d);
     let loki = FakeLoki::start().await;
-    let yaml = agent::collector_to_loki_yaml(&loki, &dir.path().join("buffer"), "127.0.0.1:0")
-        .replace(
-            "grpc: { listen: \"127.0.0.1:0\" }",
-            &format!(
-                "grpc: {{ listen: \"127.0.0.1:0\", tls: {{ cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\" }} }}",
-                cert("server.pem"),
-                cert("server.key"),
-                cert("ca.pem")
-            ),
-        );
-    let collector = collector::start(&yaml).await;
-    let port = collector.grpc_addr().unwrap().port();
-
-    let agent_with = |name: &str, tls: String| {
-        let logs_dir = dir.path().join(name);
-        std::fs::create_dir_all(&logs_dir).unwrap();
-        std::fs::write(logs_dir.join("app.log"), format!("{name}\n")).unwrap();
-        agent::yaml(
-            &format!("localhost:{port}"),
-            &dir.path().join(format!("{name}-state")),
-            &format!(
-                "  - include: [\"{}/*.log\"]\n    start_at: beginning\n",
-                logs_dir.display()
-            ),
-        )
-        .replace("http://", "https://")
-        .replace("  timeout: 5s\n", &format!("  timeout: 5s\n  tls: {tls}\n"))
-    };
-    let without = agent::start(&agent_with(
+    let (collector, port) = tls_collector(
+        d,
+        &loki,
+        &format!(", client_ca_file: \"{}\"", file(d, "ca.pem")),
+        "",
+    )
+    .await;
+    let without = agent::start(&tls_agent_yaml(
+        d,
+        port,
         "without-certificate",
-        format!("{{ ca_file: \"{}\" }}", cert("ca.pem")),
+        &format!("  tls: {{ ca_file: \"{}\" }}\n", file(d, "ca.pem")),
     ))
     .await;
-    let with = agent::start(&agent_with(
+    let with = agent::start(&tls_agent_yaml(
+        d,
+        port,
         "with-certificate",
-        format!(
-            "{{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }}",
-            cert("ca.pem"),
-            cert("client.pem"),
-            cert("client.key")
+        &format!(
+            "  tls: {{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }}\n",
+            file(d, "ca.pem"),
+            file(d, "client.pem"),
+            file(d, "client.key")
         ),
     ))
     .await;
