@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,6 +79,9 @@ struct ProxyState {
     observe: Option<Observer>,
     /// Record numbers in the order the backend accepted them (with an observer).
     arrivals: Mutex<Vec<u64>>,
+    /// Requests answered 503, and requests left hanging.
+    unavailable: AtomicUsize,
+    hung: AtomicUsize,
 }
 
 /// An HTTP proxy on a free loopback port in front of one backend, following [`Faults`].
@@ -97,6 +100,8 @@ impl FaultProxy {
             client: crate::http_client(),
             observe,
             arrivals: Mutex::new(Vec::new()),
+            unavailable: AtomicUsize::new(0),
+            hung: AtomicUsize::new(0),
         });
         let app = Router::new().fallback(proxy).with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -111,6 +116,14 @@ impl FaultProxy {
 
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Requests answered 503 and requests left hanging so far: proof the faults were met.
+    pub fn faulted(&self) -> (usize, usize) {
+        (
+            self.state.unavailable.load(Ordering::SeqCst),
+            self.state.hung.load(Ordering::SeqCst),
+        )
     }
 
     /// Record numbers the backend accepted through this proxy, in arrival order.
@@ -134,9 +147,13 @@ async fn proxy(
 ) -> Response {
     match state.faults.get() {
         Mode::Unavailable => {
+            state.unavailable.fetch_add(1, Ordering::SeqCst);
             return (StatusCode::SERVICE_UNAVAILABLE, "fault: unavailable").into_response();
         }
-        Mode::Hang => std::future::pending::<()>().await,
+        Mode::Hang => {
+            state.hung.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await
+        }
         Mode::Pass => {}
     }
     let path = uri.path_and_query().map_or("/", |p| p.as_str());

@@ -313,9 +313,11 @@ async fn run(kind: Kind) {
 
     // The load: a third of the records per signal, spread over the fault schedule.
     let per_signal = params.records / 3;
+    // Half as long again as the schedule should take, so that the load outlasts it on a
+    // slow machine too (the full buffer needs records coming in).
     let pace = Pace {
         start: Instant::now(),
-        over: stack.schedule_length(params.outage),
+        over: stack.schedule_length(params.outage).mul_f64(1.5),
         total: per_signal,
     };
     let give_up = params.outage * 4 + Duration::from_secs(120);
@@ -349,6 +351,26 @@ async fn run(kind: Kind) {
         "{kind:?}: sender refusals (retried): metrics {:?}, traces {:?}",
         metrics.refusals, spans.refusals
     );
+    // Every fault was met: the generator saw the collector gone, every backend answered
+    // 503 and hung.
+    for (what, sent) in [("metrics", &metrics), ("spans", &spans)] {
+        assert!(
+            sent.refusals.contains_key("connection"),
+            "{what}: the collector kills went unnoticed: {:?}",
+            sent.refusals
+        );
+    }
+    for (backend, proxy) in [
+        ("vm", &vm_proxy),
+        ("loki", &loki_proxy),
+        ("tempo", &tempo_proxy),
+    ] {
+        let (unavailable, hung) = proxy.faulted();
+        assert!(
+            unavailable > 0 && hung > 0,
+            "{backend}: {unavailable} requests answered 503, {hung} hung"
+        );
+    }
     assert_eq!(metrics.acked, per_signal, "metrics never acknowledged");
     assert_eq!(spans.acked, per_signal, "spans never acknowledged");
 
