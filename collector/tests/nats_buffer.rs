@@ -559,3 +559,60 @@ async fn dead_letters_page_by_sequence_and_are_removed_one_by_one() {
     let (all, _) = buffer.dead_letter_page(0, 10).await.unwrap();
     assert_eq!(payloads(&all), [1, 2, 3, 4]);
 }
+
+/// While the exporter holds one batch for a long time (a backend down for longer than
+/// `ack_wait`), the records the consumer pulled but has not handed out yet (a pull left
+/// waiting by a batch that lingered for more) are kept alive too: they are neither delivered
+/// to it a second time (a duplicate) nor counted as redeliveries towards `max_deliver`.
+#[tokio::test]
+async fn records_pulled_ahead_are_kept_alive_while_a_batch_is_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let buffer = open(options(&server)).await;
+    for n in 0..3 {
+        buffer.push(record(n, 10)).await.unwrap();
+    }
+    let mut consumer = buffer.consumer(Signal::Logs).await.unwrap();
+    let held = next(consumer.as_mut(), LIMITS).await;
+    assert_eq!(held.len(), 3);
+    let ids: Vec<_> = held.iter().map(|d| d.id).collect();
+    // The pump tops a batch up until its linger ends: that read is cancelled with its
+    // pull still open, and records pushed afterwards land in it.
+    assert!(
+        timeout(Duration::from_millis(100), consumer.next_batch(LIMITS))
+            .await
+            .is_err()
+    );
+    for n in 3..20 {
+        buffer.push(record(n, 10)).await.unwrap();
+    }
+    // An export four times ack_wait long, declared in progress as the pump does.
+    for _ in 0..13 {
+        sleep(Duration::from_millis(300)).await;
+        consumer.keep_alive(&ids).await.unwrap();
+    }
+    consumer.ack(&ids).await.unwrap();
+
+    let mut seen: Vec<u32> = held.iter().map(|d| d.record.items).collect();
+    // Everything once, then nothing more for longer than ack_wait.
+    while let Ok(batch) = timeout(Duration::from_millis(1500), consumer.next_batch(LIMITS)).await {
+        let batch = batch.expect("next_batch");
+        seen.extend(batch.iter().map(|d| d.record.items));
+        let ids: Vec<_> = batch.iter().map(|d| d.id).collect();
+        consumer.ack(&ids).await.expect("ack");
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        (0..20).collect::<Vec<_>>(),
+        "each record exactly once"
+    );
+    let redelivered: u64 = buffer
+        .stats()
+        .await
+        .signals
+        .iter()
+        .map(|s| s.redelivered_records)
+        .sum();
+    assert_eq!(redelivered, 0, "records pulled ahead were redelivered");
+}

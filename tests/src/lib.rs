@@ -4,6 +4,7 @@
 //!
 //! - [`servers`]: VictoriaMetrics (real), started per test.
 //! - [`fakes`]: a Loki push receiver and a Tempo OTLP receiver.
+//! - [`faults`]: the fault-injection suite's backend proxy, load generator and checker.
 //! - [`grafana`]: the dashboards and provisioning files, read as Grafana reads them.
 //! - [`kubeapi`]: a Kubernetes API server for pods (LIST and WATCH).
 //! - [`collector`]: a collector in-process or as a child process (for kill -9).
@@ -17,6 +18,7 @@ pub mod certs;
 pub mod collector;
 pub mod deploy;
 pub mod fakes;
+pub mod faults;
 pub mod grafana;
 pub mod kubeapi;
 pub mod process;

@@ -4,7 +4,9 @@
 //! Codes are classified as the OTLP specification says: UNAVAILABLE, DEADLINE_EXCEEDED,
 //! ABORTED, CANCELLED, OUT_OF_RANGE, DATA_LOSS, and RESOURCE_EXHAUSTED (the collector's
 //! "buffer full", which comes with a `RetryInfo`) are retried; every other code
-//! (INVALID_ARGUMENT, UNIMPLEMENTED, UNAUTHENTICATED, ...) is permanent.
+//! (INVALID_ARGUMENT, UNIMPLEMENTED, UNAUTHENTICATED, ...) is permanent. A connection that
+//! breaks before any answer (the collector killed mid-request) is not an answer at all:
+//! tonic reports it as UNKNOWN "transport error", and it is retried like UNAVAILABLE.
 
 use std::time::Duration;
 
@@ -172,6 +174,15 @@ impl CollectorClient {
 
 pub fn classify(status: &tonic::Status) -> ShipError {
     use tonic::Code;
+    if status.code() == Code::Unknown && broken_connection(status) {
+        return ShipError::Retryable {
+            reason: format!(
+                "the connection to the collector broke: {}",
+                status.message()
+            ),
+            retry_after: None,
+        };
+    }
     let reason = format!(
         "collector answered {:?}: {}",
         status.code(),
@@ -193,6 +204,19 @@ pub fn classify(status: &tonic::Status) -> ShipError {
         },
         _ => ShipError::Permanent { reason },
     }
+}
+
+/// Whether tonic made `status` from a failed connection on this side (its source chain holds
+/// a transport or I/O error) rather than received it from the collector.
+fn broken_connection(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -237,6 +261,31 @@ mod tests {
                 "{code:?}"
             );
         }
+    }
+
+    /// The collector killed while a request is in flight: the connection closes with no
+    /// answer. That batch must be retried, not dropped.
+    #[tokio::test]
+    async fn a_connection_closed_mid_request_is_retryable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                // Read the client's preface and request, then vanish without answering.
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                drop(socket);
+            }
+        });
+        let config: CollectorConfig =
+            vigil_core::config::parse(&format!("endpoint: \"http://{addr}\"\n")).unwrap();
+        let client = CollectorClient::new(&config).unwrap();
+        let error = client
+            .export_logs(ExportLogsServiceRequest::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ShipError::Retryable { .. }), "{error:?}");
     }
 
     #[test]

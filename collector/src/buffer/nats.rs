@@ -24,23 +24,27 @@
 //!   the reason, then acked. A server-side limit would leave such a record in the
 //!   work-queue stream forever, holding space, if the collector that saw its last delivery
 //!   died before dead-lettering it.
-//! - Reading keeps one long-lived pull subscription per consumer ([`PullStream`]), so
+//! - Reading issues one bounded pull request at a time ([`Batch`], at most [`PULL_BATCH`]
+//!   messages) and a new one only once everything pulled was handed out, so
 //!   [`Consumer::next_batch`] only polls it and is cancel-safe: a message already pulled
-//!   stays in the subscription (or in the consumer's held slot) for the next call. Messages
-//!   the client buffered but never handed out are redelivered by the server after
-//!   `ack_wait`, like those of a collector that died; about one batch (at most
-//!   [`PULL_BATCH`]) per signal.
+//!   stays in the request's stream (or in the consumer's `ready` queue) for the next call.
+//!   Messages pulled ahead of the exporter are kept alive together with those it holds
+//!   ([`Consumer::keep_alive`]): otherwise a backend outage longer than `ack_wait` would
+//!   have the server redeliver them into the same consumer's pull once per `ack_wait`
+//!   (duplicates), and count those redeliveries towards `max_deliver` (dead-lettering
+//!   records never tried). Messages of a collector that died are redelivered after
+//!   `ack_wait`; about one batch per signal.
 //! - A record held by an exporter for longer than `ack_wait` (a backend down for long) is
 //!   redelivered to another collector: at least once, never at most once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State as ConnectionState;
-use async_nats::jetstream::consumer::pull::{Config as PullConfig, Stream as PullStream};
+use async_nats::jetstream::consumer::pull::{Batch, Config as PullConfig};
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::stream::{
@@ -487,7 +491,7 @@ impl Buffer for NatsBuffer {
             signal,
             consumer,
             messages: None,
-            held: None,
+            ready: VecDeque::new(),
             in_flight: HashMap::new(),
             next_id: 0,
         }))
@@ -566,48 +570,52 @@ struct NatsConsumer {
     shared: Arc<Shared>,
     signal: Signal,
     consumer: PullConsumer,
-    /// The long-lived pull subscription; reopened after it ends.
-    messages: Option<PullStream>,
-    /// A message pulled but left out of the last batch because it would not fit.
-    held: Option<jetstream::Message>,
+    /// The pull request in progress (at most [`PULL_BATCH`] messages); a new one is made
+    /// when it has ended and `ready` is empty.
+    messages: Option<Batch>,
+    /// Pulled, not yet handed out: a message left out of the last batch because it would
+    /// not fit, and what [`Consumer::keep_alive`] took from `messages` to keep it alive.
+    /// Bounded by one pull request.
+    ready: VecDeque<jetstream::Message>,
     /// Handed out, not yet acked. Bounded by what the exporter holds (one batch).
     in_flight: HashMap<u64, jetstream::Message>,
     next_id: u64,
 }
 
 impl NatsConsumer {
-    /// The next message, waiting for one. Cancel-safe: polling the subscription stream
+    /// The next message, waiting for one. Cancel-safe: polling the pull request's stream
     /// loses nothing.
-    /// The subscription pulls `batch` messages at a time (at most [`PULL_BATCH`]): what a
-    /// consumer holds client-side is then about one batch, and the rest stays on the server
-    /// for the other collectors.
+    /// A pull request asks for `batch` messages (at most [`PULL_BATCH`]): what a consumer
+    /// holds client-side is then about one batch, and the rest stays on the server for the
+    /// other collectors.
     async fn next_message(&mut self, batch: usize) -> Result<jetstream::Message, BufferError> {
-        if let Some(message) = self.held.take() {
+        if let Some(message) = self.ready.pop_front() {
             return Ok(message);
         }
         loop {
             if self.messages.is_none() {
-                let stream = self
+                let pull = self
                     .consumer
-                    .stream()
-                    .max_messages_per_batch(batch.clamp(1, PULL_BATCH))
+                    .batch()
+                    .max_messages(batch.clamp(1, PULL_BATCH))
                     .expires(PULL_EXPIRES)
                     .messages()
                     .await
                     .map_err(|e| unavailable("pull", e))?;
-                self.messages = Some(stream);
+                self.messages = Some(pull);
             }
-            let Some(stream) = self.messages.as_mut() else {
+            let Some(pull) = self.messages.as_mut() else {
                 continue;
             };
-            match stream.next().await {
+            match pull.next().await {
                 Some(Ok(message)) => return Ok(message),
                 Some(Err(e)) => {
-                    // Heartbeats missed, consumer deleted, ...: start over with a fresh
-                    // subscription, after telling the caller (who backs off).
+                    // Connection lost, consumer deleted, ...: start over with a fresh pull,
+                    // after telling the caller (who backs off).
                     self.messages = None;
                     return Err(unavailable("pull", e));
                 }
+                // Expired or complete.
                 None => self.messages = None,
             }
         }
@@ -615,12 +623,25 @@ impl NatsConsumer {
 
     /// A message already pulled, without waiting.
     fn ready_message(&mut self) -> Option<jetstream::Message> {
-        if let Some(message) = self.held.take() {
-            return Some(message);
+        self.ready.pop_front().or_else(|| self.arrived())
+    }
+
+    /// Moves what the pull request received meanwhile into `ready`, without waiting.
+    fn take_arrived(&mut self) {
+        while let Some(message) = self.arrived() {
+            self.ready.push_back(message);
         }
-        match self.messages.as_mut()?.next().now_or_never() {
-            Some(Some(Ok(message))) => Some(message),
-            _ => None,
+    }
+
+    /// A message the pull request received, without waiting.
+    fn arrived(&mut self) -> Option<jetstream::Message> {
+        match self.messages.as_mut()?.next().now_or_never()? {
+            Some(Ok(message)) => Some(message),
+            // Ended or failed: the next read starts a new pull (and reports a failure).
+            Some(Err(_)) | None => {
+                self.messages = None;
+                None
+            }
         }
     }
 
@@ -665,7 +686,7 @@ impl Consumer for NatsConsumer {
                     break;
                 };
                 if bytes + message.payload.len() > limits.max_bytes {
-                    self.held = Some(message);
+                    self.ready.push_front(message);
                     break;
                 }
                 bytes += message.payload.len();
@@ -712,9 +733,14 @@ impl Consumer for NatsConsumer {
         Some(self.shared.options.ack_wait / 3)
     }
 
-    /// `+WPI` (progress) for each message: the server restarts its `ack_wait` clock.
+    /// `+WPI` (progress) for each message, and for those pulled but not handed out yet:
+    /// the server restarts its `ack_wait` clock.
     async fn keep_alive(&mut self, ids: &[DeliveryId]) -> Result<(), BufferError> {
-        let messages = ids.iter().filter_map(|id| self.in_flight.get(&id.0));
+        self.take_arrived();
+        let messages = ids
+            .iter()
+            .filter_map(|id| self.in_flight.get(&id.0))
+            .chain(self.ready.iter());
         let results =
             futures_util::future::join_all(messages.map(|m| m.ack_with(AckKind::Progress))).await;
         match results.iter().filter(|r| r.is_err()).count() {
