@@ -323,3 +323,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     agent.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod proptests;

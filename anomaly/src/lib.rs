@@ -135,3 +135,6 @@ async fn save(store: &mut Store, service: &Service, telemetry: &Telemetry) {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -399,3 +399,6 @@ async fn serve_http(
         warn!(server = what, error = %e, "server stopped with an error");
     }
 }
+
+#[cfg(test)]
+mod proptests;

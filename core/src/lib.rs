@@ -7,6 +7,7 @@
 //!   its embedded implementations: [`buffer::disk`] (the default) and [`buffer::memory`].
 //! - [`remote_write`]: OTLP metrics → Prometheus remote write 1.0.
 //! - [`loki`]: OTLP logs → Grafana Loki push.
+//! - [`gzip`]: inflating a gzip body with a bound on its decompressed size.
 //! - [`snappy`]: a protobuf message as one snappy block, both ways, with a limit on the
 //!   decompressed size when reading: the body format remote write and Loki share.
 //! - [`config`]: YAML loading with `${ENV}` substitution, byte sizes, durations, and error
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod buffer;
 pub mod config;
+pub mod gzip;
 pub mod loki;
 pub mod otlp;
 pub mod process;
@@ -57,3 +59,6 @@ mod tests {
         assert_eq!(error_chain(&e), "error sending request: connection refused");
     }
 }
+
+#[cfg(test)]
+mod proptests;

@@ -1,11 +1,10 @@
 //! Fetching one exposition: content negotiation, gzip, and a bound on the body.
 
-use std::io::Read;
 use std::time::Duration;
 
-use flate2::read::GzDecoder;
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
 use url::Url;
+use vigil_core::gzip::GzipError;
 
 use super::parse::{Format, ParseError};
 
@@ -104,15 +103,11 @@ pub(crate) async fn fetch(
 
 /// Inflates a gzip body, refusing to grow past `limit` (a small body can inflate a lot).
 fn gunzip(raw: &[u8], limit: u64) -> Result<Vec<u8>, ScrapeError> {
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit as usize));
-    GzDecoder::new(raw)
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(ScrapeError::Gzip)?;
-    if out.len() as u64 > limit {
-        return Err(ScrapeError::BodyTooLarge(limit));
-    }
-    Ok(out)
+    let max = usize::try_from(limit).unwrap_or(usize::MAX);
+    vigil_core::gzip::decompress(raw, max).map_err(|e| match e {
+        GzipError::TooLarge { .. } => ScrapeError::BodyTooLarge(limit),
+        GzipError::Invalid(e) => ScrapeError::Gzip(e),
+    })
 }
 
 #[cfg(test)]

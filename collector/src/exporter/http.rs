@@ -92,8 +92,8 @@ impl HttpSender {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let text = response.bytes().await.unwrap_or_default();
-        let text = String::from_utf8_lossy(&text[..text.len().min(ERROR_BODY_LIMIT)]);
+        let text = body_prefix(response, ERROR_BODY_LIMIT).await;
+        let text = String::from_utf8_lossy(&text);
         let reason = format!("{} answered {status}: {}", self.endpoint, text.trim());
         Err(match is_retryable(status) {
             true => ExportError::Retryable {
@@ -103,6 +103,22 @@ impl HttpSender {
             false => ExportError::Permanent { reason },
         })
     }
+}
+
+/// The first `limit` bytes of an answer's body: the rest is never read, so a backend
+/// answering an error with a huge (or endless) body costs neither memory nor the timeout.
+async fn body_prefix(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(limit - out.len());
+                out.extend_from_slice(&chunk[..take]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    out
 }
 
 /// 408, 429 and 5xx may succeed later; any other refusal will be repeated.
@@ -127,8 +143,48 @@ pub fn tenant_header(
 #[cfg(test)]
 mod tests {
     use reqwest::StatusCode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use crate::config::{BatchConfig, RetryConfig};
+
+    #[tokio::test]
+    async fn only_the_start_of_an_error_body_is_read() {
+        // A backend that answers 400 announcing a 1 GiB body, sends 4 KiB of it, and then
+        // stalls. The whole body was once read into memory before being cut to 1 KiB: the
+        // error then waited for the 30 s timeout and came without the backend's words.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 64 * 1024];
+            let _ = socket.read(&mut request).await.unwrap();
+            let head = "HTTP/1.1 400 Bad Request\r\ncontent-length: 1073741824\r\n\r\n";
+            socket.write_all(head.as_bytes()).await.unwrap();
+            socket.write_all(&[b'e'; 4096]).await.unwrap();
+            // Hold the connection open, sending nothing more, until the client leaves.
+            let _ = socket.read(&mut request).await;
+        });
+        let delivery = Delivery {
+            timeout: Duration::from_secs(30),
+            batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+            headers: Default::default(),
+            tls: None,
+        };
+        let sender = HttpSender::new(&format!("http://{addr}/push"), &delivery, "test").unwrap();
+        let err = sender.post(b"x".to_vec(), &[]).await.unwrap_err();
+        let ExportError::Permanent { reason } = err else {
+            panic!("a 400 is permanent: {err:?}");
+        };
+        let shown = "e".repeat(ERROR_BODY_LIMIT);
+        assert!(
+            reason.ends_with(&format!("answered 400 Bad Request: {shown}")),
+            "{reason}"
+        );
+        drop(sender);
+        server.await.unwrap();
+    }
 
     #[test]
     fn throttling_timeouts_and_server_errors_are_retryable() {

@@ -2,7 +2,6 @@
 //! gzip-compressed. Answers mirror the request's encoding: an `Export*ServiceResponse` on
 //! success, a `google.rpc.Status` on failure, as the OTLP specification says.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,6 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use prost::Message;
 use vigil_core::Signal;
+use vigil_core::gzip::GzipError;
 use vigil_core::otlp::Encoding;
 
 use super::{Accepted, Caller, Ingest, Refusal, Transport};
@@ -143,17 +143,13 @@ async fn read_body(state: &HttpState, headers: &HeaderMap, body: Body) -> Result
 /// Decompresses at most `max` bytes: one more means the body is refused, whatever its
 /// declared size, so a small bomb cannot make a large allocation.
 pub fn gunzip(compressed: &[u8], max: usize) -> Result<Bytes, Refusal> {
-    let mut out = Vec::with_capacity((compressed.len() * 4).min(max));
-    let read = flate2::read::MultiGzDecoder::new(compressed)
-        .take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Refusal::Invalid(format!("invalid gzip body: {e}")))?;
-    if read > max {
-        return Err(Refusal::TooLarge(format!(
+    match vigil_core::gzip::decompress(compressed, max) {
+        Ok(out) => Ok(Bytes::from(out)),
+        Err(GzipError::TooLarge { .. }) => Err(Refusal::TooLarge(format!(
             "request body exceeds {max} bytes once decompressed"
-        )));
+        ))),
+        Err(e @ GzipError::Invalid(_)) => Err(Refusal::Invalid(e.to_string())),
     }
-    Ok(Bytes::from(out))
 }
 
 fn content_type(encoding: Encoding) -> HeaderValue {
