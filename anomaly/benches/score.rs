@@ -1,7 +1,9 @@
 //! Points scored per second per core, and bytes of state per series, for 100K series of an
 //! `ensemble` with `seasonality: [1d, 7d]` (the heaviest configuration).
 //!
-//! `cargo bench -p vigil-anomaly --bench score` (not a timed test: it prints a table).
+//! `cargo bench -p vigil-anomaly --bench score [-- --series N]` (not a timed test: it prints
+//! a table). `--series` (default 100,000) is for `scripts/bench --smoke`, which only proves
+//! the bench runs.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -16,10 +18,21 @@ const SCORED_STEPS: i64 = 120;
 const T0: i64 = 1_767_571_200_000;
 
 fn main() {
+    let mut series = SERIES;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--series" {
+            series = args
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(series)
+                .max(1);
+        }
+    }
     let config: DetectorConfig =
         serde_yaml::from_str("{ kind: ensemble, seasonality: [1d, 7d] }").unwrap();
     let model = Model::new(&config, Direction::Both, 0.0, INTERVAL);
-    let mut states: Vec<SeriesState> = (0..SERIES).map(|_| model.new_state()).collect();
+    let mut states: Vec<SeriesState> = (0..series).map(|_| model.new_state()).collect();
 
     // A cheap, varied signal per series: a daily wave with a per-series phase and jitter.
     let noise: Vec<f64> = (0..4096u64)
@@ -49,7 +62,7 @@ fn main() {
             }
         }
         black_box(anomalies);
-        let points = SERIES as f64 * steps as f64;
+        let points = series as f64 * steps as f64;
         // Per core: points over the CPU time this thread got (the build machine is
         // shared); wall-clock rate alongside.
         let wall = start.elapsed().as_secs_f64();
@@ -72,7 +85,7 @@ fn main() {
     let memory = states[0].memory_bytes();
 
     println!(
-        "vigil-anomaly detector benchmark: {SERIES} series, ensemble, seasonality [1d, 7d], one thread"
+        "vigil-anomaly detector benchmark: {series} series, ensemble, seasonality [1d, 7d], one thread"
     );
     println!("| measure | value | target |");
     println!("|---|---|---|");
@@ -90,6 +103,11 @@ fn main() {
         "| state, postcard (mean / max of 1000) | {postcard_mean:.0} / {postcard_max} B | ≤ 2048 B |"
     );
     println!("| state, in memory (size_of + heap) | {memory} B | ≤ 2048 B |");
+    // For scripts/bench.
+    println!(
+        "bench-result series={series} warming_per_core={:.0} warm_per_core={:.0} memory_bytes={memory} postcard_mean={postcard_mean:.0} postcard_max={postcard_max}",
+        warm_rate.0, scored_rate.0
+    );
     println!(
         "| size_of::<SeriesState>() | {} B | |",
         std::mem::size_of::<SeriesState>()

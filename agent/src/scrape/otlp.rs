@@ -204,6 +204,8 @@ struct ResourceOut {
     metrics: Vec<Metric>,
     /// (name, shape) → index in `metrics`, so points of one metric share one `Metric`.
     index: HashMap<(String, u8), usize>,
+    /// The (index, shape) of the metric the last point went to.
+    last: Option<(usize, u8)>,
 }
 
 /// The OTLP output of one target's scrape, remembering its series as they pass.
@@ -241,6 +243,7 @@ impl<'m> Batch<'m> {
                     instance: instance.to_owned(),
                     metrics: Vec::new(),
                     index: HashMap::new(),
+                    last: None,
                 });
                 self.resources.len() - 1
             }
@@ -293,34 +296,45 @@ impl<'m> Batch<'m> {
     fn add_untracked(&mut self, job: &str, instance: &str, name: &str, help: &str, point: Point) {
         self.points += 1;
         let resource = self.resource(job, instance);
-        let key = (name.to_owned(), point.shape());
-        let at = match resource.index.get(&key) {
-            Some(&at) => at,
-            None => {
-                let empty = match point {
-                    Point::Gauge(_) => gauge(name, help, Vec::new()),
-                    Point::Counter(_) => counter(name, help, Vec::new()),
-                    Point::Histogram(_) => Metric {
-                        name: name.to_owned(),
-                        description: help.to_owned(),
-                        data: Some(Data::Histogram(Histogram {
-                            data_points: Vec::new(),
-                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                        })),
-                        ..Default::default()
-                    },
-                    Point::Summary(_) => Metric {
-                        name: name.to_owned(),
-                        description: help.to_owned(),
-                        data: Some(Data::Summary(Summary::default())),
-                        ..Default::default()
-                    },
-                };
-                resource.metrics.push(empty);
-                resource.index.insert(key, resource.metrics.len() - 1);
-                resource.metrics.len() - 1
-            }
+        let shape = point.shape();
+        // The samples of a family come one after another: most points go to the metric the
+        // previous one went to, found without building a key.
+        let last = resource
+            .last
+            .filter(|&(at, last_shape)| last_shape == shape && resource.metrics[at].name == name);
+        let at = match last {
+            Some((at, _)) => at,
+            None => match resource.index.get(&(name.to_owned(), shape)) {
+                Some(&at) => at,
+                None => {
+                    let empty = match point {
+                        Point::Gauge(_) => gauge(name, help, Vec::new()),
+                        Point::Counter(_) => counter(name, help, Vec::new()),
+                        Point::Histogram(_) => Metric {
+                            name: name.to_owned(),
+                            description: help.to_owned(),
+                            data: Some(Data::Histogram(Histogram {
+                                data_points: Vec::new(),
+                                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            })),
+                            ..Default::default()
+                        },
+                        Point::Summary(_) => Metric {
+                            name: name.to_owned(),
+                            description: help.to_owned(),
+                            data: Some(Data::Summary(Summary::default())),
+                            ..Default::default()
+                        },
+                    };
+                    resource.metrics.push(empty);
+                    resource
+                        .index
+                        .insert((name.to_owned(), shape), resource.metrics.len() - 1);
+                    resource.metrics.len() - 1
+                }
+            },
         };
+        resource.last = Some((at, shape));
         match (&mut resource.metrics[at].data, point) {
             (Some(Data::Gauge(g)), Point::Gauge(p)) => g.data_points.push(p),
             (Some(Data::Sum(s)), Point::Counter(p)) => s.data_points.push(p),
@@ -432,7 +446,12 @@ impl<'m> Batch<'m> {
 
     fn gauges(&mut self, help: &str, samples: Vec<Relabeled>) {
         for s in samples {
-            let point = number_point(attributes(&s.labels), 0, self.time(s.timestamp_ms), s.value);
+            let point = number_point(
+                into_attributes(s.labels),
+                0,
+                self.time(s.timestamp_ms),
+                s.value,
+            );
             let explicit_time = s.timestamp_ms.is_some();
             let point = Point::Gauge(point);
             let to = Destination {
@@ -447,19 +466,29 @@ impl<'m> Batch<'m> {
 
     fn counter_family(&mut self, family: &str, help: &str, samples: Vec<Relabeled>) {
         let created_name = format!("{family}_created");
-        let mut created: HashMap<(String, String, Labels), u64> = HashMap::new();
         let (created_samples, values): (Vec<_>, Vec<_>) =
             samples.into_iter().partition(|s| s.name == created_name);
-        for s in created_samples {
-            created.insert((s.job, s.instance, s.labels), seconds_to_ns(s.value));
-        }
+        // Borrowed keys: nothing is cloned per sample, and a family without `_created`
+        // samples (the usual case) looks nothing up.
+        let created: HashMap<(&str, &str, &Labels), u64> = created_samples
+            .iter()
+            .map(|s| {
+                (
+                    (s.job.as_str(), s.instance.as_str(), &s.labels),
+                    seconds_to_ns(s.value),
+                )
+            })
+            .collect();
         for s in values {
             let time = self.time(s.timestamp_ms);
-            let start = created
-                .get(&(s.job.clone(), s.instance.clone(), s.labels.clone()))
-                .copied()
-                .unwrap_or(0);
-            let point = number_point(attributes(&s.labels), start, time, s.value);
+            let start = match created.is_empty() {
+                true => 0,
+                false => created
+                    .get(&(s.job.as_str(), s.instance.as_str(), &s.labels))
+                    .copied()
+                    .unwrap_or(0),
+            };
+            let point = number_point(into_attributes(s.labels), start, time, s.value);
             let point = match s.name.ends_with("_total") {
                 true => Point::Counter(point),
                 false => Point::Gauge(NumberDataPoint {
@@ -530,6 +559,11 @@ fn series_key(
         }
     }
     key
+}
+
+/// [`attributes`], moving the strings rather than copying them.
+fn into_attributes(labels: Labels) -> Vec<KeyValue> {
+    labels.into_iter().map(|(k, v)| string_kv(k, v)).collect()
 }
 
 pub(crate) fn attributes(labels: &Labels) -> Vec<KeyValue> {

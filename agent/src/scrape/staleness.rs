@@ -27,44 +27,65 @@ pub(crate) struct Remembered {
     pub stale: Option<Metric>,
 }
 
-/// The series of one target's last successful scrape and of the scrape under way.
+/// The series of one target's last successful scrape and of the scrape under way: one map,
+/// each series marked with the last scrape that saw it (a map per scrape would move every
+/// entry from one to the other each time, and hold two tables).
 #[derive(Debug, Default)]
 pub struct SeriesMemory {
-    previous: HashMap<String, Remembered>,
-    current: HashMap<String, Remembered>,
+    series: HashMap<String, Known>,
+    /// The number of the scrape under way.
+    scrape: u64,
+}
+
+#[derive(Debug)]
+struct Known {
+    remembered: Remembered,
+    /// The last scrape that saw the series.
+    seen: u64,
 }
 
 impl SeriesMemory {
     /// Notes that the series `key` is in this scrape; returns when it was first seen.
     /// `remember` builds its record when it is new.
     pub(crate) fn see(&mut self, key: String, remember: impl FnOnce() -> Remembered) -> u64 {
-        if let Some(r) = self.current.get(&key) {
-            return r.first_seen_ns;
+        let scrape = self.scrape;
+        if let Some(known) = self.series.get_mut(&key) {
+            known.seen = scrape;
+            return known.remembered.first_seen_ns;
         }
-        let record = self.previous.remove(&key).unwrap_or_else(remember);
-        let first_seen = record.first_seen_ns;
-        self.current.insert(key, record);
+        let remembered = remember();
+        let first_seen = remembered.first_seen_ns;
+        self.series.insert(
+            key,
+            Known {
+                remembered,
+                seen: scrape,
+            },
+        );
         first_seen
     }
 
     /// Ends a successful scrape: the series of the previous one that were not seen again,
     /// as stale markers at `now_ns`.
     pub(crate) fn finish(&mut self, now_ns: u64) -> Vec<Remembered> {
-        let vanished = std::mem::replace(&mut self.previous, std::mem::take(&mut self.current));
-        markers(vanished, now_ns)
+        let scrape = self.scrape;
+        self.scrape += 1;
+        markers(
+            self.series.extract_if(|_, known| known.seen != scrape),
+            now_ns,
+        )
     }
 
     /// Ends a failed scrape, or a target that went away: every known series is stale.
     pub(crate) fn forget_all(&mut self, now_ns: u64) -> Vec<Remembered> {
-        let mut all = std::mem::take(&mut self.previous);
-        all.extend(self.current.drain());
-        markers(all, now_ns)
+        self.scrape += 1;
+        markers(self.series.drain(), now_ns)
     }
 }
 
-fn markers(series: HashMap<String, Remembered>, now_ns: u64) -> Vec<Remembered> {
+fn markers(series: impl Iterator<Item = (String, Known)>, now_ns: u64) -> Vec<Remembered> {
     let mut out: Vec<(String, Remembered)> = series
-        .into_iter()
+        .map(|(key, known)| (key, known.remembered))
         .filter(|(_, r)| r.stale.is_some())
         .collect();
     for (_, r) in &mut out {

@@ -290,30 +290,49 @@ impl Target {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.as_ref().to_owned()))
             .collect();
-        let target = [("job", &self.job), ("instance", &self.instance)]
+        // The target's job and instance are held apart rather than put in the map and taken
+        // out again (this runs for every sample); they join the map only when metric
+        // relabeling needs to see them. `self.labels` has neither (see `from_labels`), so
+        // the other target labels cannot meet them.
+        let mut fixed: [Option<String>; 2] = [None, None];
+        for (slot, (name, value)) in [("job", &self.job), ("instance", &self.instance)]
             .into_iter()
-            .chain(self.labels.iter().map(|(k, v)| (k.as_str(), v)));
-        for (name, value) in target {
+            .enumerate()
+        {
             if value.is_empty() {
                 continue;
             }
             if context.honor_labels {
-                labels
-                    .entry(name.to_owned())
-                    .or_insert_with(|| value.clone());
+                if !labels.contains_key(name) {
+                    fixed[slot] = Some(value.clone());
+                }
                 continue;
             }
             if let Some(scraped) = labels.remove(name) {
-                let mut exported = format!("exported_{name}");
-                while labels.contains_key(&exported) {
-                    exported.insert_str(0, "exported_");
-                }
-                labels.insert(exported, scraped);
+                export_clash(&mut labels, name, scraped);
             }
-            labels.insert(name.to_owned(), value.clone());
+            fixed[slot] = Some(value.clone());
+        }
+        for (name, value) in &self.labels {
+            if value.is_empty() {
+                continue;
+            }
+            if context.honor_labels {
+                labels.entry(name.clone()).or_insert_with(|| value.clone());
+                continue;
+            }
+            if let Some(scraped) = labels.remove(name) {
+                export_clash(&mut labels, name, scraped);
+            }
+            labels.insert(name.clone(), value.clone());
         }
         let mut name = sample.name.to_owned();
         if !context.metric_relabel.is_empty() {
+            for (slot, key) in ["job", "instance"].into_iter().enumerate() {
+                if let Some(value) = fixed[slot].take() {
+                    labels.insert(key.into(), value);
+                }
+            }
             labels.insert("__name__".into(), name);
             if !relabel(&context.metric_relabel, &mut labels) {
                 return None;
@@ -321,15 +340,29 @@ impl Target {
             name = labels.remove("__name__").filter(|n| !n.is_empty())?;
         }
         labels.retain(|k, v| !k.starts_with("__") && !v.is_empty());
+        let [job, instance] = fixed;
         Some(Relabeled {
             name,
-            job: labels.remove("job").unwrap_or_default(),
-            instance: labels.remove("instance").unwrap_or_default(),
+            job: job.or_else(|| labels.remove("job")).unwrap_or_default(),
+            instance: instance
+                .or_else(|| labels.remove("instance"))
+                .unwrap_or_default(),
             labels,
             value: sample.value,
             timestamp_ms: sample.timestamp_ms,
         })
     }
+}
+
+/// A scraped label that a target label of the same name displaces becomes
+/// `exported_<name>` (`exported_exported_<name>` if that is taken, and so on), as in
+/// Prometheus without `honor_labels`.
+fn export_clash(labels: &mut Labels, name: &str, scraped: String) {
+    let mut exported = format!("exported_{name}");
+    while labels.contains_key(&exported) {
+        exported.insert_str(0, "exported_");
+    }
+    labels.insert(exported, scraped);
 }
 
 /// What a family keeps of its metadata once its samples are relabeled.

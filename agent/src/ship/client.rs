@@ -1,6 +1,9 @@
 //! One OTLP/gRPC export to the collector: gzip, bearer token, TLS, and a typed answer
 //! that says whether to retry.
 //!
+//! A request is encoded once ([`Encoded`]) and each attempt sends those bytes: a retry
+//! costs neither a deep copy of the request nor a second protobuf encoding.
+//!
 //! Codes are classified as the OTLP specification says: UNAVAILABLE, DEADLINE_EXCEEDED,
 //! ABORTED, CANCELLED, OUT_OF_RANGE, DATA_LOSS, and RESOURCE_EXHAUSTED (the collector's
 //! "buffer full", which comes with a `RetryInfo`) are retried; every other code
@@ -8,13 +11,21 @@
 //! breaks before any answer (the collector killed mid-request) is not an answer at all:
 //! tonic reports it as UNKNOWN "transport error", and it is retried like UNAVAILABLE.
 
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use tonic::codec::CompressionEncoding;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use prost::Message;
+use prost::bytes::BufMut;
+use tonic::client::Grpc;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_types::StatusExt;
@@ -60,11 +71,34 @@ pub struct Accepted {
     pub message: String,
 }
 
+/// An export request, protobuf-encoded once; cloning it shares the bytes.
+#[derive(Debug, Clone)]
+pub struct Encoded<T> {
+    bytes: Arc<Vec<u8>>,
+    _request: PhantomData<fn() -> T>,
+}
+
+impl<T: Message> Encoded<T> {
+    pub fn new(request: &T) -> Self {
+        Self::from_encoded(request.encode_to_vec())
+    }
+
+    /// Bytes that already are the protobuf encoding of a `T`.
+    pub fn from_encoded(bytes: Vec<u8>) -> Self {
+        Encoded {
+            bytes: Arc::new(bytes),
+            _request: PhantomData,
+        }
+    }
+}
+
+const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
 /// The collector's OTLP/gRPC services over one lazily connected channel.
 #[derive(Clone)]
 pub struct CollectorClient {
-    logs: LogsServiceClient<Channel>,
-    metrics: MetricsServiceClient<Channel>,
+    grpc: Grpc<Channel>,
     metadata: MetadataMap,
 }
 
@@ -112,35 +146,44 @@ impl CollectorClient {
                 .map_err(|_| ClientError::Token)?;
             metadata.insert("authorization", value);
         }
-        let mut logs =
-            LogsServiceClient::new(channel.clone()).accept_compressed(CompressionEncoding::Gzip);
-        let mut metrics =
-            MetricsServiceClient::new(channel).accept_compressed(CompressionEncoding::Gzip);
+        let mut grpc = Grpc::new(channel).accept_compressed(CompressionEncoding::Gzip);
         if config.compression == Compression::Gzip {
-            logs = logs.send_compressed(CompressionEncoding::Gzip);
-            metrics = metrics.send_compressed(CompressionEncoding::Gzip);
+            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
         }
-        Ok(CollectorClient {
-            logs,
-            metrics,
-            metadata,
-        })
+        Ok(CollectorClient { grpc, metadata })
+    }
+
+    /// One unary call with already encoded request bytes, as the generated clients make it.
+    async fn call<Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Encoded<Req>,
+    ) -> Result<Resp, ShipError>
+    where
+        Resp: Message + Default + Send + 'static,
+    {
+        let mut grpc = self.grpc.clone();
+        grpc.ready().await.map_err(|e| {
+            classify(&tonic::Status::unknown(format!(
+                "service was not ready: {e}"
+            )))
+        })?;
+        let mut request = tonic::Request::new(request.bytes);
+        *request.metadata_mut() = self.metadata.clone();
+        let codec = EncodedCodec::<Resp>(PhantomData);
+        let response = grpc
+            .unary(request, PathAndQuery::from_static(path), codec)
+            .await
+            .map_err(|s| classify(&s))?;
+        Ok(response.into_inner())
     }
 
     pub async fn export_logs(
         &self,
-        request: ExportLogsServiceRequest,
+        request: Encoded<ExportLogsServiceRequest>,
     ) -> Result<Accepted, ShipError> {
-        let mut request = tonic::Request::new(request);
-        *request.metadata_mut() = self.metadata.clone();
-        let response = self
-            .logs
-            .clone()
-            .export(request)
-            .await
-            .map_err(|s| classify(&s))?;
+        let response: ExportLogsServiceResponse = self.call(LOGS_EXPORT, request).await?;
         Ok(response
-            .into_inner()
             .partial_success
             .map(|p| Accepted {
                 rejected: p.rejected_log_records,
@@ -151,24 +194,60 @@ impl CollectorClient {
 
     pub async fn export_metrics(
         &self,
-        request: ExportMetricsServiceRequest,
+        request: Encoded<ExportMetricsServiceRequest>,
     ) -> Result<Accepted, ShipError> {
-        let mut request = tonic::Request::new(request);
-        *request.metadata_mut() = self.metadata.clone();
-        let response = self
-            .metrics
-            .clone()
-            .export(request)
-            .await
-            .map_err(|s| classify(&s))?;
+        let response: ExportMetricsServiceResponse = self.call(METRICS_EXPORT, request).await?;
         Ok(response
-            .into_inner()
             .partial_success
             .map(|p| Accepted {
                 rejected: p.rejected_data_points,
                 message: p.error_message,
             })
             .unwrap_or_default())
+    }
+}
+
+/// Sends the encoded request bytes as they are; decodes the response with prost.
+struct EncodedCodec<Resp>(PhantomData<fn() -> Resp>);
+
+impl<Resp: Message + Default + Send + 'static> Codec for EncodedCodec<Resp> {
+    type Encode = Arc<Vec<u8>>;
+    type Decode = Resp;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder<Resp>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> ResponseDecoder<Resp> {
+        ResponseDecoder(PhantomData)
+    }
+}
+
+struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = Arc<Vec<u8>>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Arc<Vec<u8>>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.reserve(item.len());
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+struct ResponseDecoder<Resp>(PhantomData<fn() -> Resp>);
+
+impl<Resp: Message + Default> Decoder for ResponseDecoder<Resp> {
+    type Item = Resp;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Resp>, tonic::Status> {
+        Resp::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("cannot decode the response: {e}")))
     }
 }
 

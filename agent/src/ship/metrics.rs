@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, error, warn};
 use vigil_core::retry::Backoff;
 
-use super::client::CollectorClient;
+use super::client::{CollectorClient, Encoded};
 use super::{Delivery, deliver};
 use crate::config::CollectorConfig;
 use crate::telemetry::Telemetry;
@@ -174,9 +174,9 @@ impl MetricsShipper {
             return;
         }
         let entries = batch.len() as u64;
-        let request = ExportMetricsServiceRequest {
+        let request = Encoded::new(&ExportMetricsServiceRequest {
             resource_metrics: batch,
-        };
+        });
         let client = &self.client;
         let outcome = deliver(
             "metrics",

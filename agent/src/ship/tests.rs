@@ -57,6 +57,26 @@ fn records_of_one_file_share_a_resource_in_the_request() {
     );
 }
 
+#[test]
+fn the_request_encoded_from_the_batch_is_the_request_encoded() {
+    let a = Arc::new(Resource {
+        attributes: vec![string_attribute("log.file.path", "/a")],
+        ..Default::default()
+    });
+    let b = Arc::new(Resource::default());
+    let batch = vec![
+        record(&a, "1", 1),
+        record(&b, "2", 2),
+        record(&a, &"x".repeat(300), 3),
+        record(&b, "", 4),
+    ];
+    assert_eq!(
+        encode_logs_request(&batch),
+        prost::Message::encode_to_vec(&logs_request(&batch))
+    );
+    assert!(encode_logs_request(&[]).is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn retryable_failures_are_retried_and_permanent_ones_are_not() {
     let telemetry = Telemetry::new();
