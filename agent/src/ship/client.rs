@@ -361,7 +361,7 @@ mod tests {
             vigil_core::config::parse(&format!("endpoint: \"http://{addr}\"\n")).unwrap();
         let client = CollectorClient::new(&config).unwrap();
         let error = client
-            .export_logs(ExportLogsServiceRequest::default())
+            .export_logs(Encoded::new(&ExportLogsServiceRequest::default()))
             .await
             .unwrap_err();
         assert!(matches!(error, ShipError::Retryable { .. }), "{error:?}");
