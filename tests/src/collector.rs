@@ -52,4 +52,9 @@ impl CollectorProcess {
     pub fn kill_9(self) {
         self.process.kill_9();
     }
+
+    /// SIGTERM, as Kubernetes stops a pod; waits for the exit.
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.process.terminate()
+    }
 }

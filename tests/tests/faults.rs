@@ -38,6 +38,16 @@ enum Kind {
     Nats,
 }
 
+/// What happens to the pipeline while the load flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Schedule {
+    /// Kills, broker restarts, outages, hangs, a full buffer: see [`Stack::inject`].
+    Faults,
+    /// Rolling restarts with SIGTERM, as Kubernetes does them: the agent, the collector,
+    /// then both at once. A graceful stop drains, so nothing may be lost or repeated.
+    Sigterm,
+}
+
 struct Params {
     /// Records of all three signals together.
     records: u64,
@@ -134,6 +144,44 @@ impl Stack {
         broker.restart().await;
     }
 
+    /// SIGTERM to the agent and/or the collector (both at once when both), then started
+    /// again.
+    async fn terminate(&mut self, agent: bool, collector: bool) {
+        let mut stopping = Vec::new();
+        if agent {
+            self.log.push("SIGTERM agent".into());
+            let process = self.agent.take().expect("agent running");
+            stopping.push(tokio::task::spawn_blocking(move || process.terminate()));
+        }
+        if collector {
+            self.log.push("SIGTERM collector".into());
+            let process = self.collector.take().expect("collector running");
+            stopping.push(tokio::task::spawn_blocking(move || process.terminate()));
+        }
+        for stopped in stopping {
+            let status = stopped.await.unwrap();
+            assert!(status.success(), "a SIGTERM stop exits 0: {status:?}");
+        }
+        if collector {
+            self.start_collector().await;
+        }
+        if agent {
+            self.start_agent().await;
+        }
+    }
+
+    /// Rolling restarts while the load flows.
+    async fn roll(&mut self) {
+        let flow = Duration::from_secs(2);
+        tokio::time::sleep(flow).await;
+        self.terminate(true, false).await;
+        tokio::time::sleep(flow).await;
+        self.terminate(false, true).await;
+        tokio::time::sleep(flow).await;
+        self.terminate(true, true).await;
+        tokio::time::sleep(flow).await;
+    }
+
     /// The backends in `mode` for `length`, then passing again.
     async fn outage(&mut self, mode: Mode, length: Duration) {
         self.log.push(outage_name(mode, length));
@@ -192,8 +240,11 @@ impl Stack {
         }
     }
 
-    /// How long [`Stack::inject`] takes, roughly, so the load spans it.
-    fn schedule_length(&self, outage: Duration) -> Duration {
+    /// How long the schedule takes, roughly, so the load spans it.
+    fn schedule_length(&self, schedule: Schedule, outage: Duration) -> Duration {
+        if schedule == Schedule::Sigterm {
+            return Duration::from_secs(4 * 2 + 3 * 3);
+        }
         let mut secs = 2 + 4 + 2 + 4 + 2 + 2 + 2;
         if self.kind != Kind::Disk {
             secs += 5 + 2;
@@ -238,7 +289,7 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-async fn run(kind: Kind) {
+async fn run(kind: Kind, schedule: Schedule) {
     let params = Params::from_env();
     let faults = Faults::default();
     let vm = VictoriaMetrics::start().await;
@@ -317,7 +368,7 @@ async fn run(kind: Kind) {
     // slow machine too (the full buffer needs records coming in).
     let pace = Pace {
         start: Instant::now(),
-        over: stack.schedule_length(params.outage).mul_f64(1.5),
+        over: stack.schedule_length(schedule, params.outage).mul_f64(1.5),
         total: per_signal,
     };
     let give_up = params.outage * 4 + Duration::from_secs(120);
@@ -343,7 +394,10 @@ async fn run(kind: Kind) {
     let lines =
         tokio::task::spawn_blocking(move || faults::write_log_lines(log_path, per_signal, pace));
 
-    stack.inject(params.outage).await;
+    match schedule {
+        Schedule::Faults => stack.inject(params.outage).await,
+        Schedule::Sigterm => stack.roll().await,
+    }
     let metrics = metrics.await.unwrap();
     let spans = spans.await.unwrap();
     lines.await.unwrap();
@@ -354,6 +408,9 @@ async fn run(kind: Kind) {
     // Every fault was met: the generator saw the collector gone, every backend answered
     // 503 and hung.
     for (what, sent) in [("metrics", &metrics), ("spans", &spans)] {
+        if schedule == Schedule::Sigterm {
+            break;
+        }
         assert!(
             sent.refusals.contains_key("connection"),
             "{what}: the collector kills went unnoticed: {:?}",
@@ -365,6 +422,9 @@ async fn run(kind: Kind) {
         ("loki", &loki_proxy),
         ("tempo", &tempo_proxy),
     ] {
+        if schedule == Schedule::Sigterm {
+            break;
+        }
         let (unavailable, hung) = proxy.faulted();
         assert!(
             unavailable > 0 && hung > 0,
@@ -481,15 +541,21 @@ async fn run(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_under_faults_with_the_disk_buffer() {
-    run(Kind::Disk).await;
+    run(Kind::Disk, Schedule::Faults).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_under_faults_with_redis_streams() {
-    run(Kind::Redis).await;
+    run(Kind::Redis, Schedule::Faults).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_under_faults_with_nats_jetstream() {
-    run(Kind::Nats).await;
+    run(Kind::Nats, Schedule::Faults).await;
+}
+
+/// Restarts after SIGTERM lose and repeat nothing: no kill, so the duplicate bound is 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restarts_with_sigterm_lose_and_repeat_nothing() {
+    run(Kind::Disk, Schedule::Sigterm).await;
 }
