@@ -29,6 +29,8 @@ pub mod retry;
 pub mod signal;
 pub mod snappy;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 
 pub use signal::Signal;

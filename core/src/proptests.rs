@@ -20,21 +20,8 @@ use crate::Signal;
 use crate::otlp::{self, Encoding, Request};
 use crate::remote_write::{self, Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
 use crate::snappy::{self, SnappyError};
+use crate::testing::cases;
 use crate::{config, loki};
-
-fn cases(default: u32) -> ProptestConfig {
-    // `ProptestConfig::default()` reads PROPTEST_CASES; only the built-in default is lowered.
-    let from_env = std::env::var("PROPTEST_CASES").is_ok();
-    ProptestConfig {
-        cases: if from_env {
-            ProptestConfig::default().cases
-        } else {
-            default
-        },
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// A snappy block header: the declared decompressed length as a varint.
 fn varint(mut n: u64) -> Vec<u8> {
