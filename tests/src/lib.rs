@@ -90,18 +90,24 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// The sum of the samples of metric `name` on a binary's admin `/metrics` whose label set
-/// contains every one of `labels` (written `key="value"`).
-pub async fn metric_sum(admin: impl std::fmt::Display, name: &str, labels: &[&str]) -> f64 {
-    let text = http_client()
+/// The Prometheus text a binary's admin port (`host:port`) serves on `/metrics`.
+pub async fn metrics_text(admin: impl std::fmt::Display) -> String {
+    http_client()
         .get(format!("http://{admin}/metrics"))
         .send()
         .await
         .expect("GET /metrics")
         .text()
         .await
-        .expect("/metrics body");
-    text.lines()
+        .expect("/metrics body")
+}
+
+/// The sum of the samples of metric `name` on a binary's admin `/metrics` whose label set
+/// contains every one of `labels` (written `key="value"`).
+pub async fn metric_sum(admin: impl std::fmt::Display, name: &str, labels: &[&str]) -> f64 {
+    metrics_text(admin)
+        .await
+        .lines()
         .filter(|l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with(['{', ' ']))

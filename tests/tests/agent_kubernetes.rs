@@ -183,14 +183,7 @@ async fn counted_endpoint(body: &'static str) -> (std::net::SocketAddr, Arc<Atom
 
 /// The agent's `vigil_agent_scrape_stale_markers_total`.
 async fn stale_markers(agent: &vigil_agent::Agent) -> u64 {
-    let text = vigil_e2e::http_client()
-        .get(format!("http://{}/metrics", agent.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = vigil_e2e::metrics_text(agent.admin_addr()).await;
     text.lines()
         .find_map(|l| l.strip_prefix("vigil_agent_scrape_stale_markers_total "))
         .and_then(|v| v.trim().parse().ok())

@@ -107,14 +107,7 @@ async fn cri_lines_reach_loki_with_kubernetes_labels_and_merged_partials() {
         .unwrap();
     assert_eq!(first.timestamp.as_ref().unwrap().nanos, 1);
 
-    let metrics = vigil_e2e::http_client()
-        .get(format!("http://{}/metrics", agent.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = vigil_e2e::metrics_text(agent.admin_addr()).await;
     assert!(
         metrics.contains("vigil_agent_lines_shipped_total 4"),
         "{metrics}"

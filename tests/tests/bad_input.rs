@@ -58,14 +58,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 async fn metric_value(admin: std::net::SocketAddr, series: &str) -> f64 {
-    let text = vigil_e2e::http_client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = vigil_e2e::metrics_text(admin).await;
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)

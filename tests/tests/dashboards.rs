@@ -386,14 +386,7 @@ async fn every_dashboard_query_returns_data_from_the_real_pipeline() {
                 ("agent", agent_admin),
                 ("anomaly", anomaly_admin),
             ] {
-                let text = vigil_e2e::http_client()
-                    .get(format!("http://127.0.0.1:{port}/metrics"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let text = vigil_e2e::metrics_text(format!("127.0.0.1:{port}")).await;
                 if text.lines().any(|l| {
                     l.strip_prefix(name.as_str())
                         .is_some_and(|rest| rest.starts_with(['{', ' ']))
