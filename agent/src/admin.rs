@@ -1,29 +1,15 @@
 //! The admin port: `/metrics` (Prometheus text), `/healthz` (the process answers),
 //! `/readyz` (checkpoints loaded, tailer and shippers running).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use async_trait::async_trait;
-
 use crate::telemetry::Telemetry;
 
-pub struct AdminState {
-    pub telemetry: Telemetry,
-    /// Set once everything is started; cleared when shutting down.
-    pub running: AtomicBool,
-}
+/// The admin port's state: the telemetry, and a flag set once everything is started and
+/// cleared when shutting down.
+pub type AdminState = vigil_core::admin::Running<Telemetry>;
 
-#[async_trait]
-impl vigil_core::admin::Admin for AdminState {
-    async fn metrics(&self) -> String {
-        self.telemetry.render()
-    }
-
-    fn ready(&self) -> Result<(), String> {
-        match self.running.load(Ordering::Acquire) {
-            true => Ok(()),
-            false => Err(String::new()),
-        }
+impl vigil_core::admin::Metrics for Telemetry {
+    fn render(&self) -> String {
+        Telemetry::render(self)
     }
 }
 
@@ -36,6 +22,7 @@ mod tests {
     use tower::ServiceExt;
 
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
 

@@ -3,6 +3,7 @@
 //! ready; the routes and answers are the same everywhere.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use axum::Router;
@@ -19,6 +20,32 @@ pub trait Admin: Send + Sync + 'static {
 
     /// `Ok` when ready to serve; otherwise why not (empty when there is nothing to add).
     fn ready(&self) -> Result<(), String>;
+}
+
+/// A binary's self-metrics, rendered as Prometheus text.
+pub trait Metrics: Send + Sync + 'static {
+    fn render(&self) -> String;
+}
+
+/// The admin state of a binary that is ready exactly while it runs: its metrics, and a flag
+/// set once everything is started and cleared when shutting down.
+pub struct Running<M> {
+    pub telemetry: M,
+    pub running: AtomicBool,
+}
+
+#[async_trait]
+impl<M: Metrics> Admin for Running<M> {
+    async fn metrics(&self) -> String {
+        self.telemetry.render()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        match self.running.load(Ordering::Acquire) {
+            true => Ok(()),
+            false => Err(String::new()),
+        }
+    }
 }
 
 /// The three routes over `admin`; serving them is the caller's business.
