@@ -37,7 +37,21 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_or(limit, what, String::new, check).await
+}
+
+/// [`eventually`], whose timeout panic also shows what `context` says then (logs, state).
+pub async fn eventually_or<T, F, Fut>(
+    limit: Duration,
+    what: &str,
+    context: impl Fn() -> String,
+    mut check: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -48,7 +62,10 @@ where
             return v;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {limit:?} waiting for {what}");
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                context()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use vigil_e2e::fakes::FakeLoki;
 use vigil_e2e::process::{self, VigilProcess};
 use vigil_e2e::servers::Server;
-use vigil_e2e::{agent, free_port, http_client, metric_sum, require_program};
+use vigil_e2e::{agent, eventually_or, free_port, http_client, metric_sum, require_program};
 
 const TOKEN_A: &str = "tok-a-6b1e9d0c2f4a8e37";
 const TOKEN_B: &str = "tok-b-93f0a4c1d7e25b68";
@@ -28,6 +28,12 @@ const SECRETS: [&str; 5] = [
     EXPORTER_SECRET,
     WRONG_TOKEN,
 ];
+
+/// Binary `name` with the secrets in its environment, its stderr (debug log) into `log`.
+async fn start_logged(name: &str, config: &Path, admin: u16, log: &Path) -> VigilProcess {
+    let stderr = Stdio::from(std::fs::File::create(log).unwrap());
+    VigilProcess::start_with(name, config, admin, &ENV, stderr).await
+}
 
 /// The last lines of a log file, for a failure message.
 fn tail(path: &Path) -> String {
@@ -136,14 +142,7 @@ async fn no_secret_reaches_the_logs_or_config_errors() {
     let config = dir.path().join("collector.yaml");
     std::fs::write(&config, &yaml).unwrap();
     let collector_log = dir.path().join("collector.log");
-    let collector = VigilProcess::start_with(
-        "vigil-collector",
-        &config,
-        admin,
-        &ENV,
-        Stdio::from(std::fs::File::create(&collector_log).unwrap()),
-    )
-    .await;
+    let collector = start_logged("vigil-collector", &config, admin, &collector_log).await;
 
     // The agent ships over OTLP/gRPC with token A.
     let logs_dir = dir.path().join("logs");
@@ -166,29 +165,30 @@ async fn no_secret_reaches_the_logs_or_config_errors() {
     let agent_config = dir.path().join("agent.yaml");
     std::fs::write(&agent_config, &agent_yaml).unwrap();
     let agent_log = dir.path().join("agent.log");
-    let agent = VigilProcess::start_with(
-        "vigil-agent",
-        &agent_config,
-        agent_admin,
-        &ENV,
-        Stdio::from(std::fs::File::create(&agent_log).unwrap()),
-    )
-    .await;
+    let agent = start_logged("vigil-agent", &agent_config, agent_admin, &agent_log).await;
     agent::append(
         &logs_dir.join("app.log"),
         "from the agent 1\nfrom the agent 2\n",
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !loki.lines().iter().any(|l| l.contains("from the agent 2")) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent's lines did not reach Loki within 60 s; Loki has {:?}\n--- collector log (tail):\n{}\n--- agent log (tail):\n{}",
-            loki.lines(),
+    let logs = || {
+        format!(
+            "--- collector log (tail):\n{}\n--- agent log (tail):\n{}",
             tail(&collector_log),
             tail(&agent_log)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        )
+    };
+    eventually_or(
+        Duration::from_secs(60),
+        "the agent's lines at Loki",
+        || format!("Loki has {:?}\n{}", loki.lines(), logs()),
+        || async {
+            loki.lines()
+                .iter()
+                .any(|l| l.contains("from the agent 2"))
+                .then_some(())
+        },
+    )
+    .await;
 
     // The doors: an unknown token, a token pointed at another tenant.
     assert_eq!(
@@ -205,22 +205,21 @@ async fn no_secret_reaches_the_logs_or_config_errors() {
     // 401 (permanent: dead-lettered with the reason).
     loki.answer_next(&[503, 401, 401]);
     assert_eq!(post_logs(http, TOKEN_B, None).await, 200, "token B");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while metric_sum(
-        format!("127.0.0.1:{admin}"),
-        "vigil_collector_dead_lettered_items_total",
-        &[],
+    eventually_or(
+        Duration::from_secs(60),
+        "the record refused with 401 to be dead-lettered",
+        logs,
+        || async {
+            let dead = metric_sum(
+                format!("127.0.0.1:{admin}"),
+                "vigil_collector_dead_lettered_items_total",
+                &[],
+            )
+            .await;
+            (dead >= 1.0).then_some(())
+        },
     )
-    .await
-        < 1.0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the record refused with 401 was not dead-lettered within 60 s\n--- collector log (tail):\n{}",
-            tail(&collector_log)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    .await;
 
     assert!(agent.terminate().success(), "the agent stops cleanly");
     assert!(
