@@ -27,7 +27,8 @@ enum Command {
     /// Integrity of the disk buffer: verify (read-only), repair (collector stopped).
     #[command(subcommand)]
     Buffer(tools::buffer::BufferCommand),
-    /// Dead letters of the disk buffer: list, show, replay (collector stopped).
+    /// Dead letters of the disk, Redis or NATS buffer: list, show, replay (on the disk
+    /// buffer with the collector stopped).
     #[command(subcommand)]
     Dlq(tools::dlq::DlqCommand),
 }

@@ -43,7 +43,8 @@ pub enum DlqCommand {
         id: String,
     },
     /// Push dead letters back into their signal's queue, for the collector to deliver
-    /// again, and remove them from the dead-letter store. The collector must be stopped.
+    /// again, and remove them from the dead-letter store. On the disk buffer the collector
+    /// must be stopped; on Redis and NATS collectors may keep running.
     Replay {
         #[command(flatten)]
         at: BufferLocation,
