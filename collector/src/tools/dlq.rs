@@ -127,10 +127,9 @@ impl Store {
     /// Resolves `at` and, for a shared buffer, connects to its broker. On failure prints
     /// why and returns the exit code.
     fn open(at: &BufferLocation, command: &str) -> Result<Store, ExitCode> {
-        let config = match at.shared_config() {
-            Ok(Some(config)) => config,
-            Ok(None) => return at.locate(command).map(Store::Disk),
-            Err(code) => return Err(code),
+        let config = match at.load_config()? {
+            Some(c) if matches!(c.buffer.kind, BufferKind::Redis | BufferKind::Nats) => c,
+            other => return at.locate_in(other, command).map(Store::Disk),
         };
         let runtime = super::runtime()?;
         let buffer = runtime.block_on(async {

@@ -48,7 +48,7 @@ pub(crate) struct Located {
 impl BufferLocation {
     /// The collector's configuration, when given with `--config`; on failure prints why
     /// and returns the exit code.
-    fn load_config(&self) -> Result<Option<Config>, ExitCode> {
+    pub(crate) fn load_config(&self) -> Result<Option<Config>, ExitCode> {
         let Some(config_path) = &self.config else {
             return Ok(None);
         };
@@ -64,17 +64,18 @@ impl BufferLocation {
             })
     }
 
-    /// The configuration when it names a shared buffer (Redis or NATS); `None` for a disk
-    /// buffer (by `--config` or `--path`) and anything [`BufferLocation::locate`] judges.
-    pub(crate) fn shared_config(&self) -> Result<Option<Config>, ExitCode> {
-        Ok(self
-            .load_config()?
-            .filter(|c| matches!(c.buffer.kind, BufferKind::Redis | BufferKind::Nats)))
-    }
-
     /// Resolves the disk buffer; on failure prints why and returns the exit code.
     pub(crate) fn locate(&self, command: &str) -> Result<Located, ExitCode> {
-        let Some(config) = self.load_config()? else {
+        self.locate_in(self.load_config()?, command)
+    }
+
+    /// [`BufferLocation::locate`] with the configuration already loaded.
+    pub(crate) fn locate_in(
+        &self,
+        config: Option<Config>,
+        command: &str,
+    ) -> Result<Located, ExitCode> {
+        let Some(config) = config else {
             let disk = DiskConfig {
                 path: self.path.clone().unwrap_or_default(),
                 ..DiskConfig::default()
