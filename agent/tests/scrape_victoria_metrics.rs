@@ -89,7 +89,7 @@ fn series(out: Vec<ResourceMetrics>) -> BTreeMap<String, f64> {
     let converted = convert(&[request], &ConvertOptions::default());
     assert!(converted.dropped.is_empty(), "{:?}", converted.dropped);
     converted
-        .request
+        .request()
         .timeseries
         .into_iter()
         .map(|ts| {

@@ -419,7 +419,7 @@ fn main() {
                 .map(|d| ExportMetricsServiceRequest::decode(d.record.payload.as_ref()).expect("decode"))
                 .collect();
             let converted = remote_write::convert(&decoded, &ConvertOptions::default());
-            encoded += remote_write::encode(&converted.request).expect("encode").len();
+            encoded += converted.body().expect("encode").len();
             seen += batch.iter().map(|d| f64::from(d.record.items)).sum::<f64>();
             let ids: Vec<_> = batch.iter().map(|d| d.id).collect();
             consumer.ack(&ids).await.expect("ack");

@@ -32,6 +32,7 @@ pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tls;
+pub mod wire;
 
 pub use signal::Signal;
 

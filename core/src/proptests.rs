@@ -352,7 +352,11 @@ proptest! {
             std::slice::from_ref(&request),
             &remote_write::ConvertOptions::default(),
         );
-        let _ = remote_write::encode(&converted.request).unwrap();
+        // Written straight to bytes, the request is what prost writes for its messages.
+        let request = converted.request();
+        prop_assert_eq!(request.encode_to_vec(), converted.protobuf.clone());
+        prop_assert_eq!(request.timeseries.len() as u64, converted.samples);
+        converted.body().unwrap();
     }
 
     #[test]

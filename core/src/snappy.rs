@@ -24,9 +24,13 @@ pub enum SnappyError {
 
 /// The message as protobuf, compressed as one snappy block.
 pub fn encode_message<M: Message>(message: &M) -> Result<Vec<u8>, SnappyError> {
-    let raw = message.encode_to_vec();
+    compress(&message.encode_to_vec())
+}
+
+/// Bytes (an encoded message) compressed as one snappy block.
+pub fn compress(raw: &[u8]) -> Result<Vec<u8>, SnappyError> {
     snap::raw::Encoder::new()
-        .compress_vec(&raw)
+        .compress_vec(raw)
         .map_err(|source| SnappyError::Compress {
             len: raw.len(),
             source,

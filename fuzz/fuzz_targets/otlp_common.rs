@@ -33,7 +33,7 @@ pub fn run(encoding: Encoding, data: &[u8]) {
         Request::Metrics(r) => {
             let converted =
                 remote_write::convert(&[r], &remote_write::ConvertOptions::default());
-            remote_write::encode(&converted.request).expect("encode");
+            converted.body().expect("encode");
         }
         Request::Logs(r) => {
             let converted = loki::convert(&[r], &loki::LokiOptions::default(), 1);

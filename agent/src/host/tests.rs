@@ -17,7 +17,7 @@ fn converted(metrics: ResourceMetrics) -> BTreeMap<String, Vec<Series>> {
     let out = convert(&[request], &ConvertOptions::default());
     assert!(out.dropped.is_empty(), "{:?}", out.dropped);
     let mut series: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for ts in out.request.timeseries {
+    for ts in out.request().timeseries {
         let mut labels: BTreeMap<String, String> =
             ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
         let name = labels.remove("__name__").unwrap_or_default();

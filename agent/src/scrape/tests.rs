@@ -57,7 +57,7 @@ fn all_series(metrics: Vec<ResourceMetrics>) -> BTreeMap<String, (f64, i64)> {
     let converted = convert(&[request], &ConvertOptions::default());
     assert!(converted.dropped.is_empty(), "{:?}", converted.dropped);
     let mut out = BTreeMap::new();
-    for ts in converted.request.timeseries {
+    for ts in converted.request().timeseries {
         let name = ts
             .labels
             .iter()

@@ -68,8 +68,9 @@ impl Exporter for VictoriaMetrics {
             .map(|r| u64::from(r.items))
             .sum::<u64>()
             .saturating_sub(dropped_points);
-        if !converted.request.timeseries.is_empty() {
-            let body = remote_write::encode(&converted.request)
+        if converted.samples > 0 {
+            let body = converted
+                .body()
                 .map_err(|e| ExportError::permanent(format!("cannot encode remote write: {e}")))?;
             self.sender
                 .post(

@@ -3,6 +3,12 @@
 //! The walk is resource → scope → metric → data point. What is the same for every series of
 //! a resource (`job`, `instance`, promoted attributes) or a scope (`otel_scope_*`) is built
 //! once, in [`super::labels`]; per data point only the attributes are added.
+//!
+//! Series are protobuf-encoded as they are written ([`super::proto::wire`]), straight from
+//! the borrowed OTLP strings: no `TimeSeries` or `Label` is built, so a series costs no
+//! allocation at all (they were most of the collector's time: building, encoding and
+//! freeing owned label strings). [`Converted::request`] decodes the bytes for whoever
+//! wants messages.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -14,12 +20,14 @@ use opentelemetry_proto::tonic::metrics::v1::{
     Metric, NumberDataPoint, SummaryDataPoint, metric::Data, number_data_point,
 };
 
+use super::EncodeError;
 use super::labels::{
-    Entry, FixedLabel, IDENTITY, Identity, PROMOTED, gather, push_fixed, series_labels,
+    Entry, FixedLabel, IDENTITY, Identity, PROMOTED, each_series_label, gather, push_fixed,
 };
 use super::naming::{PromUnit, format_float, metric_name};
-use super::proto::{Label, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
+use super::proto::{MetricMetadata, MetricType, WriteRequest, wire};
 use crate::otlp::any_value_text;
+use prost::Message;
 
 /// How OTLP metrics become Prometheus series.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +56,9 @@ impl Default for ConvertOptions {
 /// The result of [`convert`]: what to send, and what could not be sent and why.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Converted {
-    pub request: WriteRequest,
-    /// Samples in `request` (a histogram point gives several), for the exported counter.
+    /// The remote write `WriteRequest`, protobuf-encoded (not yet compressed).
+    pub protobuf: Vec<u8>,
+    /// Samples in the request (a histogram point gives several), one per series.
     pub samples: u64,
     /// Data points not written, one entry per reason that occurred.
     pub dropped: Vec<Dropped>,
@@ -101,6 +110,19 @@ impl DropReason {
     }
 }
 
+impl Converted {
+    /// The request as messages, decoded from [`Converted::protobuf`]: for tests and tools.
+    pub fn request(&self) -> WriteRequest {
+        // Written by `wire` from valid strings: it always decodes.
+        WriteRequest::decode(self.protobuf.as_slice()).unwrap_or_default()
+    }
+
+    /// The remote write body: the request compressed as one snappy block.
+    pub fn body(&self) -> Result<Vec<u8>, EncodeError> {
+        crate::snappy::compress(&self.protobuf)
+    }
+}
+
 /// Prometheus' staleness marker: a NaN with this exact payload tells it the series ended,
 /// which is what OTLP's "no recorded value" flag means.
 pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
@@ -110,7 +132,7 @@ const NO_RECORDED_VALUE: u32 = DataPointFlags::NoRecordedValueMask as u32;
 /// Converts OTLP metrics to one remote write request. Never fails: what cannot be written
 /// is counted in [`Converted::dropped`].
 pub fn convert(requests: &[ExportMetricsServiceRequest], opts: &ConvertOptions) -> Converted {
-    let mut out = Output::with_capacity(estimate_series(requests));
+    let mut out = Output::with_capacity(estimate_series(requests).saturating_mul(SERIES_BYTES));
     let mut targets_written: HashSet<(String, String)> = HashSet::new();
     for resource_metrics in requests.iter().flat_map(|r| &r.resource_metrics) {
         let attributes = resource_metrics
@@ -169,9 +191,16 @@ pub fn convert(requests: &[ExportMetricsServiceRequest], opts: &ConvertOptions) 
     out.finish()
 }
 
+/// What an encoded series usually takes (labels of a typical service), to reserve the
+/// request's buffer once; a larger request grows it.
+const SERIES_BYTES: usize = 96;
+
 /// Where series, metadata and counts accumulate.
 struct Output {
-    series: Vec<TimeSeries>,
+    /// The request's `timeseries` fields, encoded as the series are written.
+    protobuf: Vec<u8>,
+    /// One series being encoded, before its length is known (reused).
+    series: Vec<u8>,
     metadata: Vec<MetricMetadata>,
     families: HashSet<String>,
     samples: u64,
@@ -181,9 +210,10 @@ struct Output {
 }
 
 impl Output {
-    fn with_capacity(series: usize) -> Self {
+    fn with_capacity(bytes: usize) -> Self {
         Output {
-            series: Vec::with_capacity(series),
+            protobuf: Vec::with_capacity(bytes),
+            series: Vec::with_capacity(SERIES_BYTES * 2),
             metadata: Vec::new(),
             families: HashSet::new(),
             samples: 0,
@@ -192,11 +222,21 @@ impl Output {
         }
     }
 
-    fn push(&mut self, labels: Vec<Label>, value: f64, timestamp: i64) {
-        self.series.push(TimeSeries {
-            labels,
-            samples: vec![Sample { value, timestamp }],
-        });
+    /// Writes one series: the gathered labels with `__name__` and `extra` (see
+    /// [`each_series_label`]), and one sample.
+    fn push(
+        &mut self,
+        entries: &[Entry<'_>],
+        name: &str,
+        extra: Option<(&'static str, &str)>,
+        value: f64,
+        timestamp: i64,
+    ) {
+        let series = &mut self.series;
+        series.clear();
+        each_series_label(entries, name, extra, |n, v| wire::label(series, n, v));
+        wire::sample(series, value, timestamp);
+        crate::wire::bytes(&mut self.protobuf, wire::TIMESERIES, series);
         self.samples += 1;
         self.latest_ms = Some(self.latest_ms.map_or(timestamp, |t| t.max(timestamp)));
     }
@@ -232,11 +272,12 @@ impl Output {
                 data_points,
             })
             .collect();
+        let mut protobuf = self.protobuf;
+        for metadata in &self.metadata {
+            prost::encoding::message::encode(wire::METADATA, metadata, &mut protobuf);
+        }
         Converted {
-            request: WriteRequest {
-                timeseries: self.series,
-                metadata: self.metadata,
-            },
+            protobuf,
             samples: self.samples,
             dropped,
         }
@@ -313,7 +354,7 @@ fn write_target_info(
     let fixed = identity.labels();
     let mut scratch = Vec::with_capacity(fixed.len() + attributes.len());
     gather(&mut scratch, &fixed, others);
-    out.push(series_labels(&scratch, "target_info", None), 1.0, ts);
+    out.push(&scratch, "target_info", None, 1.0, ts);
     out.metadata(
         "target_info",
         MetricType::Gauge,
@@ -409,11 +450,8 @@ impl<'a> MetricWriter<'_, '_, 'a> {
                 }
             };
             gather(self.scratch, self.fixed, &p.attributes);
-            self.out.push(
-                series_labels(self.scratch, name, None),
-                value,
-                millis(p.time_unix_nano),
-            );
+            self.out
+                .push(self.scratch, name, None, value, millis(p.time_unix_nano));
         }
     }
 
@@ -492,17 +530,13 @@ impl<'a> MetricWriter<'_, '_, 'a> {
         gather(self.scratch, self.fixed, &p.attributes);
         for q in &p.quantile_values {
             let quantile = format_float(q.quantile);
-            let labels = series_labels(self.scratch, name, Some(("quantile", &quantile)));
-            self.out.push(labels, value(q.value), ts);
+            let extra = Some(("quantile", quantile.as_str()));
+            self.out.push(self.scratch, name, extra, value(q.value), ts);
         }
-        self.out.push(
-            series_labels(self.scratch, &names.sum, None),
-            value(p.sum),
-            ts,
-        );
-        let count = value(p.count as f64);
         self.out
-            .push(series_labels(self.scratch, &names.count, None), count, ts);
+            .push(self.scratch, &names.sum, None, value(p.sum), ts);
+        let count = value(p.count as f64);
+        self.out.push(self.scratch, &names.count, None, count, ts);
     }
 }
 
@@ -569,13 +603,12 @@ impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
         self.last_le = upper;
         self.le.clear();
         super::naming::push_float(&mut self.le, upper);
-        let labels = series_labels(
-            self.writer.scratch,
-            &self.names.bucket,
-            Some(("le", &self.le)),
-        );
         let value = self.value(self.cumulative as f64);
-        self.writer.out.push(labels, value, self.ts);
+        let extra = Some(("le", self.le.as_str()));
+        let writer = &mut *self.writer;
+        writer
+            .out
+            .push(writer.scratch, &self.names.bucket, extra, value, self.ts);
     }
 
     /// Writes the `+Inf` bucket (the point's count, as the spec says), `_sum` when the
@@ -584,19 +617,12 @@ impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
         let out = &mut *self.writer.out;
         let scratch = &*self.writer.scratch;
         let count = if self.stale { STALE_NAN } else { count as f64 };
-        out.push(
-            series_labels(scratch, &self.names.bucket, Some(("le", "+Inf"))),
-            count,
-            self.ts,
-        );
+        let names = self.names;
+        out.push(scratch, &names.bucket, Some(("le", "+Inf")), count, self.ts);
         if let Some(sum) = sum {
             let sum = if self.stale { STALE_NAN } else { sum };
-            out.push(series_labels(scratch, &self.names.sum, None), sum, self.ts);
+            out.push(scratch, &names.sum, None, sum, self.ts);
         }
-        out.push(
-            series_labels(scratch, &self.names.count, None),
-            count,
-            self.ts,
-        );
+        out.push(scratch, &names.count, None, count, self.ts);
     }
 }

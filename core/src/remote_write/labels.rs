@@ -2,15 +2,15 @@
 //! and which of them wins when two share a name.
 //!
 //! Per data point the labels are gathered into one reusable scratch vector of borrowed
-//! strings, sorted and merged there, and only then copied into the owned labels of each
-//! series; so a label string is allocated once per series and nowhere else.
+//! strings, sorted and merged there, and each series then writes them out in order
+//! ([`each_series_label`]) straight into the encoded request: no label string is copied
+//! into an owned value anywhere.
 
 use std::borrow::Cow;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::naming::label_name;
-use super::proto::Label;
 use crate::otlp::any_value_text;
 
 // Precedence of labels with the same name, lowest first (see the module doc of the parent).
@@ -145,25 +145,27 @@ pub(super) fn gather<'a>(
     });
 }
 
-/// The owned, sorted labels of one series: the gathered ones plus `__name__` and, for
-/// buckets and quantiles, one more. Those two win over a gathered label of the same name.
-pub(super) fn series_labels(
+/// Calls `label` with each label of one series, sorted by name: the gathered ones plus
+/// `__name__` and, for buckets and quantiles, one more. Those two win over a gathered label
+/// of the same name.
+pub(super) fn each_series_label(
     entries: &[Entry<'_>],
     name: &str,
     extra: Option<(&'static str, &str)>,
-) -> Vec<Label> {
-    let mut labels = Vec::with_capacity(entries.len() + 2);
+    mut label: impl FnMut(&str, &str),
+) {
     let own = [Some(("__name__", name)), extra];
     let mut own_iter = own.iter().flatten().peekable();
     for e in entries {
         while let Some((n, v)) = own_iter.next_if(|(n, _)| *n <= e.name.as_ref()) {
-            labels.push(Label::new(*n, *v));
+            label(n, v);
         }
         if own.iter().flatten().any(|(n, _)| *n == e.name) {
             continue;
         }
-        labels.push(Label::new(e.name.as_ref(), e.value.as_ref()));
+        label(e.name.as_ref(), e.value.as_ref());
     }
-    labels.extend(own_iter.map(|(n, v)| Label::new(*n, *v)));
-    labels
+    for (n, v) in own_iter {
+        label(n, v);
+    }
 }

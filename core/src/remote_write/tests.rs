@@ -148,7 +148,7 @@ fn gauges_counters_and_updowncounters_with_job_instance_scope_and_target_info() 
     let converted = convert(&[request(resource, metrics)], &ConvertOptions::default());
     let scope = r#"otel_scope_name="lib",otel_scope_version="1.2""#;
     assert_eq!(
-        render(&converted.request),
+        render(&converted.request()),
         [
             format!(r#"{{__name__="memory_usage_bytes",instance="pod-1",job="shop/api",{scope},state="used"}} 512 @1000"#),
             format!(r#"{{__name__="http_requests_total",http_method="GET",instance="pod-1",job="shop/api",{scope}}} 7 @1000"#),
@@ -158,8 +158,8 @@ fn gauges_counters_and_updowncounters_with_job_instance_scope_and_target_info() 
     );
     assert_eq!(converted.samples, 4);
     assert!(converted.dropped.is_empty());
-    let metadata: Vec<_> = converted
-        .request
+    let request = converted.request();
+    let metadata: Vec<_> = request
         .metadata
         .iter()
         .map(|m| {
@@ -219,7 +219,7 @@ fn options_turn_off_suffixes_and_target_info_and_promote_attributes() {
     req.resource_metrics[0].scope_metrics[0].scope = None;
     let converted = convert(&[req], &opts);
     assert_eq!(
-        render(&converted.request),
+        render(&converted.request()),
         [r#"{__name__="rpc_duration",job="api",k8s_namespace_name="prod"} 1.5 @1000"#]
     );
 }
@@ -245,7 +245,7 @@ fn histogram_buckets_are_cumulative_with_prometheus_le() {
         Data::Histogram(h),
     )]);
     assert_eq!(
-        render(&converted.request),
+        render(&converted.request()),
         [
             r#"{__name__="http_server_duration_seconds_bucket",le="0.25",route="/"} 2 @1000"#,
             r#"{__name__="http_server_duration_seconds_bucket",le="0.5",route="/"} 5 @1000"#,
@@ -256,7 +256,7 @@ fn histogram_buckets_are_cumulative_with_prometheus_le() {
         ]
     );
     assert_eq!(
-        converted.request.metadata[0].r#type,
+        converted.request().metadata[0].r#type,
         MetricType::Histogram as i32
     );
     assert_eq!(converted.samples, 6);
@@ -285,7 +285,7 @@ fn histogram_without_sum_or_buckets_and_malformed_histograms() {
     };
     let converted = bare(vec![metric("h", "", Data::Histogram(h))]);
     assert_eq!(
-        render(&converted.request),
+        render(&converted.request()),
         [
             r#"{__name__="h_bucket",le="+Inf"} 4 @1000"#,
             r#"{__name__="h_count"} 4 @1000"#
@@ -326,7 +326,7 @@ fn exponential_histogram_becomes_classic_buckets() {
     };
     let converted = bare(vec![metric("latency", "ms", Data::ExponentialHistogram(h))]);
     assert_eq!(
-        render(&converted.request),
+        render(&converted.request()),
         [
             r#"{__name__="latency_milliseconds_bucket",le="-2"} 1 @1000"#,
             r#"{__name__="latency_milliseconds_bucket",le="0"} 2 @1000"#,
@@ -362,7 +362,7 @@ fn exponential_histogram_at_negative_scale_and_out_of_range_scale() {
     };
     let converted = bare(vec![metric("size", "", Data::ExponentialHistogram(h))]);
     assert_eq!(
-        render(&converted.request),
+        render(&converted.request()),
         [
             r#"{__name__="size_bucket",le="1"} 1 @1000"#,
             r#"{__name__="size_bucket",le="4"} 3 @1000"#,
@@ -399,7 +399,7 @@ fn summary_gives_quantiles_sum_and_count() {
         }),
     )]);
     assert_eq!(
-        render(&converted.request),
+        render(&converted.request()),
         [
             r#"{__name__="rpc_latency_seconds",quantile="0.5"} 0.3 @1000"#,
             r#"{__name__="rpc_latency_seconds",quantile="0.99"} 1.2 @1000"#,
@@ -408,7 +408,7 @@ fn summary_gives_quantiles_sum_and_count() {
         ]
     );
     assert_eq!(
-        converted.request.metadata[0].r#type,
+        converted.request().metadata[0].r#type,
         MetricType::Summary as i32
     );
 }
@@ -440,7 +440,7 @@ fn delta_and_unspecified_temporality_are_dropped_and_counted() {
             }),
         ),
     ]);
-    assert_eq!(render(&converted.request), [r#"{__name__="e"} 1 @1000"#]);
+    assert_eq!(render(&converted.request()), [r#"{__name__="e"} 1 @1000"#]);
     assert_eq!(
         converted.dropped,
         [
@@ -455,7 +455,7 @@ fn delta_and_unspecified_temporality_are_dropped_and_counted() {
         ]
     );
     // No series, no metadata: a dropped family is not announced.
-    assert_eq!(converted.request.metadata.len(), 1);
+    assert_eq!(converted.request().metadata.len(), 1);
     assert_eq!(DropReason::DeltaTemporality.as_str(), "delta_temporality");
 }
 
@@ -498,7 +498,7 @@ fn no_recorded_value_becomes_stale_nan_and_nan_passes() {
         ),
     ]);
     assert_eq!(
-        render(&converted.request),
+        render(&converted.request()),
         [
             r#"{__name__="g"} stale @1000"#,
             r#"{__name__="g",x="1"} stale @1000"#,
@@ -511,7 +511,7 @@ fn no_recorded_value_becomes_stale_nan_and_nan_passes() {
     );
     // A plain NaN is not the staleness marker.
     assert_ne!(
-        converted.request.timeseries[2].samples[0].value.to_bits(),
+        converted.request().timeseries[2].samples[0].value.to_bits(),
         STALE_NAN.to_bits()
     );
     assert_eq!(
@@ -556,7 +556,7 @@ fn labels_are_sanitised_joined_and_ordered_with_precedence() {
     let mut req = request(resource, vec![metric("m", "", Data::Histogram(h))]);
     req.resource_metrics[0].scope_metrics[0].scope = None;
     let converted = convert(&[req], &opts);
-    let rendered = render(&converted.request);
+    let rendered = render(&converted.request());
     // `http.method` and `http_method` both become `http_method`: joined by original key
     // order. `job` from the resource beats the attribute; the attribute `team` beats the
     // promoted one; `le` is the converter's own; `__name__` collapses to `_name_`.
@@ -566,7 +566,7 @@ fn labels_are_sanitised_joined_and_ordered_with_precedence() {
             .to_string()
             + " 1 @1000"
     );
-    for ts in &converted.request.timeseries {
+    for ts in &converted.request().timeseries {
         assert!(
             ts.labels.windows(2).all(|w| w[0].name < w[1].name),
             "{:?}",
@@ -590,13 +590,13 @@ fn one_target_info_per_job_and_instance() {
     let first = request(resource.clone(), vec![g()]);
     let second = request(resource, vec![g()]);
     let converted = convert(&[first, second], &ConvertOptions::default());
-    let target_infos = render(&converted.request)
+    let target_infos = render(&converted.request())
         .iter()
         .filter(|l| l.contains("target_info"))
         .count();
     assert_eq!(target_infos, 1);
     // Metadata is announced once per family per request.
-    assert_eq!(converted.request.metadata.len(), 2);
+    assert_eq!(converted.request().metadata.len(), 2);
 }
 
 #[test]
@@ -608,14 +608,17 @@ fn encode_decode_round_trip() {
             data_points: vec![number(0.5, vec![s("a", "b")])],
         }),
     )]);
-    let body = encode(&converted.request).expect("small request encodes");
+    let body = converted.body().expect("small request encodes");
     // Snappy block format, not framed: the body starts with the varint length.
     assert_eq!(
         snap::raw::decompress_len(&body).ok(),
-        Some(converted.request.encoded_len())
+        Some(converted.protobuf.len())
     );
     let decoded = decode(&body, 1 << 20).expect("own encoding decodes");
-    assert_eq!(decoded, converted.request);
+    assert_eq!(decoded, converted.request());
+    // The series written straight to bytes are what prost writes for the messages.
+    assert_eq!(encode(&decoded).expect("encodes"), body);
+    assert_eq!(decoded.encoded_len(), converted.protobuf.len());
     // The size limit and garbage bodies are tested once, in `crate::snappy`.
     assert_eq!(HEADERS[2], ("X-Prometheus-Remote-Write-Version", "0.1.0"));
 }
