@@ -10,6 +10,7 @@ use flate2::write::GzEncoder;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, number_data_point};
+use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use vigil_agent::scrape::{ACCEPT_HEADER, ScrapeConfig, Scraper};
@@ -203,10 +204,14 @@ async fn oversized_bodies_and_slow_targets_fail_the_scrape() {
 }
 
 /// Timestamps (ns) of the `up` points of the target whose instance is `instance`.
-fn up_times(batches: &[Vec<ResourceMetrics>], instance: &str) -> Vec<u64> {
-    batches
+fn up_times(batches: &[Vec<Vec<u8>>], instance: &str) -> Vec<u64> {
+    let decoded: Vec<ResourceMetrics> = batches
         .iter()
         .flatten()
+        .map(|bytes| ResourceMetrics::decode(bytes.as_slice()).expect("batches decode"))
+        .collect();
+    decoded
+        .iter()
         .filter(|rm| resource_attr(std::slice::from_ref(rm), "service.instance.id") == instance)
         .flat_map(|rm| &rm.scope_metrics)
         .flat_map(|sm| &sm.metrics)

@@ -35,11 +35,13 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, ResourceMetrics};
+use prost::Message;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use vigil_core::config::{Errors, Validate, duration, join};
 
 use crate::scrape::otlp::{counter, gauge, number_point, resource_metrics, string_kv};
+use crate::ship::metrics::EncodedMetrics;
 
 /// The `host_metrics:` section of the agent's config.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -388,7 +390,7 @@ impl HostMetrics {
     /// each collection to `sink` until `shutdown` completes.
     pub async fn run<S, F>(self, mut sink: S, shutdown: impl Future<Output = ()>)
     where
-        S: FnMut(Vec<ResourceMetrics>) -> F,
+        S: FnMut(Vec<EncodedMetrics>) -> F,
         F: Future<Output = ()>,
     {
         tokio::pin!(shutdown);
@@ -416,7 +418,7 @@ impl HostMetrics {
                 },
             };
             host = Some(h);
-            sink(vec![metrics]).await;
+            sink(vec![metrics.encode_to_vec()]).await;
         }
     }
 }

@@ -43,6 +43,7 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+use prost::Message;
 use tokio::time::Instant;
 use url::Url;
 use vigil_core::config::{ConfigErrors, Errors, Validate};
@@ -54,6 +55,7 @@ pub(crate) use target::unix_nanos;
 pub use telemetry::ScrapeTelemetry;
 
 use crate::kubernetes::PodCache;
+use crate::ship::metrics::EncodedMetrics;
 use relabel::RelabelRule;
 use target::{ScrapeContext, Target};
 
@@ -144,12 +146,18 @@ impl Scraper {
     }
 
     /// Scrapes every static target once, concurrently, each bounded by the timeout.
+    /// Decoded: this serves tests and tools; [`Scraper::run`] hands on the bytes.
     pub async fn scrape_all(&mut self) -> Vec<ResourceMetrics> {
         let all: Vec<usize> = (0..self.targets.len()).collect();
-        self.scrape_some(&all).await
+        self.scrape_some(&all)
+            .await
+            .iter()
+            // Our own encoding of valid messages: it always decodes.
+            .filter_map(|bytes| ResourceMetrics::decode(bytes.as_slice()).ok())
+            .collect()
     }
 
-    async fn scrape_some(&mut self, which: &[usize]) -> Vec<ResourceMetrics> {
+    async fn scrape_some(&mut self, which: &[usize]) -> Vec<EncodedMetrics> {
         let context = &self.context;
         let scrapes = self
             .targets
@@ -190,7 +198,7 @@ impl Scraper {
     /// for all its series (after its scrape in flight, if any).
     pub async fn run<S, F>(mut self, mut sink: S, shutdown: impl Future<Output = ()>)
     where
-        S: FnMut(Vec<ResourceMetrics>) -> F,
+        S: FnMut(Vec<EncodedMetrics>) -> F,
         F: Future<Output = ()>,
     {
         tokio::pin!(shutdown);
@@ -306,7 +314,7 @@ fn sync_pod_slots(
     mut wanted: HashMap<String, Target>,
     interval: Duration,
     context: &ScrapeContext,
-) -> Vec<Vec<ResourceMetrics>> {
+) -> Vec<Vec<EncodedMetrics>> {
     let mut retired = Vec::new();
     for slot in slots.iter_mut() {
         let Some((uid, fingerprint)) = &slot.pod else {

@@ -17,6 +17,12 @@
 //!   there is one, else when this agent first saw the series. Prometheus itself has no
 //!   start time; this is the OTLP-conforming choice that never claims more than we know.
 //! - Timestamp: the sample's own, else the start of the scrape.
+//!
+//! A batch is protobuf-encoded as its points are added (one `ResourceMetrics` per
+//! resource, see [`Batch::finish`]): a gauge or counter point is written straight from the
+//! relabeled label strings, never becoming `KeyValue`s, and nothing of a scrape outlives it
+//! but those bytes. Building owned OTLP, encoding it and freeing it was most of the agent's
+//! time per sample.
 
 use std::collections::HashMap;
 
@@ -31,7 +37,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use super::parse::MetricKind;
 use super::points::{histogram_points, summary_points};
 use super::relabel::Labels;
-use super::staleness::{NO_RECORDED_VALUE, Remembered, SeriesMemory};
+use super::staleness::{NO_RECORDED_VALUE, NewSeries, Remembered, SeriesMemory};
+use prost::Message;
+use vigil_core::wire;
 
 /// A string attribute.
 pub(crate) fn string_kv(key: impl Into<String>, value: impl Into<String>) -> KeyValue {
@@ -123,10 +131,94 @@ struct Destination<'a> {
     help: &'a str,
 }
 
+/// A gauge or counter point before it is encoded: its labels stay the strings relabeling
+/// made, written straight into the batch's bytes.
+struct Number {
+    /// Every label but `__name__`, `job` and `instance`: the point's attributes.
+    labels: Labels,
+    start_ns: u64,
+    time_ns: u64,
+    /// `None` for a stale marker ("no recorded value").
+    value: Option<f64>,
+    flags: u32,
+}
+
+impl Number {
+    fn sample(labels: Labels, start_ns: u64, time_ns: u64, value: f64) -> Self {
+        Number {
+            labels,
+            start_ns,
+            time_ns,
+            value: Some(value),
+            flags: 0,
+        }
+    }
+
+    /// The point with no value and the "no recorded value" flag, as OTLP.
+    fn marker(&self) -> NumberDataPoint {
+        NumberDataPoint {
+            value: None,
+            flags: NO_RECORDED_VALUE,
+            ..number_point(attributes(&self.labels), self.start_ns, self.time_ns, 0.0)
+        }
+    }
+
+    /// Bytes of the `NumberDataPoint` message.
+    fn encoded_len(&self) -> usize {
+        let attributes: usize = self
+            .labels
+            .iter()
+            .map(|(k, v)| wire::delimited_len(key_value_len(k, v)))
+            .sum();
+        let fixed = |present: bool| if present { 9 } else { 0 };
+        attributes
+            + fixed(self.start_ns != 0)
+            + fixed(self.time_ns != 0)
+            + fixed(self.value.is_some())
+            + match self.flags {
+                0 => 0,
+                flags => wire::varint_len(u64::from(flags)),
+            }
+    }
+
+    /// Appends the `NumberDataPoint` message (its fields, by their tags in the proto).
+    fn encode(&self, buf: &mut Vec<u8>) {
+        for (k, v) in &self.labels {
+            key_value(buf, 7, k, v);
+        }
+        if self.start_ns != 0 {
+            wire::fixed64(buf, 2, self.start_ns);
+        }
+        if self.time_ns != 0 {
+            wire::fixed64(buf, 3, self.time_ns);
+        }
+        if let Some(value) = self.value {
+            wire::fixed64(buf, 4, value.to_bits());
+        }
+        if self.flags != 0 {
+            wire::varint(buf, 8, u64::from(self.flags));
+        }
+    }
+}
+
+/// Bytes of a `KeyValue` with a string value.
+fn key_value_len(key: &str, value: &str) -> usize {
+    // The value is an `AnyValue` whose `string_value` (a oneof) is written even when empty.
+    wire::string_len(key) + wire::delimited_len(wire::delimited_len(value.len()))
+}
+
+/// Appends a `KeyValue` field with a string value.
+fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &str) {
+    wire::delimited_header(buf, tag, key_value_len(key, value));
+    wire::string(buf, 1, key);
+    wire::delimited_header(buf, 2, wire::delimited_len(value.len()));
+    wire::bytes(buf, 1, value.as_bytes());
+}
+
 /// One data point on its way into a batch.
 enum Point {
-    Gauge(NumberDataPoint),
-    Counter(NumberDataPoint),
+    Gauge(Number),
+    Counter(Number),
     Histogram(HistogramDataPoint),
     Summary(SummaryDataPoint),
 }
@@ -150,16 +242,23 @@ impl Point {
         }
     }
 
+    /// Appends the point as a `data_points` field of its metric's data.
+    fn encode(&self, buf: &mut Vec<u8>) {
+        match self {
+            Point::Gauge(n) | Point::Counter(n) => {
+                wire::delimited_header(buf, 1, n.encoded_len());
+                n.encode(buf);
+            }
+            Point::Histogram(p) => prost::encoding::message::encode(1, p, buf),
+            Point::Summary(p) => prost::encoding::message::encode(1, p, buf),
+        }
+    }
+
     /// The same point with no value and the "no recorded value" flag: its stale marker.
     fn stale_metric(&self, name: &str) -> Metric {
-        let marker = |p: &NumberDataPoint| NumberDataPoint {
-            value: None,
-            flags: NO_RECORDED_VALUE,
-            ..p.clone()
-        };
         match self {
-            Point::Gauge(p) => gauge(name, "", vec![marker(p)]),
-            Point::Counter(p) => counter(name, "", vec![marker(p)]),
+            Point::Gauge(n) => gauge(name, "", vec![n.marker()]),
+            Point::Counter(n) => counter(name, "", vec![n.marker()]),
             Point::Histogram(p) => Metric {
                 name: name.to_owned(),
                 data: Some(Data::Histogram(Histogram {
@@ -198,10 +297,84 @@ impl Point {
     }
 }
 
+/// A metric of a batch, encoded.
+enum MetricOut {
+    /// A metric whose points are still coming: its `data_points` fields so far.
+    Open {
+        name: String,
+        help: String,
+        shape: u8,
+        points: Vec<u8>,
+    },
+    /// A whole `Metric` message (a stale marker made when its series was first seen).
+    Done(Vec<u8>),
+}
+
+impl MetricOut {
+    /// The `Metric` field of its data (gauge, sum, histogram, summary) and that data's
+    /// bytes besides the points.
+    fn data_field(shape: u8) -> (u32, usize) {
+        let cumulative = AggregationTemporality::Cumulative as u64;
+        match shape {
+            0 => (5, 0),
+            // Sum: aggregation_temporality, is_monotonic.
+            1 => (7, wire::varint_len(cumulative) + wire::varint_len(1)),
+            2 => (9, wire::varint_len(cumulative)),
+            _ => (11, 0),
+        }
+    }
+
+    /// Bytes of the `Metric` message.
+    fn encoded_len(&self) -> usize {
+        match self {
+            MetricOut::Open {
+                name,
+                help,
+                shape,
+                points,
+            } => {
+                let (_, extra) = Self::data_field(*shape);
+                wire::string_len(name)
+                    + wire::string_len(help)
+                    + wire::delimited_len(points.len() + extra)
+            }
+            MetricOut::Done(bytes) => bytes.len(),
+        }
+    }
+
+    /// Appends the `Metric` message.
+    fn encode(&self, buf: &mut Vec<u8>) {
+        match self {
+            MetricOut::Open {
+                name,
+                help,
+                shape,
+                points,
+            } => {
+                let (tag, extra) = Self::data_field(*shape);
+                wire::string(buf, 1, name);
+                wire::string(buf, 2, help);
+                wire::delimited_header(buf, tag, points.len() + extra);
+                buf.extend_from_slice(points);
+                let cumulative = AggregationTemporality::Cumulative as u64;
+                match shape {
+                    1 => {
+                        wire::varint(buf, 2, cumulative);
+                        wire::varint(buf, 3, 1);
+                    }
+                    2 => wire::varint(buf, 2, cumulative),
+                    _ => {}
+                }
+            }
+            MetricOut::Done(bytes) => buf.extend_from_slice(bytes),
+        }
+    }
+}
+
 struct ResourceOut {
     job: String,
     instance: String,
-    metrics: Vec<Metric>,
+    metrics: Vec<MetricOut>,
     /// (name, shape) → index in `metrics`, so points of one metric share one `Metric`.
     index: HashMap<(String, u8), usize>,
     /// The (index, shape) of the metric the last point went to.
@@ -212,6 +385,8 @@ struct ResourceOut {
 pub(crate) struct Batch<'m> {
     now_ns: u64,
     memory: &'m mut SeriesMemory,
+    /// The series key of the point being added, reused from point to point.
+    key: String,
     resources: Vec<ResourceOut>,
     /// Data points added (a histogram or summary counts as one), markers included.
     pub points: usize,
@@ -224,6 +399,7 @@ impl<'m> Batch<'m> {
         Batch {
             now_ns,
             memory,
+            key: String::new(),
             resources: Vec::new(),
             points: 0,
             stale_markers: 0,
@@ -267,23 +443,16 @@ impl<'m> Batch<'m> {
             name,
             help,
         } = to;
-        let key = series_key(
+        series_key(&mut self.key, [name, job, instance, identity], &point);
+        let now = self.now_ns;
+        let first_seen = self.memory.see(&self.key, || NewSeries {
             job,
             instance,
-            name,
-            point.series_shape(),
-            attributes_of(&point),
-            identity,
-        );
-        let now = self.now_ns;
-        let first_seen = self.memory.see(key, || Remembered {
-            job: job.to_owned(),
-            instance: instance.to_owned(),
             first_seen_ns: now,
-            stale: (!explicit_time).then(|| point.stale_metric(name)),
+            marker: (!explicit_time).then(|| point.stale_metric(name)),
         });
         match &mut point {
-            Point::Counter(p) if p.start_time_unix_nano == 0 => p.start_time_unix_nano = first_seen,
+            Point::Counter(n) if n.start_ns == 0 => n.start_ns = first_seen,
             Point::Histogram(p) if p.start_time_unix_nano == 0 => {
                 p.start_time_unix_nano = first_seen
             }
@@ -299,34 +468,21 @@ impl<'m> Batch<'m> {
         let shape = point.shape();
         // The samples of a family come one after another: most points go to the metric the
         // previous one went to, found without building a key.
-        let last = resource
-            .last
-            .filter(|&(at, last_shape)| last_shape == shape && resource.metrics[at].name == name);
+        let last = resource.last.filter(|&(at, last_shape)| {
+            last_shape == shape
+                && matches!(&resource.metrics[at], MetricOut::Open { name: n, .. } if n == name)
+        });
         let at = match last {
             Some((at, _)) => at,
             None => match resource.index.get(&(name.to_owned(), shape)) {
                 Some(&at) => at,
                 None => {
-                    let empty = match point {
-                        Point::Gauge(_) => gauge(name, help, Vec::new()),
-                        Point::Counter(_) => counter(name, help, Vec::new()),
-                        Point::Histogram(_) => Metric {
-                            name: name.to_owned(),
-                            description: help.to_owned(),
-                            data: Some(Data::Histogram(Histogram {
-                                data_points: Vec::new(),
-                                aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                            })),
-                            ..Default::default()
-                        },
-                        Point::Summary(_) => Metric {
-                            name: name.to_owned(),
-                            description: help.to_owned(),
-                            data: Some(Data::Summary(Summary::default())),
-                            ..Default::default()
-                        },
-                    };
-                    resource.metrics.push(empty);
+                    resource.metrics.push(MetricOut::Open {
+                        name: name.to_owned(),
+                        help: help.to_owned(),
+                        shape,
+                        points: Vec::new(),
+                    });
                     resource
                         .index
                         .insert((name.to_owned(), shape), resource.metrics.len() - 1);
@@ -335,12 +491,8 @@ impl<'m> Batch<'m> {
             },
         };
         resource.last = Some((at, shape));
-        match (&mut resource.metrics[at].data, point) {
-            (Some(Data::Gauge(g)), Point::Gauge(p)) => g.data_points.push(p),
-            (Some(Data::Sum(s)), Point::Counter(p)) => s.data_points.push(p),
-            (Some(Data::Histogram(h)), Point::Histogram(p)) => h.data_points.push(p),
-            (Some(Data::Summary(s)), Point::Summary(p)) => s.data_points.push(p),
-            _ => {}
+        if let MetricOut::Open { points, .. } = &mut resource.metrics[at] {
+            point.encode(points);
         }
     }
 
@@ -354,16 +506,16 @@ impl<'m> Batch<'m> {
         name: &str,
         value: f64,
     ) {
-        let point = number_point(attributes(labels), 0, self.now_ns, value);
+        let point = Number::sample(labels.clone(), 0, self.now_ns, value);
         self.add_untracked(job, instance, name, "", Point::Gauge(point));
     }
 
     /// A stale marker for a gauge about the scrape itself, when its target went away.
     pub(crate) fn report_stale(&mut self, job: &str, instance: &str, labels: &Labels, name: &str) {
-        let point = NumberDataPoint {
+        let point = Number {
             value: None,
             flags: NO_RECORDED_VALUE,
-            ..number_point(attributes(labels), 0, self.now_ns, 0.0)
+            ..Number::sample(labels.clone(), 0, self.now_ns, 0.0)
         };
         self.stale_markers += 1;
         self.add_untracked(job, instance, name, "", Point::Gauge(point));
@@ -375,6 +527,7 @@ impl<'m> Batch<'m> {
             if let Some(metric) = r.stale {
                 self.points += 1;
                 self.stale_markers += 1;
+                let metric = MetricOut::Done(metric.encode_to_vec());
                 self.resource(&r.job, &r.instance).metrics.push(metric);
             }
         }
@@ -446,12 +599,7 @@ impl<'m> Batch<'m> {
 
     fn gauges(&mut self, help: &str, samples: Vec<Relabeled>) {
         for s in samples {
-            let point = number_point(
-                into_attributes(s.labels),
-                0,
-                self.time(s.timestamp_ms),
-                s.value,
-            );
+            let point = Number::sample(s.labels, 0, self.time(s.timestamp_ms), s.value);
             let explicit_time = s.timestamp_ms.is_some();
             let point = Point::Gauge(point);
             let to = Destination {
@@ -488,13 +636,9 @@ impl<'m> Batch<'m> {
                     .copied()
                     .unwrap_or(0),
             };
-            let point = number_point(into_attributes(s.labels), start, time, s.value);
             let point = match s.name.ends_with("_total") {
-                true => Point::Counter(point),
-                false => Point::Gauge(NumberDataPoint {
-                    start_time_unix_nano: 0,
-                    ..point
-                }),
+                true => Point::Counter(Number::sample(s.labels, start, time, s.value)),
+                false => Point::Gauge(Number::sample(s.labels, 0, time, s.value)),
             };
             let explicit_time = s.timestamp_ms.is_some();
             let to = Destination {
@@ -507,63 +651,76 @@ impl<'m> Batch<'m> {
         }
     }
 
-    /// The batch as OTLP, one `ResourceMetrics` per (job, instance).
-    pub(crate) fn finish(self) -> Vec<ResourceMetrics> {
+    /// The batch as OTLP: one encoded `ResourceMetrics` per (job, instance), with
+    /// `service.name` and `service.instance.id` and one scope-less `ScopeMetrics`.
+    pub(crate) fn finish(self) -> Vec<Vec<u8>> {
         self.resources
             .into_iter()
-            .map(|r| {
-                let mut attributes = Vec::with_capacity(2);
-                if !r.job.is_empty() {
-                    attributes.push(string_kv("service.name", r.job));
-                }
-                if !r.instance.is_empty() {
-                    attributes.push(string_kv("service.instance.id", r.instance));
-                }
-                resource_metrics(attributes, r.metrics)
-            })
+            .map(ResourceOut::encode)
             .collect()
     }
 }
 
-fn attributes_of(point: &Point) -> &[KeyValue] {
-    match point {
-        Point::Gauge(p) | Point::Counter(p) => &p.attributes,
-        Point::Histogram(p) => &p.attributes,
-        Point::Summary(p) => &p.attributes,
+impl ResourceOut {
+    fn encode(self) -> Vec<u8> {
+        let mut resource = Vec::new();
+        if !self.job.is_empty() {
+            key_value(&mut resource, 1, "service.name", &self.job);
+        }
+        if !self.instance.is_empty() {
+            key_value(&mut resource, 1, "service.instance.id", &self.instance);
+        }
+        let metrics: usize = self
+            .metrics
+            .iter()
+            .map(|m| wire::delimited_len(m.encoded_len()))
+            .sum();
+        let mut out =
+            Vec::with_capacity(wire::delimited_len(resource.len()) + wire::delimited_len(metrics));
+        // ResourceMetrics: resource (1), then scope_metrics (2): one ScopeMetrics, no scope,
+        // whose body is its `metrics` fields (2).
+        wire::bytes(&mut out, 1, &resource);
+        wire::delimited_header(&mut out, 2, metrics);
+        for metric in &self.metrics {
+            wire::delimited_header(&mut out, 2, metric.encoded_len());
+            metric.encode(&mut out);
+        }
+        out
     }
 }
 
-fn series_key(
-    job: &str,
-    instance: &str,
-    name: &str,
-    shape: u8,
-    attrs: &[KeyValue],
-    identity: &str,
-) -> String {
-    let mut key = String::with_capacity(64);
-    for part in [name, job, instance, identity] {
+/// Writes into `key` what tells a series apart: `parts` (name, job, instance, identity),
+/// the point's shape and its attributes.
+fn series_key(key: &mut String, parts: [&str; 4], point: &Point) {
+    key.clear();
+    for part in parts {
         key.push_str(part);
         key.push('\u{0}');
     }
-    key.push(char::from(b'0' + shape));
-    for kv in attrs {
+    key.push(char::from(b'0' + point.series_shape()));
+    let mut attribute = |name: &str, value: &str| {
         key.push('\u{0}');
-        key.push_str(&kv.key);
+        key.push_str(name);
         key.push('=');
-        if let Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }) = &kv.value
-        {
-            key.push_str(v);
+        key.push_str(value);
+    };
+    let attributes = match point {
+        Point::Gauge(n) | Point::Counter(n) => {
+            n.labels.iter().for_each(|(k, v)| attribute(k, v));
+            return;
         }
+        Point::Histogram(p) => &p.attributes,
+        Point::Summary(p) => &p.attributes,
+    };
+    for kv in attributes {
+        let value = match &kv.value {
+            Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v)),
+            }) => v.as_str(),
+            _ => "",
+        };
+        attribute(&kv.key, value);
     }
-    key
-}
-
-/// [`attributes`], moving the strings rather than copying them.
-fn into_attributes(labels: Labels) -> Vec<KeyValue> {
-    labels.into_iter().map(|(k, v)| string_kv(k, v)).collect()
 }
 
 pub(crate) fn attributes(labels: &Labels) -> Vec<KeyValue> {
@@ -588,4 +745,93 @@ fn join_floats(values: &[f64]) -> String {
         out.push(',');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// What prost decodes from a number point written straight from its labels is the
+    /// point as OTLP messages, for values, markers, empty values and start times.
+    #[test]
+    fn a_number_point_decodes_to_the_messages_it_stands_for() {
+        let cases = [
+            Number::sample(labels(&[("cpu", "0"), ("mode", "idle")]), 0, 5, 1.5),
+            Number::sample(labels(&[]), 7, 0, 0.0),
+            Number::sample(labels(&[("empty", ""), ("k", "v")]), 1 << 40, 1 << 41, -0.0),
+            Number {
+                value: None,
+                flags: NO_RECORDED_VALUE,
+                ..Number::sample(labels(&[("a", "b")]), 3, 4, 9.0)
+            },
+        ];
+        for n in cases {
+            let mut bytes = Vec::new();
+            n.encode(&mut bytes);
+            assert_eq!(bytes.len(), n.encoded_len());
+            let expected = NumberDataPoint {
+                value: n.value.map(number_data_point::Value::AsDouble),
+                flags: n.flags,
+                ..number_point(attributes(&n.labels), n.start_ns, n.time_ns, 0.0)
+            };
+            assert_eq!(NumberDataPoint::decode(bytes.as_slice()).unwrap(), expected);
+        }
+    }
+
+    /// A whole batch decodes to one `ResourceMetrics` per target with one metric per name
+    /// and shape, in the order they came, markers included.
+    #[test]
+    fn a_batch_decodes_to_resources_metrics_and_points() {
+        let mut memory = SeriesMemory::default();
+        let mut batch = Batch::new(10, &mut memory);
+        let target = labels(&[("env", "prod")]);
+        batch.report("node", "a:9100", &target, "up", 1.0);
+        batch.report("node", "a:9100", &target, "scrape_samples_scraped", 3.0);
+        batch.report_stale("node", "b:9100", &labels(&[]), "up");
+        let encoded = batch.finish();
+        let decoded: Vec<ResourceMetrics> = encoded
+            .iter()
+            .map(|b| ResourceMetrics::decode(b.as_slice()).unwrap())
+            .collect();
+        let point = |labels: &Labels, value| NumberDataPoint {
+            value,
+            flags: if value.is_none() {
+                NO_RECORDED_VALUE
+            } else {
+                0
+            },
+            ..number_point(attributes(labels), 0, 10, 0.0)
+        };
+        let resource = |instance: &str, metrics| {
+            let attributes = vec![
+                string_kv("service.name", "node"),
+                string_kv("service.instance.id", instance),
+            ];
+            resource_metrics(attributes, metrics)
+        };
+        let one = |v: f64| Some(number_data_point::Value::AsDouble(v));
+        assert_eq!(
+            decoded,
+            vec![
+                resource(
+                    "a:9100",
+                    vec![
+                        gauge("up", "", vec![point(&target, one(1.0))]),
+                        gauge("scrape_samples_scraped", "", vec![point(&target, one(3.0))]),
+                    ]
+                ),
+                resource(
+                    "b:9100",
+                    vec![gauge("up", "", vec![point(&labels(&[]), None)])]
+                ),
+            ]
+        );
+    }
 }

@@ -5,23 +5,34 @@
 //! and, for histograms and summaries, its bucket bounds or quantiles, since those are what
 //! make the `_bucket`/`quantile` series downstream. For each one the marker to send when it
 //! vanishes is built once, when it first appears.
+//!
+//! This map holds every series of every target, so it is the agent's memory per series:
+//! each entry is kept small. The key is a boxed string (no spare capacity), job and
+//! instance are shared by all series of a target, and the marker is kept protobuf-encoded
+//! (a few dozen bytes instead of a `Metric` with its attribute vectors and strings); it is
+//! decoded only when the series vanishes.
 
-use std::collections::HashMap;
+use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use opentelemetry_proto::tonic::metrics::v1::{DataPointFlags, Metric, metric::Data};
+use prost::Message;
 
 /// The flag that tells core's remote write conversion to write Prometheus' stale NaN.
 pub(crate) const NO_RECORDED_VALUE: u32 = DataPointFlags::NoRecordedValueMask as u32;
 
-/// A series of the previous scrape: where it belongs and its marker-to-be.
+/// How many distinct job and instance values are shared rather than copied per series. A
+/// target has one of each unless metric relabeling rewrites them per sample; past this
+/// many, each series gets its own copy (correct, just larger).
+const SHARED_NAMES: usize = 64;
+
+/// A series of the previous scrape that vanished: where it belongs and its marker.
 #[derive(Debug, Clone)]
 pub(crate) struct Remembered {
-    pub job: String,
-    pub instance: String,
-    /// When the series was first seen in this run of scrapes (Unix ns): the start time of
-    /// a cumulative sum or histogram without an OpenMetrics `_created`.
-    pub first_seen_ns: u64,
-    /// The metric with one point flagged "no recorded value", its timestamp set on use;
+    pub job: Arc<str>,
+    pub instance: Arc<str>,
+    /// The metric with one point flagged "no recorded value", timestamped when it vanished;
     /// `None` for a series exposed with its own timestamps, which Prometheus does not
     /// mark stale either (the exporter owns its timeline).
     pub stale: Option<Metric>,
@@ -32,37 +43,68 @@ pub(crate) struct Remembered {
 /// entry from one to the other each time, and hold two tables).
 #[derive(Debug, Default)]
 pub struct SeriesMemory {
-    series: HashMap<String, Known>,
+    /// foldhash, not SipHash: every sample of every scrape is looked up here by a key of
+    /// a hundred bytes or so. Keys come from the targets the operator configured, and
+    /// foldhash is still seeded per process.
+    series: HashMap<Box<str>, Known>,
     /// The number of the scrape under way.
     scrape: u64,
+    /// Job and instance values shared by the series that carry them.
+    names: Vec<Arc<str>>,
 }
 
 #[derive(Debug)]
 struct Known {
-    remembered: Remembered,
+    job: Arc<str>,
+    instance: Arc<str>,
+    /// When the series was first seen in this run of scrapes (Unix ns): the start time of
+    /// a cumulative sum or histogram without an OpenMetrics `_created`.
+    first_seen_ns: u64,
+    /// The marker-to-be, protobuf-encoded; its timestamp is set when it is sent.
+    marker: Option<Box<[u8]>>,
     /// The last scrape that saw the series.
     seen: u64,
 }
 
+/// A series seen for the first time.
+pub(crate) struct NewSeries<'a> {
+    pub job: &'a str,
+    pub instance: &'a str,
+    pub first_seen_ns: u64,
+    /// Its stale marker, or `None` when it is never to be marked stale.
+    pub marker: Option<Metric>,
+}
+
 impl SeriesMemory {
     /// Notes that the series `key` is in this scrape; returns when it was first seen.
-    /// `remember` builds its record when it is new.
-    pub(crate) fn see(&mut self, key: String, remember: impl FnOnce() -> Remembered) -> u64 {
+    /// `new` describes it when it was not known (only then is it called).
+    pub(crate) fn see<'a>(&mut self, key: &str, new: impl FnOnce() -> NewSeries<'a>) -> u64 {
         let scrape = self.scrape;
-        if let Some(known) = self.series.get_mut(&key) {
+        if let Some(known) = self.series.get_mut(key) {
             known.seen = scrape;
-            return known.remembered.first_seen_ns;
+            return known.first_seen_ns;
         }
-        let remembered = remember();
-        let first_seen = remembered.first_seen_ns;
-        self.series.insert(
-            key,
-            Known {
-                remembered,
-                seen: scrape,
-            },
-        );
-        first_seen
+        let new = new();
+        let known = Known {
+            job: self.shared(new.job),
+            instance: self.shared(new.instance),
+            first_seen_ns: new.first_seen_ns,
+            marker: new.marker.map(|m| m.encode_to_vec().into_boxed_slice()),
+            seen: scrape,
+        };
+        self.series.insert(Box::from(key), known);
+        new.first_seen_ns
+    }
+
+    fn shared(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.names.iter().find(|n| ***n == *name) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = Arc::from(name);
+        if self.names.len() < SHARED_NAMES {
+            self.names.push(Arc::clone(&name));
+        }
+        name
     }
 
     /// Ends a successful scrape: the series of the previous one that were not seen again,
@@ -79,23 +121,38 @@ impl SeriesMemory {
     /// Ends a failed scrape, or a target that went away: every known series is stale.
     pub(crate) fn forget_all(&mut self, now_ns: u64) -> Vec<Remembered> {
         self.scrape += 1;
+        self.names.clear();
         markers(self.series.drain(), now_ns)
+    }
+
+    /// How many series are remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.series.len()
     }
 }
 
-fn markers(series: impl Iterator<Item = (String, Known)>, now_ns: u64) -> Vec<Remembered> {
-    let mut out: Vec<(String, Remembered)> = series
-        .map(|(key, known)| (key, known.remembered))
-        .filter(|(_, r)| r.stale.is_some())
-        .collect();
-    for (_, r) in &mut out {
-        if let Some(metric) = &mut r.stale {
-            set_time(metric, now_ns);
-        }
-    }
+fn markers(series: impl Iterator<Item = (Box<str>, Known)>, now_ns: u64) -> Vec<Remembered> {
+    let mut out: Vec<(Box<str>, Known)> = series.filter(|(_, k)| k.marker.is_some()).collect();
     // Stable output order makes batches (and tests) deterministic.
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    out.into_iter().map(|(_, r)| r).collect()
+    out.into_iter()
+        .map(|(_, known)| {
+            // The bytes are our own encoding of a `Metric`: decoding them cannot fail.
+            let stale = known
+                .marker
+                .and_then(|bytes| Metric::decode(&bytes[..]).ok())
+                .map(|mut metric| {
+                    set_time(&mut metric, now_ns);
+                    metric
+                });
+            Remembered {
+                job: known.job,
+                instance: known.instance,
+                stale,
+            }
+        })
+        .collect()
 }
 
 fn set_time(metric: &mut Metric, now_ns: u64) {
@@ -117,5 +174,68 @@ fn set_time(metric: &mut Metric, now_ns: u64) {
             .iter_mut()
             .for_each(|p| p.time_unix_nano = now_ns),
         Some(Data::ExponentialHistogram(_)) | None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scrape::otlp::{gauge, number_point, string_kv};
+
+    fn marker(name: &str) -> Metric {
+        let point = number_point(vec![string_kv("mode", "idle")], 0, 5, 0.0);
+        gauge(name, "", vec![point])
+    }
+
+    #[test]
+    fn a_vanished_series_comes_back_as_its_marker_at_the_time_it_vanished() {
+        let mut memory = SeriesMemory::default();
+        let new = |marker| {
+            move || NewSeries {
+                job: "node",
+                instance: "a:9100",
+                first_seen_ns: 7,
+                marker,
+            }
+        };
+        assert_eq!(memory.see("kept", new(Some(marker("kept")))), 7);
+        assert_eq!(memory.see("gone", new(Some(marker("gone")))), 7);
+        assert_eq!(memory.see("own_time", new(None)), 7);
+        assert!(memory.finish(10).is_empty());
+
+        // Known series keep their first-seen time; `new` is not called for them.
+        assert_eq!(memory.see("kept", || unreachable!("known series")), 7);
+        let vanished = memory.finish(20);
+        assert_eq!(vanished.len(), 1, "{vanished:?}");
+        let gone = &vanished[0];
+        assert_eq!((&*gone.job, &*gone.instance), ("node", "a:9100"));
+        let mut expected = marker("gone");
+        set_time(&mut expected, 20);
+        assert_eq!(gone.stale.as_ref(), Some(&expected));
+        // The series without a marker vanished too, silently.
+        assert_eq!(memory.len(), 1);
+
+        let all = memory.forget_all(30);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].stale.as_ref().map(|m| m.name.as_str()), Some("kept"));
+        assert_eq!(memory.len(), 0);
+    }
+
+    #[test]
+    fn series_of_one_target_share_its_job_and_instance() {
+        let mut memory = SeriesMemory::default();
+        for key in ["a", "b"] {
+            memory.see(key, || NewSeries {
+                job: "node",
+                instance: "a:9100",
+                first_seen_ns: 1,
+                marker: Some(marker(key)),
+            });
+        }
+        memory.finish(2);
+        let vanished = memory.finish(3);
+        assert_eq!(vanished.len(), 2);
+        assert!(Arc::ptr_eq(&vanished[0].job, &vanished[1].job));
+        assert!(Arc::ptr_eq(&vanished[0].instance, &vanished[1].instance));
     }
 }

@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use url::Url;
 
 use super::config::StaticTarget;
@@ -12,6 +11,7 @@ use super::parse::{Family, Format, MetricKind, Sample, parse};
 use super::relabel::{Labels, RelabelRule, relabel};
 use super::staleness::SeriesMemory;
 use super::telemetry::ScrapeTelemetry;
+use crate::ship::metrics::EncodedMetrics;
 
 /// Why a configured target cannot be scraped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,7 +146,7 @@ impl Target {
 
     /// The target went away (its pod was deleted): stale markers for every series it had,
     /// and for `up` and the other scrape gauges, as Prometheus writes them.
-    pub fn retire(&mut self, context: &ScrapeContext) -> Vec<ResourceMetrics> {
+    pub fn retire(&mut self, context: &ScrapeContext) -> Vec<EncodedMetrics> {
         let now_ns = unix_nanos(SystemTime::now());
         let vanished = self.memory.forget_all(now_ns);
         let mut batch = Batch::new(now_ns, &mut self.memory);
@@ -164,7 +164,7 @@ impl Target {
     /// Scrapes once and returns the OTLP of it: the samples, stale markers of vanished
     /// series, and `up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
     /// `scrape_samples_post_metric_relabeling`. Never fails: a failed scrape is `up` 0.
-    pub async fn scrape(&mut self, context: &ScrapeContext) -> Vec<ResourceMetrics> {
+    pub async fn scrape(&mut self, context: &ScrapeContext) -> Vec<EncodedMetrics> {
         let started = Instant::now();
         let now_ns = unix_nanos(SystemTime::now());
         let fetched = match tokio::time::timeout(
@@ -192,7 +192,7 @@ impl Target {
         now_ns: u64,
         started: Instant,
         context: &ScrapeContext,
-    ) -> Vec<ResourceMetrics> {
+    ) -> Vec<EncodedMetrics> {
         // Declared before `outcome`, which borrows from it.
         let body;
         let outcome = match fetched {

@@ -32,7 +32,15 @@ fn record(
     at_ns: u64,
 ) -> Vec<ResourceMetrics> {
     let fetched = body.map(|(b, f)| (b.to_owned(), f));
-    s.targets[0].record(fetched, at_ns, Instant::now(), &s.context)
+    decoded(s.targets[0].record(fetched, at_ns, Instant::now(), &s.context))
+}
+
+/// The batch's encoded `ResourceMetrics`, decoded.
+fn decoded(encoded: Vec<Vec<u8>>) -> Vec<ResourceMetrics> {
+    encoded
+        .iter()
+        .map(|bytes| ResourceMetrics::decode(bytes.as_slice()).expect("the batch decodes"))
+        .collect()
 }
 
 /// The series core's remote write conversion makes of `metrics`, as `name{labels}` →
@@ -510,7 +518,7 @@ fn series_with_their_own_timestamps_get_no_stale_marker() {
 fn a_retired_target_marks_all_its_series_and_the_scrape_gauges_stale() {
     let mut s = node();
     record(&mut s, Ok(("a 1\nb 2\n", Format::Text)), NOW_NS);
-    let stale = all_series(s.targets[0].retire(&s.context));
+    let stale = all_series(decoded(s.targets[0].retire(&s.context)));
     let names: Vec<&str> = stale.keys().map(|k| k.split('{').next().unwrap()).collect();
     assert_eq!(
         names,

@@ -1,5 +1,5 @@
 //! The metrics input: a bounded queue that Prometheus scraping and host metrics push
-//! `ResourceMetrics` into, and the shipper that sends them with the logs' batching and
+//! encoded `ResourceMetrics` into, and the shipper that sends them with the logs' batching and
 //! retry.
 //!
 //! Metrics are sampled again at the next interval, so when the collector is away the
@@ -12,16 +12,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
-use prost::Message;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, warn};
 use vigil_core::retry::Backoff;
+use vigil_core::wire;
 
 use super::client::{CollectorClient, Encoded};
 use super::{Delivery, deliver};
 use crate::config::CollectorConfig;
 use crate::telemetry::Telemetry;
+
+/// One `ResourceMetrics`, protobuf-encoded: what the inputs queue and the shipper sends.
+/// Queued as bytes, an entry takes a fraction of the memory of the message, its size for
+/// batching is its length, and a request is the entries' bytes one after another.
+pub type EncodedMetrics = Vec<u8>;
 
 /// Entries the queue holds by default.
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -33,7 +37,7 @@ pub struct MetricsQueue {
 }
 
 struct Inner {
-    entries: Mutex<VecDeque<ResourceMetrics>>,
+    entries: Mutex<VecDeque<EncodedMetrics>>,
     capacity: usize,
     ready: Notify,
     telemetry: Telemetry,
@@ -53,7 +57,7 @@ impl MetricsQueue {
     }
 
     /// Queues entries for the collector; if the queue is full the oldest entries make room.
-    pub fn push(&self, metrics: Vec<ResourceMetrics>) {
+    pub fn push(&self, metrics: Vec<EncodedMetrics>) {
         if metrics.is_empty() {
             return;
         }
@@ -87,13 +91,13 @@ impl MetricsQueue {
     }
 
     /// Takes up to `max_entries` entries, and more only while under `max_bytes` encoded.
-    fn take(&self, max_entries: usize, max_bytes: usize) -> Vec<ResourceMetrics> {
+    fn take(&self, max_entries: usize, max_bytes: usize) -> Vec<EncodedMetrics> {
         let mut entries = self.lock();
         let mut taken = Vec::new();
         let mut bytes = 0;
         while taken.len() < max_entries {
             let Some(next) = entries.front() else { break };
-            let size = next.encoded_len();
+            let size = next.len();
             if !taken.is_empty() && bytes + size > max_bytes {
                 break;
             }
@@ -103,7 +107,7 @@ impl MetricsQueue {
         taken
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<ResourceMetrics>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<EncodedMetrics>> {
         self.inner
             .entries
             .lock()
@@ -169,14 +173,19 @@ impl MetricsShipper {
         debug!("metrics shipper stopped");
     }
 
-    async fn ship(&self, batch: Vec<ResourceMetrics>) {
+    async fn ship(&self, batch: Vec<EncodedMetrics>) {
         if batch.is_empty() {
             return;
         }
         let entries = batch.len() as u64;
-        let request = Encoded::new(&ExportMetricsServiceRequest {
-            resource_metrics: batch,
-        });
+        // ExportMetricsServiceRequest: each entry is a `resource_metrics` field (1).
+        let len = batch.iter().map(|e| wire::delimited_len(e.len())).sum();
+        let mut bytes = Vec::with_capacity(len);
+        for entry in &batch {
+            wire::bytes(&mut bytes, 1, entry);
+        }
+        drop(batch);
+        let request = Encoded::<ExportMetricsServiceRequest>::from_encoded(bytes);
         let client = &self.client;
         let outcome = deliver(
             "metrics",
@@ -206,12 +215,14 @@ impl MetricsShipper {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
 
     use super::*;
     use crate::tail::string_attribute;
 
-    fn entry(i: usize) -> ResourceMetrics {
+    fn entry(i: usize) -> EncodedMetrics {
         ResourceMetrics {
             resource: Some(Resource {
                 attributes: vec![string_attribute("i", i.to_string())],
@@ -219,12 +230,14 @@ mod tests {
             }),
             ..Default::default()
         }
+        .encode_to_vec()
     }
 
-    fn ids(entries: &[ResourceMetrics]) -> Vec<String> {
+    fn ids(entries: &[EncodedMetrics]) -> Vec<String> {
         entries
             .iter()
             .map(|e| {
+                let e = ResourceMetrics::decode(e.as_slice()).unwrap();
                 let value = &e.resource.as_ref().unwrap().attributes[0].value;
                 format!("{value:?}")
                     .chars()
@@ -258,7 +271,7 @@ mod tests {
         let queue = MetricsQueue::new(100, Telemetry::new());
         queue.push((0..10).map(entry).collect());
         assert_eq!(queue.take(4, 1 << 20).len(), 4);
-        let one = entry(0).encoded_len();
+        let one = entry(0).len();
         assert_eq!(queue.take(100, one * 2).len(), 2);
         assert_eq!(queue.take(100, 1).len(), 1, "one entry always goes");
         assert_eq!(queue.len(), 3);

@@ -302,6 +302,7 @@ async fn checkpoints_move_after_acceptance_and_after_a_permanent_refusal_only() 
 #[tokio::test]
 async fn queued_metrics_are_shipped_with_retry() {
     use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+    use prost::Message;
     let (fake, config) = fake_collector::start(&[tonic::Code::ResourceExhausted]).await;
     let telemetry = Telemetry::new();
     let queue = metrics::MetricsQueue::new(100, telemetry.clone());
@@ -314,7 +315,7 @@ async fn queued_metrics_are_shipped_with_retry() {
     .unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shipping = tokio::spawn(shipper.run(stopped));
-    queue.push(vec![ResourceMetrics::default(); 4]);
+    queue.push(vec![ResourceMetrics::default().encode_to_vec(); 4]);
     for _ in 0..200 {
         if telemetry.metrics_shipped.get() == 4 {
             break;
