@@ -299,25 +299,28 @@ impl Point {
 
 /// A metric of a batch, encoded.
 enum MetricOut {
-    /// A metric whose points are still coming: its `data_points` fields so far.
-    Open {
-        name: String,
-        help: String,
-        shape: u8,
-        points: Vec<u8>,
-    },
+    /// A metric whose points are still coming.
+    Open(OpenMetric),
     /// A whole `Metric` message (a stale marker made when its series was first seen).
     Done(Vec<u8>),
 }
 
-impl MetricOut {
+/// A metric whose points are still coming: its `data_points` fields so far.
+struct OpenMetric {
+    name: String,
+    help: String,
+    shape: u8,
+    points: Vec<u8>,
+}
+
+impl OpenMetric {
     /// The `Metric` field of its data (gauge, sum, histogram, summary) and that data's
-    /// bytes besides the points.
-    fn data_field(shape: u8) -> (u32, usize) {
+    /// bytes besides the points (a sum's temporality and monotonicity, a histogram's
+    /// temporality).
+    fn data_field(&self) -> (u32, usize) {
         let cumulative = AggregationTemporality::Cumulative as u64;
-        match shape {
+        match self.shape {
             0 => (5, 0),
-            // Sum: aggregation_temporality, is_monotonic.
             1 => (7, wire::varint_len(cumulative) + wire::varint_len(1)),
             2 => (9, wire::varint_len(cumulative)),
             _ => (11, 0),
@@ -326,46 +329,42 @@ impl MetricOut {
 
     /// Bytes of the `Metric` message.
     fn encoded_len(&self) -> usize {
-        match self {
-            MetricOut::Open {
-                name,
-                help,
-                shape,
-                points,
-            } => {
-                let (_, extra) = Self::data_field(*shape);
-                wire::string_len(name)
-                    + wire::string_len(help)
-                    + wire::delimited_len(points.len() + extra)
-            }
-            MetricOut::Done(bytes) => bytes.len(),
-        }
+        let (_, extra) = self.data_field();
+        wire::string_len(&self.name)
+            + wire::string_len(&self.help)
+            + wire::delimited_len(self.points.len() + extra)
     }
 
     /// Appends the `Metric` message.
     fn encode(&self, buf: &mut Vec<u8>) {
-        match self {
-            MetricOut::Open {
-                name,
-                help,
-                shape,
-                points,
-            } => {
-                let (tag, extra) = Self::data_field(*shape);
-                wire::string(buf, 1, name);
-                wire::string(buf, 2, help);
-                wire::delimited_header(buf, tag, points.len() + extra);
-                buf.extend_from_slice(points);
-                let cumulative = AggregationTemporality::Cumulative as u64;
-                match shape {
-                    1 => {
-                        wire::varint(buf, 2, cumulative);
-                        wire::varint(buf, 3, 1);
-                    }
-                    2 => wire::varint(buf, 2, cumulative),
-                    _ => {}
-                }
+        let (tag, extra) = self.data_field();
+        wire::string(buf, 1, &self.name);
+        wire::string(buf, 2, &self.help);
+        wire::delimited_header(buf, tag, self.points.len() + extra);
+        buf.extend_from_slice(&self.points);
+        let cumulative = AggregationTemporality::Cumulative as u64;
+        match self.shape {
+            1 => {
+                wire::varint(buf, 2, cumulative);
+                wire::varint(buf, 3, 1);
             }
+            2 => wire::varint(buf, 2, cumulative),
+            _ => {}
+        }
+    }
+}
+
+impl MetricOut {
+    fn encoded_len(&self) -> usize {
+        match self {
+            MetricOut::Open(metric) => metric.encoded_len(),
+            MetricOut::Done(bytes) => bytes.len(),
+        }
+    }
+
+    fn encode(&self, buf: &mut Vec<u8>) {
+        match self {
+            MetricOut::Open(metric) => metric.encode(buf),
             MetricOut::Done(bytes) => buf.extend_from_slice(bytes),
         }
     }
@@ -470,19 +469,19 @@ impl<'m> Batch<'m> {
         // previous one went to, found without building a key.
         let last = resource.last.filter(|&(at, last_shape)| {
             last_shape == shape
-                && matches!(&resource.metrics[at], MetricOut::Open { name: n, .. } if n == name)
+                && matches!(&resource.metrics[at], MetricOut::Open(m) if m.name == name)
         });
         let at = match last {
             Some((at, _)) => at,
             None => match resource.index.get(&(name.to_owned(), shape)) {
                 Some(&at) => at,
                 None => {
-                    resource.metrics.push(MetricOut::Open {
+                    resource.metrics.push(MetricOut::Open(OpenMetric {
                         name: name.to_owned(),
                         help: help.to_owned(),
                         shape,
                         points: Vec::new(),
-                    });
+                    }));
                     resource
                         .index
                         .insert((name.to_owned(), shape), resource.metrics.len() - 1);
@@ -491,8 +490,8 @@ impl<'m> Batch<'m> {
             },
         };
         resource.last = Some((at, shape));
-        if let MetricOut::Open { points, .. } = &mut resource.metrics[at] {
-            point.encode(points);
+        if let MetricOut::Open(metric) = &mut resource.metrics[at] {
+            point.encode(&mut metric.points);
         }
     }
 
@@ -750,13 +749,7 @@ fn join_floats(values: &[f64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::scrape::relabel::tests::labels;
 
     /// What prost decodes from a number point written straight from its labels is the
     /// point as OTLP messages, for values, markers, empty values and start times.

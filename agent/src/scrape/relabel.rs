@@ -196,7 +196,7 @@ pub fn relabel(rules: &[RelabelRule], labels: &mut Labels) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn rule(yaml: &str) -> RelabelRule {
@@ -208,7 +208,7 @@ mod tests {
         vigil_core::config::parse(yaml).unwrap()
     }
 
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pub(crate) fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
