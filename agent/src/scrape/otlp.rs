@@ -223,22 +223,60 @@ enum Point {
     Summary(SummaryDataPoint),
 }
 
-impl Point {
-    fn shape(&self) -> u8 {
+/// Which OTLP data a metric of the batch carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Shape {
+    Gauge,
+    /// A monotonic cumulative Sum.
+    Counter,
+    /// A cumulative explicit-bound Histogram.
+    Histogram,
+    Summary,
+}
+
+/// A cumulative monotonic `Sum`'s fields after its points: `aggregation_temporality` (2)
+/// = CUMULATIVE and `is_monotonic` (3) = true, each a one-byte key and a one-byte varint.
+const SUM_TAIL: [u8; 4] = [2 << 3, AggregationTemporality::Cumulative as u8, 3 << 3, 1];
+/// A cumulative `Histogram`'s field after its points: `aggregation_temporality` (2).
+const HISTOGRAM_TAIL: [u8; 2] = [2 << 3, AggregationTemporality::Cumulative as u8];
+
+impl Shape {
+    /// The `Metric` field that holds this data (the `data` oneof).
+    fn data_tag(self) -> u32 {
         match self {
-            Point::Gauge(_) => 0,
-            Point::Counter(_) => 1,
-            Point::Histogram(_) => 2,
-            Point::Summary(_) => 3,
+            Shape::Gauge => 5,
+            Shape::Counter => 7,
+            Shape::Histogram => 9,
+            Shape::Summary => 11,
+        }
+    }
+
+    /// The data's fields after its points, encoded.
+    fn data_tail(self) -> &'static [u8] {
+        match self {
+            Shape::Counter => &SUM_TAIL,
+            Shape::Histogram => &HISTOGRAM_TAIL,
+            Shape::Gauge | Shape::Summary => &[],
+        }
+    }
+}
+
+impl Point {
+    fn shape(&self) -> Shape {
+        match self {
+            Point::Gauge(_) => Shape::Gauge,
+            Point::Counter(_) => Shape::Counter,
+            Point::Histogram(_) => Shape::Histogram,
+            Point::Summary(_) => Shape::Summary,
         }
     }
 
     /// The shape as far as series identity goes: a gauge and a counter of the same name
     /// and labels are one Prometheus series, so a type change is not a vanished series.
-    fn series_shape(&self) -> u8 {
-        match self {
-            Point::Counter(_) => 0,
-            other => other.shape(),
+    fn series_shape(&self) -> Shape {
+        match self.shape() {
+            Shape::Counter => Shape::Gauge,
+            other => other,
         }
     }
 
@@ -309,48 +347,30 @@ enum MetricOut {
 struct OpenMetric {
     name: String,
     help: String,
-    shape: u8,
+    shape: Shape,
     points: Vec<u8>,
 }
 
 impl OpenMetric {
-    /// The `Metric` field of its data (gauge, sum, histogram, summary) and that data's
-    /// bytes besides the points (a sum's temporality and monotonicity, a histogram's
-    /// temporality).
-    fn data_field(&self) -> (u32, usize) {
-        let cumulative = AggregationTemporality::Cumulative as u64;
-        match self.shape {
-            0 => (5, 0),
-            1 => (7, wire::varint_len(cumulative) + wire::varint_len(1)),
-            2 => (9, wire::varint_len(cumulative)),
-            _ => (11, 0),
-        }
+    /// Bytes of the data message: the points and the fields after them.
+    fn data_len(&self) -> usize {
+        self.points.len() + self.shape.data_tail().len()
     }
 
     /// Bytes of the `Metric` message.
     fn encoded_len(&self) -> usize {
-        let (_, extra) = self.data_field();
         wire::string_len(&self.name)
             + wire::string_len(&self.help)
-            + wire::delimited_len(self.points.len() + extra)
+            + wire::delimited_len(self.data_len())
     }
 
     /// Appends the `Metric` message.
     fn encode(&self, buf: &mut Vec<u8>) {
-        let (tag, extra) = self.data_field();
         wire::string(buf, 1, &self.name);
         wire::string(buf, 2, &self.help);
-        wire::delimited_header(buf, tag, self.points.len() + extra);
+        wire::delimited_header(buf, self.shape.data_tag(), self.data_len());
         buf.extend_from_slice(&self.points);
-        let cumulative = AggregationTemporality::Cumulative as u64;
-        match self.shape {
-            1 => {
-                wire::varint(buf, 2, cumulative);
-                wire::varint(buf, 3, 1);
-            }
-            2 => wire::varint(buf, 2, cumulative),
-            _ => {}
-        }
+        buf.extend_from_slice(self.shape.data_tail());
     }
 }
 
@@ -375,9 +395,9 @@ struct ResourceOut {
     instance: String,
     metrics: Vec<MetricOut>,
     /// (name, shape) → index in `metrics`, so points of one metric share one `Metric`.
-    index: HashMap<(String, u8), usize>,
+    index: HashMap<(String, Shape), usize>,
     /// The (index, shape) of the metric the last point went to.
-    last: Option<(usize, u8)>,
+    last: Option<(usize, Shape)>,
 }
 
 /// The OTLP output of one target's scrape, remembering its series as they pass.
@@ -696,7 +716,7 @@ fn series_key(key: &mut String, parts: [&str; 4], point: &Point) {
         key.push_str(part);
         key.push('\u{0}');
     }
-    key.push(char::from(b'0' + point.series_shape()));
+    key.push(char::from(b'0' + point.series_shape() as u8));
     let mut attribute = |name: &str, value: &str| {
         key.push('\u{0}');
         key.push_str(name);
@@ -776,6 +796,24 @@ mod tests {
             };
             assert_eq!(NumberDataPoint::decode(bytes.as_slice()).unwrap(), expected);
         }
+    }
+
+    /// The fields a sum or histogram writes after its points are prost's encoding of the
+    /// same messages without points.
+    #[test]
+    fn data_tails_are_the_encoding_of_cumulative_sums_and_histograms() {
+        let cumulative = AggregationTemporality::Cumulative as i32;
+        let sum = Sum {
+            data_points: Vec::new(),
+            aggregation_temporality: cumulative,
+            is_monotonic: true,
+        };
+        assert_eq!(Shape::Counter.data_tail(), sum.encode_to_vec());
+        let histogram = Histogram {
+            data_points: Vec::new(),
+            aggregation_temporality: cumulative,
+        };
+        assert_eq!(Shape::Histogram.data_tail(), histogram.encode_to_vec());
     }
 
     /// A whole batch decodes to one `ResourceMetrics` per target with one metric per name
