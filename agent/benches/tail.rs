@@ -2,7 +2,7 @@
 //! OTLP/gRPC logs receiver; and the agent's CPU and peak RSS while it works.
 //!
 //! `cargo bench -p vigil-agent --bench tail [-- --mib N] [--files N] [--rate-mib-s R]
-//! [--seconds S] [--no-compression]`
+//! [--seconds S] [--compression zstd|gzip|none]` (zstd, the default, as shipped)
 //!
 //! Not a test: it asserts nothing about speed. Two runs:
 //! - **max rate**: `--mib` MiB (default 256) of 256-byte lines already on disk in
@@ -123,7 +123,7 @@ fn main() {
     let mut files = 1u64;
     let mut rate_mib_s = 10.0f64;
     let mut seconds = 10u64;
-    let mut compression = "gzip";
+    let mut compression = "zstd".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().and_then(|v| v.parse::<f64>().ok());
@@ -132,7 +132,8 @@ fn main() {
             "--files" => files = value().map_or(files, |v| v.max(1.0) as u64),
             "--rate-mib-s" => rate_mib_s = value().unwrap_or(rate_mib_s),
             "--seconds" => seconds = value().map_or(seconds, |v| v as u64),
-            "--no-compression" => compression = "none",
+            "--no-compression" => compression = "none".into(),
+            "--compression" => compression = args.next().unwrap_or(compression),
             _ => {}
         }
     }
@@ -146,6 +147,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let grpc = listener.local_addr().expect("addr");
         let service = LogsServiceServer::new(sink.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(64 << 20);
         tokio::spawn(
@@ -174,7 +176,7 @@ fn main() {
         }
         let total = n;
         let bytes = total * LINE as u64;
-        let mut agent = start_agent(dir.path(), grpc, &format!("{}/*.log", logs.display()), compression);
+        let mut agent = start_agent(dir.path(), grpc, &format!("{}/*.log", logs.display()), &compression);
         let started = Instant::now();
         while sink.0.load(Ordering::Relaxed) < total {
             assert!(started.elapsed() < Duration::from_secs(600), "the agent stalled");
@@ -199,7 +201,7 @@ fn main() {
         let mut outs: Vec<std::fs::File> = (0..100)
             .map(|f| std::fs::File::create(logs.join(format!("svc-{f}.log"))).expect("create"))
             .collect();
-        let mut agent = start_agent(dir.path(), grpc, &format!("{}/*.log", logs.display()), compression);
+        let mut agent = start_agent(dir.path(), grpc, &format!("{}/*.log", logs.display()), &compression);
         let tick = Duration::from_millis(100);
         let lines_per_tick = (rate_mib_s * 1048576.0 / LINE as f64 * tick.as_secs_f64()) as u64;
         let mut written = 0u64;

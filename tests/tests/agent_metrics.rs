@@ -66,10 +66,11 @@ async fn scraped_and_host_metrics_reach_victoriametrics_with_prometheus_names() 
     let grpc = collector.grpc_addr().unwrap().to_string();
     let yaml = format!(
         "{}scrape:\n  interval: 1s\n  static:\n    - {{ url: \"http://{shop}/metrics\", labels: {{ job: shop, team: payments }} }}\n    - {{ url: \"{}/metrics\", labels: {{ job: victoriametrics }} }}\nhost_metrics: {{ enabled: true, interval: 1s }}\n",
-        // Uncompressed here (the log tests ship gzip).
+        // gzip here: the log tests ship the default (zstd), and each encoding the collector
+        // takes over gRPC is then crossed by one whole-pipeline test.
         agent::yaml(&grpc, &dir.path().join("state"), "  []\n").replacen(
             "  timeout: 5s\n",
-            "  timeout: 5s\n  compression: none\n",
+            "  timeout: 5s\n  compression: gzip\n",
             1
         ),
         vm.base()

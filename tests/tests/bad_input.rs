@@ -314,3 +314,43 @@ async fn backend_400_is_dead_lettered_and_503_is_retried() {
     let request = ExportLogsServiceRequest::decode(letters[0].record.payload.clone()).unwrap();
     assert_eq!(vigil_core::otlp::log_records(&request), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_messages_are_bounded_once_decompressed_whatever_the_encoding() {
+    use tonic::codec::CompressionEncoding;
+    let loki = FakeLoki::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let collector = collector::start(&format!(
+        "receivers:\n  otlp:\n    grpc: {{ listen: \"127.0.0.1:0\" }}\n    http: {{ listen: \"127.0.0.1:0\" }}\n    max_request_bytes: 1MiB\n    max_decompressed_bytes: 1MiB\nadmin: {{ listen: \"127.0.0.1:0\" }}\nbuffer: {{ kind: disk, disk: {{ path: \"{}\" }} }}\nexporters:\n  loki: {{ endpoint: \"{}\", batch: {{ linger: 10ms }} }}\n",
+        dir.path().display(),
+        loki.push_url()
+    ))
+    .await;
+    let endpoint = format!("http://{}", collector.grpc_addr().unwrap());
+    // 4 MiB of one repeated byte: a few hundred bytes on the wire either way.
+    let bomb = "x".repeat(4 << 20);
+    for encoding in [CompressionEncoding::Zstd, CompressionEncoding::Gzip] {
+        let mut client = LogsServiceClient::connect(endpoint.clone())
+            .await
+            .unwrap()
+            .send_compressed(encoding);
+        let status = client.export(logs(&[&bomb])).await.unwrap_err();
+        // tonic stops inflating at the limit and refuses the message; no RetryInfo, so an
+        // OTLP client does not resend it.
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{encoding}");
+        assert!(status.message().contains("size limit"), "{status:?}");
+        assert!(status.get_details_retry_info().is_none(), "{status:?}");
+        client
+            .export(logs(&[&format!("{encoding} still served")]))
+            .await
+            .unwrap();
+    }
+    let counts = loki.line_counts(2).await;
+    let expected: std::collections::BTreeMap<String, usize> = [
+        ("gzip still served".to_string(), 1),
+        ("zstd still served".to_string(), 1),
+    ]
+    .into();
+    assert_eq!(counts, expected);
+    collector.shutdown().await;
+}

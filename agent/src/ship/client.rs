@@ -1,5 +1,11 @@
-//! One OTLP/gRPC export to the collector: gzip, bearer token, TLS, and a typed answer
-//! that says whether to retry.
+//! One OTLP/gRPC export to the collector: compression, bearer token, TLS, and a typed
+//! answer that says whether to retry.
+//!
+//! Requests go out compressed with zstd unless configured otherwise. A receiver without
+//! zstd answers UNIMPLEMENTED with the encodings it does take (`grpc-accept-encoding`, as
+//! the gRPC compression spec says); the client then resends the same request with the best
+//! of those (gzip, else none) and keeps to it, so an agent pointed at an older receiver
+//! loses nothing and only logs one warning.
 //!
 //! A request is encoded once ([`Encoded`]) and each attempt sends those bytes: a retry
 //! costs neither a deep copy of the request nor a second protobuf encoding.
@@ -13,6 +19,7 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -72,10 +79,20 @@ pub struct Accepted {
 }
 
 /// An export request, protobuf-encoded once; cloning it shares the bytes.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Encoded<T> {
     bytes: Arc<Vec<u8>>,
     _request: PhantomData<fn() -> T>,
+}
+
+// By hand: a derive would ask `T: Clone`, and only the bytes are cloned.
+impl<T> Clone for Encoded<T> {
+    fn clone(&self) -> Self {
+        Encoded {
+            bytes: self.bytes.clone(),
+            _request: PhantomData,
+        }
+    }
 }
 
 impl<T: Message> Encoded<T> {
@@ -98,8 +115,52 @@ const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Ex
 /// The collector's OTLP/gRPC services over one lazily connected channel.
 #[derive(Clone)]
 pub struct CollectorClient {
-    grpc: Grpc<Channel>,
+    channel: Channel,
+    /// The [`Compression`] requests go out with, as a `u8`: the configured one until the
+    /// receiver turns it down, then what it accepts. Shared by every clone.
+    compression: Arc<AtomicU8>,
     metadata: MetadataMap,
+}
+
+impl Compression {
+    fn from_u8(value: u8) -> Compression {
+        match value {
+            0 => Compression::Zstd,
+            1 => Compression::Gzip,
+            _ => Compression::None,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            Compression::Zstd => 0,
+            Compression::Gzip => 1,
+            Compression::None => 2,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+            Compression::None => "identity",
+        }
+    }
+
+    /// What to send instead when the receiver refused this encoding and listed `accepted`
+    /// (its `grpc-accept-encoding`); `None` when nothing cheaper in CPU is left to try.
+    pub(crate) fn fallback(self, accepted: &str) -> Option<Compression> {
+        let listed = |name: &str| accepted.split(',').any(|e| e.trim() == name);
+        if listed(self.name()) {
+            // It says it takes what it refused: the refusal was about something else.
+            return None;
+        }
+        match self {
+            Compression::Zstd if listed("gzip") => Some(Compression::Gzip),
+            Compression::Zstd | Compression::Gzip => Some(Compression::None),
+            Compression::None => None,
+        }
+    }
 }
 
 impl CollectorClient {
@@ -146,14 +207,20 @@ impl CollectorClient {
                 .map_err(|_| ClientError::Token)?;
             metadata.insert("authorization", value);
         }
-        let mut grpc = Grpc::new(channel).accept_compressed(CompressionEncoding::Gzip);
-        if config.compression == Compression::Gzip {
-            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
-        }
-        Ok(CollectorClient { grpc, metadata })
+        Ok(CollectorClient {
+            channel,
+            compression: Arc::new(AtomicU8::new(config.compression.as_u8())),
+            metadata,
+        })
     }
 
-    /// One unary call with already encoded request bytes, as the generated clients make it.
+    /// The compression requests go out with now.
+    pub fn compression(&self) -> Compression {
+        Compression::from_u8(self.compression.load(Ordering::Relaxed))
+    }
+
+    /// One unary call; a refusal of the request's compression is answered by sending the
+    /// same bytes again with what the receiver accepts.
     async fn call<Req, Resp>(
         &self,
         path: &'static str,
@@ -162,19 +229,65 @@ impl CollectorClient {
     where
         Resp: Message + Default + Send + 'static,
     {
-        let mut grpc = self.grpc.clone();
-        grpc.ready().await.map_err(|e| {
-            classify(&tonic::Status::unknown(format!(
-                "service was not ready: {e}"
-            )))
-        })?;
+        loop {
+            let compression = self.compression();
+            match self.call_once(path, request.clone(), compression).await {
+                Err(status) => {
+                    let Some(fallback) = refused_encoding(&status)
+                        .and_then(|accepted| compression.fallback(accepted))
+                    else {
+                        return Err(classify(&status));
+                    };
+                    // Only the first caller to see the refusal logs it; the others retry.
+                    if self
+                        .compression
+                        .compare_exchange(
+                            compression.as_u8(),
+                            fallback.as_u8(),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        tracing::warn!(
+                            refused = compression.name(),
+                            now = fallback.name(),
+                            "the collector does not accept this compression; sending with what it accepts (set collector.compression to silence this)"
+                        );
+                    }
+                }
+                Ok(response) => return Ok(response),
+            }
+        }
+    }
+
+    /// One unary call with already encoded request bytes, as the generated clients make it.
+    async fn call_once<Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Encoded<Req>,
+        compression: Compression,
+    ) -> Result<Resp, tonic::Status>
+    where
+        Resp: Message + Default + Send + 'static,
+    {
+        let mut grpc = Grpc::new(self.channel.clone())
+            .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Gzip);
+        match compression {
+            Compression::Zstd => grpc = grpc.send_compressed(CompressionEncoding::Zstd),
+            Compression::Gzip => grpc = grpc.send_compressed(CompressionEncoding::Gzip),
+            Compression::None => {}
+        }
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unknown(format!("service was not ready: {e}")))?;
         let mut request = tonic::Request::new(request.bytes);
         *request.metadata_mut() = self.metadata.clone();
         let codec = EncodedCodec::<Resp>(PhantomData);
         let response = grpc
             .unary(request, PathAndQuery::from_static(path), codec)
-            .await
-            .map_err(|s| classify(&s))?;
+            .await?;
         Ok(response.into_inner())
     }
 
@@ -249,6 +362,15 @@ impl<Resp: Message + Default> Decoder for ResponseDecoder<Resp> {
             .map(Some)
             .map_err(|e| tonic::Status::internal(format!("cannot decode the response: {e}")))
     }
+}
+
+/// The receiver's `grpc-accept-encoding` when `status` is its refusal of the request's
+/// compression (UNIMPLEMENTED with that header, per the gRPC compression spec).
+fn refused_encoding(status: &tonic::Status) -> Option<&str> {
+    if status.code() != tonic::Code::Unimplemented {
+        return None;
+    }
+    status.metadata().get("grpc-accept-encoding")?.to_str().ok()
 }
 
 pub fn classify(status: &tonic::Status) -> ShipError {

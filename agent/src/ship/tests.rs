@@ -148,15 +148,22 @@ mod fake_collector {
         pub logs: Vec<ExportLogsServiceRequest>,
         pub metrics: Vec<ExportMetricsServiceRequest>,
         pub calls: usize,
+        /// The `grpc-encoding` of each request that reached a service.
+        pub encodings: Vec<String>,
     }
 
     #[derive(Clone, Default)]
     pub struct Fake(pub Arc<Mutex<State>>);
 
     impl Fake {
-        fn answer(&self) -> Result<(), tonic::Status> {
+        fn answer(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), tonic::Status> {
             let mut state = self.0.lock().unwrap();
             state.calls += 1;
+            let encoding = metadata
+                .get("grpc-encoding")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("identity");
+            state.encodings.push(encoding.to_string());
             match state.script.pop_front() {
                 Some(code) => Err(tonic::Status::new(code, "scripted")),
                 None => Ok(()),
@@ -170,7 +177,7 @@ mod fake_collector {
             &self,
             request: tonic::Request<ExportLogsServiceRequest>,
         ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-            self.answer()?;
+            self.answer(request.metadata())?;
             self.0.lock().unwrap().logs.push(request.into_inner());
             Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
         }
@@ -182,27 +189,37 @@ mod fake_collector {
             &self,
             request: tonic::Request<ExportMetricsServiceRequest>,
         ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-            self.answer()?;
+            self.answer(request.metadata())?;
             self.0.lock().unwrap().metrics.push(request.into_inner());
             Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
         }
     }
 
-    /// Starts the fake; returns it and a collector config pointing at it.
+    /// Starts the fake, taking zstd and gzip; returns it and a collector config pointing
+    /// at it.
     pub async fn start(script: &[tonic::Code]) -> (Fake, CollectorConfig) {
+        use tonic::codec::CompressionEncoding::{Gzip, Zstd};
+        start_accepting(script, &[Zstd, Gzip]).await
+    }
+
+    /// Starts the fake, taking only the `accepted` request compressions.
+    pub async fn start_accepting(
+        script: &[tonic::Code],
+        accepted: &[tonic::codec::CompressionEncoding],
+    ) -> (Fake, CollectorConfig) {
         let fake = Fake::default();
         fake.0.lock().unwrap().script = script.iter().copied().collect();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let mut logs = LogsServiceServer::new(fake.clone());
+        let mut metrics = MetricsServiceServer::new(fake.clone());
+        for encoding in accepted {
+            logs = logs.accept_compressed(*encoding);
+            metrics = metrics.accept_compressed(*encoding);
+        }
         let server = tonic::transport::Server::builder()
-            .add_service(
-                LogsServiceServer::new(fake.clone())
-                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
-            )
-            .add_service(
-                MetricsServiceServer::new(fake.clone())
-                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
-            );
+            .add_service(logs)
+            .add_service(metrics);
         tokio::spawn(
             server.serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
         );
@@ -343,4 +360,86 @@ async fn queued_metrics_are_shipped_with_retry() {
             .get(),
         1
     );
+}
+
+#[test]
+fn a_refused_compression_falls_back_to_one_the_receiver_lists() {
+    use crate::config::Compression::{Gzip, None, Zstd};
+    assert_eq!(Zstd.fallback("gzip"), Some(Gzip));
+    assert_eq!(Zstd.fallback("deflate, gzip,identity"), Some(Gzip));
+    assert_eq!(Zstd.fallback("identity"), Some(None));
+    assert_eq!(Gzip.fallback("identity"), Some(None));
+    assert_eq!(Gzip.fallback("zstd"), Some(None));
+    // Listed yet refused: the refusal is about something else; nothing to retry.
+    assert_eq!(Zstd.fallback("zstd,gzip"), Option::None);
+    assert_eq!(None.fallback("gzip"), Option::None);
+}
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+
+/// Exports one metrics request through a fresh client of `config`; returns the client.
+async fn export_one(config: &CollectorConfig) -> (CollectorClient, Result<Accepted, ShipError>) {
+    use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+    let client = CollectorClient::new(config).unwrap();
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics::default()],
+    };
+    let result = client.export_metrics(Encoded::new(&request)).await;
+    (client, result)
+}
+
+#[tokio::test]
+async fn requests_go_out_with_the_configured_compression() {
+    use crate::config::Compression;
+    for (name, expected) in [("zstd", "zstd"), ("gzip", "gzip"), ("none", "identity")] {
+        let (fake, mut config) = fake_collector::start(&[]).await;
+        config.compression = vigil_core::config::parse::<Compression>(name).unwrap();
+        let (_, result) = export_one(&config).await;
+        result.unwrap();
+        let state = fake.0.lock().unwrap();
+        assert_eq!(state.encodings, vec![expected.to_string()], "{name}");
+        assert_eq!(state.metrics.len(), 1, "{name}");
+    }
+    // zstd unless told otherwise.
+    let (_, config) = fake_collector::start(&[]).await;
+    assert_eq!(config.compression, Compression::Zstd);
+}
+
+#[tokio::test]
+async fn a_receiver_without_zstd_gets_the_same_request_in_gzip_and_keeps_getting_gzip() {
+    use tonic::codec::CompressionEncoding::Gzip;
+    let (fake, config) = fake_collector::start_accepting(&[], &[Gzip]).await;
+    let (client, result) = export_one(&config).await;
+    result.unwrap();
+    assert_eq!(client.compression(), crate::config::Compression::Gzip);
+    let clone = client.clone();
+    let request = ExportMetricsServiceRequest::default();
+    clone.export_metrics(Encoded::new(&request)).await.unwrap();
+    let state = fake.0.lock().unwrap();
+    // The refused zstd request never reached the service; both requests arrived in gzip.
+    assert_eq!(state.encodings, vec!["gzip", "gzip"]);
+    assert_eq!(state.metrics.len(), 2);
+}
+
+#[tokio::test]
+async fn a_receiver_without_any_compression_gets_the_request_uncompressed() {
+    let (fake, config) = fake_collector::start_accepting(&[], &[]).await;
+    let (client, result) = export_one(&config).await;
+    result.unwrap();
+    assert_eq!(client.compression(), crate::config::Compression::None);
+    assert_eq!(fake.0.lock().unwrap().encodings, vec!["identity"]);
+}
+
+#[tokio::test]
+async fn an_unimplemented_service_is_still_a_permanent_refusal() {
+    // The fake has no trace service: UNIMPLEMENTED without grpc-accept-encoding is not a
+    // compression refusal, and nothing is resent.
+    let (fake, config) = fake_collector::start(&[tonic::Code::Unimplemented]).await;
+    let (client, result) = export_one(&config).await;
+    assert!(
+        matches!(result, Err(ShipError::Permanent { .. })),
+        "{result:?}"
+    );
+    assert_eq!(client.compression(), crate::config::Compression::Zstd);
+    assert_eq!(fake.0.lock().unwrap().calls, 1);
 }

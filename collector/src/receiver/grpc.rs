@@ -1,4 +1,4 @@
-//! OTLP/gRPC: the three `Export` methods, gzip accepted.
+//! OTLP/gRPC: the three `Export` methods, gzip and zstd accepted.
 //!
 //! The services are served with a pass-through codec rather than the prost-generated
 //! servers of `opentelemetry-proto`: the request bytes reach [`Ingest`] exactly as they
@@ -193,10 +193,11 @@ where
         let method = ExportMethod(self.export.clone());
         let max = self.max_message_bytes;
         Box::pin(async move {
-            let mut gzip = EnabledCompressionEncodings::default();
-            gzip.enable(CompressionEncoding::Gzip);
+            let mut encodings = EnabledCompressionEncodings::default();
+            encodings.enable(CompressionEncoding::Gzip);
+            encodings.enable(CompressionEncoding::Zstd);
             let mut grpc = Grpc::new(PassThrough)
-                .apply_compression_config(gzip, gzip)
+                .apply_compression_config(encodings, encodings)
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(method, request).await)
         })

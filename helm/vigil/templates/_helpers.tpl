@@ -144,7 +144,7 @@ Deployment
 {{- if not $endpoint -}}
 {{- $endpoint = printf "%s://%s.%s.svc:%d" (ternary "https" "http" (include "vigil.agent.tls" . | eq "true")) (include "vigil.component" (dict "root" . "component" "collector")) .Release.Namespace (int .Values.collector.service.grpcPort) -}}
 {{- end -}}
-{{- $collector := dict "endpoint" $endpoint "compression" "gzip" -}}
+{{- $collector := dict "endpoint" $endpoint "compression" "zstd" -}}
 {{- if eq (include "vigil.agent.tls" .) "true" -}}
 {{- $tls := dict "ca_file" "/etc/vigil-ca/ca.crt" -}}
 {{- if $a.tls.serverName }}{{ $_ := set $tls "server_name" $a.tls.serverName }}{{ end -}}
