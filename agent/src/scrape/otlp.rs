@@ -24,6 +24,7 @@
 //! but those bytes. Building owned OTLP, encoding it and freeing it was most of the agent's
 //! time per sample.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -110,14 +111,35 @@ pub(crate) fn counter(name: &str, description: &str, points: Vec<NumberDataPoint
     }
 }
 
+/// A sample's labels, sorted by name, no name twice. Each string is borrowed from the
+/// scrape body or the target unless relabeling made it: a scrape allocates one vector per
+/// sample, not two strings per label.
+pub(crate) type SampleLabels<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+/// The value of `name` in `labels`.
+pub(crate) fn label<'l>(labels: &'l SampleLabels<'_>, name: &str) -> Option<&'l str> {
+    labels
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_ref())
+}
+
+/// A target's labels as a sample's (a `Labels` map is sorted already).
+pub(crate) fn borrowed(labels: &Labels) -> SampleLabels<'_> {
+    labels
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+        .collect()
+}
+
 /// A sample after the target's labels were merged in and metric relabeling ran.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Relabeled {
-    pub name: String,
-    pub job: String,
-    pub instance: String,
-    /// Every other label, sorted; no `__name__`, `job` or `instance`.
-    pub labels: Labels,
+pub(crate) struct Relabeled<'a> {
+    pub name: Cow<'a, str>,
+    pub job: Cow<'a, str>,
+    pub instance: Cow<'a, str>,
+    /// Every other label; no `__name__`, `job` or `instance`.
+    pub labels: SampleLabels<'a>,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
 }
@@ -133,9 +155,9 @@ struct Destination<'a> {
 
 /// A gauge or counter point before it is encoded: its labels stay the strings relabeling
 /// made, written straight into the batch's bytes.
-struct Number {
+struct Number<'a> {
     /// Every label but `__name__`, `job` and `instance`: the point's attributes.
-    labels: Labels,
+    labels: SampleLabels<'a>,
     start_ns: u64,
     time_ns: u64,
     /// `None` for a stale marker ("no recorded value").
@@ -143,8 +165,8 @@ struct Number {
     flags: u32,
 }
 
-impl Number {
-    fn sample(labels: Labels, start_ns: u64, time_ns: u64, value: f64) -> Self {
+impl<'a> Number<'a> {
+    fn sample(labels: SampleLabels<'a>, start_ns: u64, time_ns: u64, value: f64) -> Self {
         Number {
             labels,
             start_ns,
@@ -216,9 +238,9 @@ fn key_value(buf: &mut Vec<u8>, tag: u32, key: &str, value: &str) {
 }
 
 /// One data point on its way into a batch.
-enum Point {
-    Gauge(Number),
-    Counter(Number),
+enum Point<'a> {
+    Gauge(Number<'a>),
+    Counter(Number<'a>),
     Histogram(HistogramDataPoint),
     Summary(SummaryDataPoint),
 }
@@ -261,7 +283,7 @@ impl Shape {
     }
 }
 
-impl Point {
+impl Point<'_> {
     fn shape(&self) -> Shape {
         match self {
             Point::Gauge(_) => Shape::Gauge,
@@ -455,7 +477,13 @@ impl<'m> Batch<'m> {
 
     /// Adds a point of a scraped series, tracking it for staleness; `identity` is what
     /// besides name, labels and shape tells its series apart (histogram bounds, quantiles).
-    fn add(&mut self, to: Destination<'_>, mut point: Point, identity: &str, explicit_time: bool) {
+    fn add(
+        &mut self,
+        to: Destination<'_>,
+        mut point: Point<'_>,
+        identity: &str,
+        explicit_time: bool,
+    ) {
         let Destination {
             job,
             instance,
@@ -481,7 +509,14 @@ impl<'m> Batch<'m> {
         self.add_untracked(job, instance, name, help, point);
     }
 
-    fn add_untracked(&mut self, job: &str, instance: &str, name: &str, help: &str, point: Point) {
+    fn add_untracked(
+        &mut self,
+        job: &str,
+        instance: &str,
+        name: &str,
+        help: &str,
+        point: Point<'_>,
+    ) {
         self.points += 1;
         let resource = self.resource(job, instance);
         let shape = point.shape();
@@ -525,7 +560,7 @@ impl<'m> Batch<'m> {
         name: &str,
         value: f64,
     ) {
-        let point = Number::sample(labels.clone(), 0, self.now_ns, value);
+        let point = Number::sample(borrowed(labels), 0, self.now_ns, value);
         self.add_untracked(job, instance, name, "", Point::Gauge(point));
     }
 
@@ -534,7 +569,7 @@ impl<'m> Batch<'m> {
         let point = Number {
             value: None,
             flags: NO_RECORDED_VALUE,
-            ..Number::sample(labels.clone(), 0, self.now_ns, 0.0)
+            ..Number::sample(borrowed(labels), 0, self.now_ns, 0.0)
         };
         self.stale_markers += 1;
         self.add_untracked(job, instance, name, "", Point::Gauge(point));
@@ -564,7 +599,7 @@ impl<'m> Batch<'m> {
         family: &str,
         kind: MetricKind,
         help: &str,
-        samples: Vec<Relabeled>,
+        samples: Vec<Relabeled<'_>>,
     ) {
         match kind {
             MetricKind::Counter => self.counter_family(family, help, samples),
@@ -616,7 +651,7 @@ impl<'m> Batch<'m> {
         }
     }
 
-    fn gauges(&mut self, help: &str, samples: Vec<Relabeled>) {
+    fn gauges(&mut self, help: &str, samples: Vec<Relabeled<'_>>) {
         for s in samples {
             let point = Number::sample(s.labels, 0, self.time(s.timestamp_ms), s.value);
             let explicit_time = s.timestamp_ms.is_some();
@@ -631,17 +666,17 @@ impl<'m> Batch<'m> {
         }
     }
 
-    fn counter_family(&mut self, family: &str, help: &str, samples: Vec<Relabeled>) {
+    fn counter_family(&mut self, family: &str, help: &str, samples: Vec<Relabeled<'_>>) {
         let created_name = format!("{family}_created");
         let (created_samples, values): (Vec<_>, Vec<_>) =
             samples.into_iter().partition(|s| s.name == created_name);
         // Borrowed keys: nothing is cloned per sample, and a family without `_created`
         // samples (the usual case) looks nothing up.
-        let created: HashMap<(&str, &str, &Labels), u64> = created_samples
+        let created: HashMap<(&str, &str, &SampleLabels), u64> = created_samples
             .iter()
             .map(|s| {
                 (
-                    (s.job.as_str(), s.instance.as_str(), &s.labels),
+                    (s.job.as_ref(), s.instance.as_ref(), &s.labels),
                     seconds_to_ns(s.value),
                 )
             })
@@ -651,7 +686,7 @@ impl<'m> Batch<'m> {
             let start = match created.is_empty() {
                 true => 0,
                 false => created
-                    .get(&(s.job.as_str(), s.instance.as_str(), &s.labels))
+                    .get(&(s.job.as_ref(), s.instance.as_ref(), &s.labels))
                     .copied()
                     .unwrap_or(0),
             };
@@ -710,7 +745,7 @@ impl ResourceOut {
 
 /// Writes into `key` what tells a series apart: `parts` (name, job, instance, identity),
 /// the point's shape and its attributes.
-fn series_key(key: &mut String, parts: [&str; 4], point: &Point) {
+fn series_key(key: &mut String, parts: [&str; 4], point: &Point<'_>) {
     key.clear();
     for part in parts {
         key.push_str(part);
@@ -742,10 +777,10 @@ fn series_key(key: &mut String, parts: [&str; 4], point: &Point) {
     }
 }
 
-pub(crate) fn attributes(labels: &Labels) -> Vec<KeyValue> {
+pub(crate) fn attributes<K: AsRef<str>, V: AsRef<str>>(labels: &[(K, V)]) -> Vec<KeyValue> {
     labels
         .iter()
-        .map(|(k, v)| string_kv(k.as_str(), v.as_str()))
+        .map(|(k, v)| string_kv(k.as_ref(), v.as_ref()))
         .collect()
 }
 
@@ -769,20 +804,35 @@ fn join_floats(values: &[f64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scrape::relabel::tests::labels;
+
+    fn labels(pairs: &[(&'static str, &'static str)]) -> Labels {
+        crate::scrape::relabel::tests::labels(pairs)
+    }
+
+    fn sample_labels(pairs: &[(&'static str, &'static str)]) -> SampleLabels<'static> {
+        pairs
+            .iter()
+            .map(|&(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v)))
+            .collect()
+    }
 
     /// What prost decodes from a number point written straight from its labels is the
     /// point as OTLP messages, for values, markers, empty values and start times.
     #[test]
     fn a_number_point_decodes_to_the_messages_it_stands_for() {
         let cases = [
-            Number::sample(labels(&[("cpu", "0"), ("mode", "idle")]), 0, 5, 1.5),
-            Number::sample(labels(&[]), 7, 0, 0.0),
-            Number::sample(labels(&[("empty", ""), ("k", "v")]), 1 << 40, 1 << 41, -0.0),
+            Number::sample(sample_labels(&[("cpu", "0"), ("mode", "idle")]), 0, 5, 1.5),
+            Number::sample(sample_labels(&[]), 7, 0, 0.0),
+            Number::sample(
+                sample_labels(&[("empty", ""), ("k", "v")]),
+                1 << 40,
+                1 << 41,
+                -0.0,
+            ),
             Number {
                 value: None,
                 flags: NO_RECORDED_VALUE,
-                ..Number::sample(labels(&[("a", "b")]), 3, 4, 9.0)
+                ..Number::sample(sample_labels(&[("a", "b")]), 3, 4, 9.0)
             },
         ];
         for n in cases {
@@ -838,7 +888,7 @@ mod tests {
             } else {
                 0
             },
-            ..number_point(attributes(labels), 0, 10, 0.0)
+            ..number_point(attributes(&borrowed(labels)), 0, 10, 0.0)
         };
         let resource = |instance: &str, metrics| {
             let attributes = vec![

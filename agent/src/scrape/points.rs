@@ -5,37 +5,55 @@
 //! bounds; for a summary a `_sum` and an integer `_count`. Anything else returns `None` and
 //! the caller sends the samples one by one, so nothing is altered or lost.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::metrics::v1::{
     HistogramDataPoint, SummaryDataPoint, summary_data_point::ValueAtQuantile,
 };
 
-use super::otlp::{Relabeled, attributes, seconds_to_ns};
-use super::relabel::Labels;
+use super::otlp::{Relabeled, attributes, label, seconds_to_ns};
 
-/// The labels of a histogram or summary point: the sample's minus `le` or `quantile`.
-type GroupKey = (String, String, Labels);
+/// The job, instance and labels of a histogram or summary point: the sample's minus `le`
+/// or `quantile`.
+type GroupKey<'s> = (&'s str, &'s str, Vec<(&'s str, &'s str)>);
 
-pub(crate) struct Group<P> {
-    pub job: String,
-    pub instance: String,
+pub(crate) struct Group<'a, P> {
+    pub job: Cow<'a, str>,
+    pub instance: Cow<'a, str>,
     pub point: P,
 }
 
-/// Groups samples by their labels without `label`, keeping first-seen order.
-fn group_by<'s>(samples: &'s [Relabeled], label: &str) -> Vec<(GroupKey, Vec<&'s Relabeled>)> {
-    let mut groups: Vec<(GroupKey, Vec<&Relabeled>)> = Vec::new();
-    let mut index: HashMap<GroupKey, usize> = HashMap::new();
+/// The samples of one point, with the job and instance they share.
+struct Members<'s, 'a> {
+    key: GroupKey<'s>,
+    job: &'s Cow<'a, str>,
+    instance: &'s Cow<'a, str>,
+    samples: Vec<&'s Relabeled<'a>>,
+}
+
+/// Groups samples by their labels without `without`, keeping first-seen order.
+fn group_by<'s, 'a>(samples: &'s [Relabeled<'a>], without: &str) -> Vec<Members<'s, 'a>> {
+    let mut groups: Vec<Members<'s, 'a>> = Vec::new();
+    let mut index: HashMap<GroupKey<'s>, usize> = HashMap::new();
     for s in samples {
-        let mut labels = s.labels.clone();
-        labels.remove(label);
-        let key = (s.job.clone(), s.instance.clone(), labels);
+        let labels = s
+            .labels
+            .iter()
+            .filter(|(k, _)| k != without)
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .collect();
+        let key = (s.job.as_ref(), s.instance.as_ref(), labels);
         match index.get(&key) {
-            Some(&i) => groups[i].1.push(s),
+            Some(&i) => groups[i].samples.push(s),
             None => {
                 index.insert(key.clone(), groups.len());
-                groups.push((key, vec![s]));
+                groups.push(Members {
+                    key,
+                    job: &s.job,
+                    instance: &s.instance,
+                    samples: vec![s],
+                });
             }
         }
     }
@@ -48,10 +66,10 @@ fn exact_count(v: f64) -> Option<u64> {
 }
 
 /// Histogram points of a family, or `None` when any group is not an exact histogram.
-pub(crate) fn histogram_points(
+pub(crate) fn histogram_points<'a>(
     family: &str,
-    samples: &[Relabeled],
-) -> Option<Vec<Group<HistogramDataPoint>>> {
+    samples: &[Relabeled<'a>],
+) -> Option<Vec<Group<'a, HistogramDataPoint>>> {
     let (bucket, sum, count, created) = (
         format!("{family}_bucket"),
         format!("{family}_sum"),
@@ -59,12 +77,14 @@ pub(crate) fn histogram_points(
         format!("{family}_created"),
     );
     let mut out = Vec::new();
-    for ((job, instance, labels), members) in group_by(samples, "le") {
+    for group in group_by(samples, "le") {
+        let (_, _, labels) = &group.key;
+        let members = &group.samples;
         let mut buckets: Vec<(f64, f64)> = Vec::new();
         let (mut total, mut sum_value, mut start) = (None, None, 0);
-        for s in &members {
+        for s in members {
             if s.name == bucket {
-                let le: f64 = s.labels.get("le")?.parse().ok()?;
+                let le: f64 = label(&s.labels, "le")?.parse().ok()?;
                 buckets.push((le, s.value));
             } else if s.name == sum {
                 sum_value = Some(s.value);
@@ -101,10 +121,10 @@ pub(crate) fn histogram_points(
         }
         let timestamp_ms = members.first().and_then(|s| s.timestamp_ms);
         out.push(Group {
-            job,
-            instance,
+            job: group.job.clone(),
+            instance: group.instance.clone(),
             point: HistogramDataPoint {
-                attributes: attributes(&labels),
+                attributes: attributes(labels),
                 start_time_unix_nano: start,
                 time_unix_nano: timestamp_ms.map_or(0, |ms| (ms.max(0) as u64) * 1_000_000),
                 count: total?,
@@ -119,22 +139,24 @@ pub(crate) fn histogram_points(
 }
 
 /// Summary points of a family, or `None` when any group lacks `_sum` or `_count`.
-pub(crate) fn summary_points(
+pub(crate) fn summary_points<'a>(
     family: &str,
-    samples: &[Relabeled],
-) -> Option<Vec<Group<SummaryDataPoint>>> {
+    samples: &[Relabeled<'a>],
+) -> Option<Vec<Group<'a, SummaryDataPoint>>> {
     let (sum, count, created) = (
         format!("{family}_sum"),
         format!("{family}_count"),
         format!("{family}_created"),
     );
     let mut out = Vec::new();
-    for ((job, instance, labels), members) in group_by(samples, "quantile") {
+    for group in group_by(samples, "quantile") {
+        let (_, _, labels) = &group.key;
+        let members = &group.samples;
         let mut quantiles = Vec::new();
         let (mut total, mut sum_value, mut start) = (None, None, 0);
-        for s in &members {
+        for s in members {
             if s.name == family {
-                let quantile: f64 = s.labels.get("quantile")?.parse().ok()?;
+                let quantile: f64 = label(&s.labels, "quantile")?.parse().ok()?;
                 quantiles.push(ValueAtQuantile {
                     quantile,
                     value: s.value,
@@ -151,10 +173,10 @@ pub(crate) fn summary_points(
         }
         let timestamp_ms = members.first().and_then(|s| s.timestamp_ms);
         out.push(Group {
-            job,
-            instance,
+            job: group.job.clone(),
+            instance: group.instance.clone(),
             point: SummaryDataPoint {
-                attributes: attributes(&labels),
+                attributes: attributes(labels),
                 start_time_unix_nano: start,
                 time_unix_nano: timestamp_ms.map_or(0, |ms| (ms.max(0) as u64) * 1_000_000),
                 count: total?,

@@ -1,12 +1,13 @@
 //! One scrape target: its labels, its URL, and what one scrape of it produces.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use url::Url;
 
 use super::config::StaticTarget;
 use super::http::{ScrapeError, fetch};
-use super::otlp::{Batch, Relabeled};
+use super::otlp::{Batch, Relabeled, SampleLabels};
 use super::parse::{Family, Format, MetricKind, Sample, parse};
 use super::relabel::{Labels, RelabelRule, relabel};
 use super::staleness::SeriesMemory;
@@ -195,10 +196,15 @@ impl Target {
     ) -> Vec<EncodedMetrics> {
         // Declared before `outcome`, which borrows from it.
         let body;
+        let own = TargetLabels {
+            job: &self.job,
+            instance: &self.instance,
+            labels: &self.labels,
+        };
         let outcome = match fetched {
             Ok((text, format)) => {
                 body = text;
-                self.samples(&body, format, context)
+                samples(&body, format, &own, context)
             }
             Err(e) => Err(e),
         };
@@ -248,121 +254,149 @@ impl Target {
         }
         batch.finish()
     }
+}
 
-    /// Parses a body and relabels its samples, enforcing the sample limit.
-    fn samples<'b>(
-        &self,
-        body: &'b str,
-        format: Format,
-        context: &ScrapeContext,
-    ) -> Result<Scraped<'b>, ScrapeError> {
-        let families = parse(body, format)?;
-        let scraped = families.iter().map(|f| f.samples.len()).sum();
-        let mut kept = 0;
-        let mut out = Vec::with_capacity(families.len());
-        for family in families {
-            let samples: Vec<Relabeled> = family
-                .samples
-                .iter()
-                .filter_map(|s| self.relabel_sample(s, context))
-                .collect();
-            kept += samples.len();
-            if context.sample_limit > 0 && kept > context.sample_limit {
-                return Err(ScrapeError::SampleLimit {
-                    got: kept,
-                    limit: context.sample_limit,
-                });
-            }
-            out.push((FamilyMeta::of(&family), samples));
-        }
-        Ok(Scraped {
-            families: out,
-            scraped,
-            kept,
-        })
-    }
+/// What a target adds to each of its samples.
+struct TargetLabels<'t> {
+    job: &'t str,
+    instance: &'t str,
+    /// Neither `job` nor `instance` (see [`Target::from_labels`]).
+    labels: &'t Labels,
+}
 
-    /// The sample's labels with the target's merged in (Prometheus' `honor_labels` rule),
-    /// then metric relabeling; `None` when a rule dropped it.
-    fn relabel_sample(&self, sample: &Sample<'_>, context: &ScrapeContext) -> Option<Relabeled> {
-        let mut labels: Labels = sample
-            .labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.as_ref().to_owned()))
-            .collect();
-        // The target's job and instance are held apart rather than put in the map and taken
-        // out again (this runs for every sample); they join the map only when metric
-        // relabeling needs to see them. `self.labels` has neither (see `from_labels`), so
-        // the other target labels cannot meet them.
-        let mut fixed: [Option<String>; 2] = [None, None];
-        for (slot, (name, value)) in [("job", &self.job), ("instance", &self.instance)]
+/// Parses a body and relabels its samples, enforcing the sample limit.
+fn samples<'a>(
+    body: &'a str,
+    format: Format,
+    target: &TargetLabels<'a>,
+    context: &ScrapeContext,
+) -> Result<Scraped<'a>, ScrapeError> {
+    let families = parse(body, format)?;
+    let scraped = families.iter().map(|f| f.samples.len()).sum();
+    let mut kept = 0;
+    let mut out = Vec::with_capacity(families.len());
+    for family in families {
+        let meta = FamilyMeta::of(&family);
+        let samples: Vec<Relabeled> = family
+            .samples
             .into_iter()
-            .enumerate()
-        {
-            if value.is_empty() {
-                continue;
-            }
-            if context.honor_labels {
-                if !labels.contains_key(name) {
-                    fixed[slot] = Some(value.clone());
-                }
-                continue;
-            }
-            if let Some(scraped) = labels.remove(name) {
-                export_clash(&mut labels, name, scraped);
-            }
-            fixed[slot] = Some(value.clone());
+            .filter_map(|s| relabel_sample(s, target, context))
+            .collect();
+        kept += samples.len();
+        if context.sample_limit > 0 && kept > context.sample_limit {
+            return Err(ScrapeError::SampleLimit {
+                got: kept,
+                limit: context.sample_limit,
+            });
         }
-        for (name, value) in &self.labels {
-            if value.is_empty() {
-                continue;
-            }
-            if context.honor_labels {
-                labels.entry(name.clone()).or_insert_with(|| value.clone());
-                continue;
-            }
-            if let Some(scraped) = labels.remove(name) {
-                export_clash(&mut labels, name, scraped);
-            }
-            labels.insert(name.clone(), value.clone());
-        }
-        let mut name = sample.name.to_owned();
-        if !context.metric_relabel.is_empty() {
-            for (slot, key) in ["job", "instance"].into_iter().enumerate() {
-                if let Some(value) = fixed[slot].take() {
-                    labels.insert(key.into(), value);
-                }
-            }
-            labels.insert("__name__".into(), name);
-            if !relabel(&context.metric_relabel, &mut labels) {
-                return None;
-            }
-            name = labels.remove("__name__").filter(|n| !n.is_empty())?;
-        }
-        labels.retain(|k, v| !k.starts_with("__") && !v.is_empty());
-        let [job, instance] = fixed;
-        Some(Relabeled {
-            name,
-            job: job.or_else(|| labels.remove("job")).unwrap_or_default(),
-            instance: instance
-                .or_else(|| labels.remove("instance"))
-                .unwrap_or_default(),
-            labels,
-            value: sample.value,
-            timestamp_ms: sample.timestamp_ms,
-        })
+        out.push((meta, samples));
     }
+    Ok(Scraped {
+        families: out,
+        scraped,
+        kept,
+    })
+}
+
+/// Where `name` is in `labels`.
+fn position(labels: &SampleLabels<'_>, name: &str) -> Option<usize> {
+    labels.iter().position(|(k, _)| k == name)
+}
+
+/// The sample's labels with the target's merged in (Prometheus' `honor_labels` rule),
+/// then metric relabeling; `None` when a rule dropped it. Without metric relabeling rules
+/// (the usual case) every string stays borrowed from the body or the target.
+fn relabel_sample<'a>(
+    sample: Sample<'a>,
+    target: &TargetLabels<'a>,
+    context: &ScrapeContext,
+) -> Option<Relabeled<'a>> {
+    // Names are unique in a parsed sample; every step below keeps them so.
+    let mut labels: SampleLabels<'a> = sample
+        .labels
+        .into_iter()
+        .map(|(k, v)| (Cow::Borrowed(k), v))
+        .collect();
+    // The target's job and instance are held apart rather than put among the labels and
+    // taken out again; they join them only when metric relabeling needs to see them.
+    let mut fixed: [Option<Cow<'a, str>>; 2] = [None, None];
+    for (slot, (name, value)) in [("job", target.job), ("instance", target.instance)]
+        .into_iter()
+        .enumerate()
+    {
+        if value.is_empty() {
+            continue;
+        }
+        match position(&labels, name) {
+            Some(_) if context.honor_labels => continue,
+            Some(at) => {
+                let (_, scraped) = labels.swap_remove(at);
+                export_clash(&mut labels, name, scraped);
+            }
+            None => {}
+        }
+        fixed[slot] = Some(Cow::Borrowed(value));
+    }
+    for (name, value) in target.labels {
+        if value.is_empty() {
+            continue;
+        }
+        match position(&labels, name) {
+            Some(_) if context.honor_labels => continue,
+            Some(at) => {
+                let (_, scraped) = labels.swap_remove(at);
+                export_clash(&mut labels, name, scraped);
+            }
+            None => {}
+        }
+        labels.push((Cow::Borrowed(name), Cow::Borrowed(value)));
+    }
+    let mut name = Cow::Borrowed(sample.name);
+    if !context.metric_relabel.is_empty() {
+        let mut map: Labels = labels
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        for (slot, key) in ["job", "instance"].into_iter().enumerate() {
+            if let Some(value) = fixed[slot].take() {
+                map.insert(key.into(), value.into_owned());
+            }
+        }
+        map.insert("__name__".into(), name.into_owned());
+        if !relabel(&context.metric_relabel, &mut map) {
+            return None;
+        }
+        name = Cow::Owned(map.remove("__name__").filter(|n| !n.is_empty())?);
+        labels = map
+            .into_iter()
+            .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
+            .collect();
+    }
+    labels.retain(|(k, v)| !k.starts_with("__") && !v.is_empty());
+    let mut take = |key: &str| position(&labels, key).map(|at| labels.swap_remove(at).1);
+    let [job, instance] = fixed;
+    let job = job.or_else(|| take("job")).unwrap_or_default();
+    let instance = instance.or_else(|| take("instance")).unwrap_or_default();
+    labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Some(Relabeled {
+        name,
+        job,
+        instance,
+        labels,
+        value: sample.value,
+        timestamp_ms: sample.timestamp_ms,
+    })
 }
 
 /// A scraped label that a target label of the same name displaces becomes
 /// `exported_<name>` (`exported_exported_<name>` if that is taken, and so on), as in
 /// Prometheus without `honor_labels`.
-fn export_clash(labels: &mut Labels, name: &str, scraped: String) {
+fn export_clash<'a>(labels: &mut SampleLabels<'a>, name: &str, scraped: Cow<'a, str>) {
     let mut exported = format!("exported_{name}");
-    while labels.contains_key(&exported) {
+    while position(labels, &exported).is_some() {
         exported.insert_str(0, "exported_");
     }
-    labels.insert(exported, scraped);
+    labels.push((Cow::Owned(exported), scraped));
 }
 
 /// What a family keeps of its metadata once its samples are relabeled.
@@ -384,7 +418,7 @@ impl<'b> FamilyMeta<'b> {
 
 /// One successful scrape before it becomes OTLP.
 pub(crate) struct Scraped<'b> {
-    families: Vec<(FamilyMeta<'b>, Vec<Relabeled>)>,
+    families: Vec<(FamilyMeta<'b>, Vec<Relabeled<'b>>)>,
     scraped: usize,
     kept: usize,
 }
