@@ -111,6 +111,14 @@ pub struct CollectorConfig {
     pub retry: RetryConfig,
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Most bytes of encoded metrics waiting for the collector (scrapes and host metrics
+    /// while it is away or slow); past it the oldest are dropped and counted.
+    #[serde(default = "default_metrics_queue")]
+    pub metrics_queue: ByteSize,
+}
+
+fn default_metrics_queue() -> ByteSize {
+    ByteSize::mib(64)
 }
 
 /// How requests to the collector are compressed.
@@ -163,6 +171,15 @@ impl Validate for CollectorConfig {
             errors.add(join(path, "retry"), e.to_string());
         }
         self.batch.validate(&join(path, "batch"), errors);
+        if self.metrics_queue < self.batch.max_bytes {
+            errors.add(
+                join(path, "metrics_queue"),
+                format!(
+                    "must hold at least one batch (batch.max_bytes, {})",
+                    self.batch.max_bytes
+                ),
+            );
+        }
     }
 }
 
@@ -505,7 +522,8 @@ admin: { listen: "0.0.0.0:8686" }
         let yaml = r#"
 collector:
   endpoint: "ftp://x"
-  batch: { max_lines: 0 }
+  batch: { max_lines: 0, max_bytes: 2MiB }
+  metrics_queue: 1MiB
   tls: { insecure_skip_verify: true, cert_file: /nonexistent/client.pem }
 logs:
   - include: []
@@ -526,6 +544,7 @@ shipping: {}
             "logs.0.format: unknown variant `syslog`",
             "collector.endpoint: scheme must be http or https",
             "collector.batch.max_lines: must be greater than zero",
+            "collector.metrics_queue: must hold at least one batch",
             "collector.tls.insecure_skip_verify: is not supported",
             "collector.tls.cert_file: /nonexistent/client.pem is not a readable file",
             "collector.tls: cert_file and key_file go together",

@@ -118,7 +118,8 @@ impl Agent {
             checkpoints.clone(),
             telemetry.clone(),
         )?;
-        let metrics = MetricsQueue::new(ship::metrics::DEFAULT_CAPACITY, telemetry.clone());
+        let metrics =
+            MetricsQueue::new(config.collector.metrics_queue.0 as usize, telemetry.clone());
         let metrics_shipper = MetricsShipper::new(
             metrics.clone(),
             client,

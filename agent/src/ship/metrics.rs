@@ -2,10 +2,12 @@
 //! encoded `ResourceMetrics` into, and the shipper that sends them with the logs' batching and
 //! retry.
 //!
-//! Metrics are sampled again at the next interval, so when the collector is away the
-//! queue keeps the newest: pushing into a full queue drops the *oldest* entries and counts
-//! them (`vigil_agent_metrics_dropped_total{reason="queue_full"}`). Nothing blocks the
-//! producers.
+//! The queue is bounded by the bytes it holds (`collector.metrics_queue`), which is its
+//! memory: entries are encoded, and one target's scrape may be a hundred bytes or a few
+//! megabytes. Metrics are sampled again at the next interval, so when the collector is
+//! away the queue keeps the newest: pushing into a full queue drops the *oldest* entries
+//! and counts them (`vigil_agent_metrics_dropped_total{reason="queue_full"}`). Nothing
+//! blocks the producers.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -27,9 +29,6 @@ use crate::telemetry::Telemetry;
 /// batching is its length, and a request is the entries' bytes one after another.
 pub type EncodedMetrics = Vec<u8>;
 
-/// Entries the queue holds by default.
-pub const DEFAULT_CAPACITY: usize = 10_000;
-
 /// A cloneable handle to the agent's metrics queue.
 #[derive(Clone)]
 pub struct MetricsQueue {
@@ -37,19 +36,21 @@ pub struct MetricsQueue {
 }
 
 struct Inner {
-    entries: Mutex<VecDeque<EncodedMetrics>>,
-    capacity: usize,
+    entries: Mutex<Queued>,
+    /// Most bytes of entries held.
+    max_bytes: usize,
     ready: Notify,
     telemetry: Telemetry,
 }
 
 impl MetricsQueue {
-    /// A queue of at most `capacity` entries (at least 1).
-    pub fn new(capacity: usize, telemetry: Telemetry) -> MetricsQueue {
+    /// A queue of at most `max_bytes` of entries; the newest entry stays even when it
+    /// alone is larger.
+    pub fn new(max_bytes: usize, telemetry: Telemetry) -> MetricsQueue {
         MetricsQueue {
             inner: Arc::new(Inner {
-                entries: Mutex::new(VecDeque::new()),
-                capacity: capacity.max(1),
+                entries: Mutex::new(Queued::default()),
+                max_bytes,
                 ready: Notify::new(),
                 telemetry,
             }),
@@ -63,11 +64,16 @@ impl MetricsQueue {
         }
         let mut dropped = 0;
         {
-            let mut entries = self.lock();
-            entries.extend(metrics);
-            while entries.len() > self.inner.capacity {
-                entries.pop_front();
-                dropped += 1;
+            let mut queued = self.lock();
+            for entry in metrics {
+                queued.bytes += entry.len();
+                queued.entries.push_back(entry);
+            }
+            while queued.bytes > self.inner.max_bytes && queued.entries.len() > 1 {
+                if let Some(oldest) = queued.entries.pop_front() {
+                    queued.bytes -= oldest.len();
+                    dropped += 1;
+                }
             }
         }
         if dropped > 0 {
@@ -83,7 +89,12 @@ impl MetricsQueue {
 
     /// Entries waiting.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
+    }
+
+    /// Bytes of the entries waiting.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,27 +103,37 @@ impl MetricsQueue {
 
     /// Takes up to `max_entries` entries, and more only while under `max_bytes` encoded.
     fn take(&self, max_entries: usize, max_bytes: usize) -> Vec<EncodedMetrics> {
-        let mut entries = self.lock();
+        let mut queued = self.lock();
         let mut taken = Vec::new();
         let mut bytes = 0;
         while taken.len() < max_entries {
-            let Some(next) = entries.front() else { break };
+            let Some(next) = queued.entries.front() else {
+                break;
+            };
             let size = next.len();
             if !taken.is_empty() && bytes + size > max_bytes {
                 break;
             }
             bytes += size;
-            taken.extend(entries.pop_front());
+            taken.extend(queued.entries.pop_front());
         }
+        queued.bytes -= bytes;
         taken
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<EncodedMetrics>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
         self.inner
             .entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The entries in the queue and their bytes.
+#[derive(Default)]
+struct Queued {
+    entries: VecDeque<EncodedMetrics>,
+    bytes: usize,
 }
 
 pub struct MetricsShipper {
@@ -250,12 +271,16 @@ mod tests {
     #[test]
     fn a_full_queue_drops_the_oldest_and_counts_them() {
         let telemetry = Telemetry::new();
-        let queue = MetricsQueue::new(3, telemetry.clone());
+        let size = entry(0).len();
+        // Room for three entries and most of a fourth.
+        let queue = MetricsQueue::new(4 * size - 1, telemetry.clone());
         let producer = queue.clone();
         producer.push((0..2).map(entry).collect());
         producer.push((2..5).map(entry).collect());
         assert_eq!(queue.len(), 3);
+        assert_eq!(queue.bytes(), 3 * size);
         assert_eq!(ids(&queue.take(10, 1 << 20)), vec!["2", "3", "4"]);
+        assert_eq!(queue.bytes(), 0);
         assert_eq!(
             telemetry
                 .metrics_dropped
@@ -264,16 +289,22 @@ mod tests {
             2
         );
         assert!(queue.is_empty());
+
+        // An entry larger than the whole queue still waits, alone.
+        let big = vec![0u8; 4 * size];
+        producer.push(vec![entry(5), big.clone()]);
+        assert_eq!(queue.take(10, 1 << 20), vec![big]);
     }
 
     #[test]
     fn take_respects_entry_and_byte_limits() {
-        let queue = MetricsQueue::new(100, Telemetry::new());
+        let queue = MetricsQueue::new(1 << 20, Telemetry::new());
         queue.push((0..10).map(entry).collect());
         assert_eq!(queue.take(4, 1 << 20).len(), 4);
         let one = entry(0).len();
         assert_eq!(queue.take(100, one * 2).len(), 2);
         assert_eq!(queue.take(100, 1).len(), 1, "one entry always goes");
         assert_eq!(queue.len(), 3);
+        assert_eq!(queue.bytes(), 3 * one);
     }
 }

@@ -322,7 +322,7 @@ async fn queued_metrics_are_shipped_with_retry() {
     use prost::Message;
     let (fake, config) = fake_collector::start(&[tonic::Code::ResourceExhausted]).await;
     let telemetry = Telemetry::new();
-    let queue = metrics::MetricsQueue::new(100, telemetry.clone());
+    let queue = metrics::MetricsQueue::new(1 << 20, telemetry.clone());
     let shipper = metrics::MetricsShipper::new(
         queue.clone(),
         CollectorClient::new(&config).unwrap(),
