@@ -1,8 +1,8 @@
 //! Decoding and inspecting OTLP export requests.
 //!
 //! Receivers accept OTLP as protobuf or JSON; the buffer always stores protobuf, so JSON is
-//! decoded and re-encoded once, at the edge. Protobuf bodies are validated by decoding and
-//! then stored byte for byte as they came.
+//! decoded and re-encoded once, at the edge. Protobuf bodies are checked as prost would
+//! decode them, without building them ([`skim`]), and stored byte for byte as they came.
 //!
 //! OTLP/JSON per the OTLP specification: field names in lowerCamelCase, trace and span ids
 //! in hex, 64-bit integers as strings or numbers, enums as integers. Unknown fields are
@@ -12,6 +12,7 @@
 //! value, a Loki label or structured-metadata value), so one attribute reads the same
 //! everywhere.
 
+pub mod skim;
 mod split;
 
 pub use split::{Piece, SplitError, split};
@@ -112,8 +113,24 @@ impl Request {
     }
 }
 
-/// Decodes and inspects a request body.
+/// Checks a request body and counts what it holds.
 pub fn inspect(signal: Signal, encoding: Encoding, body: Bytes) -> Result<Inspected, DecodeError> {
+    if encoding == Encoding::Protobuf {
+        let skimmed = match signal {
+            Signal::Metrics => skim::metrics(&body).map(|c| (c.points, c.delta_points)),
+            Signal::Logs => skim::logs(&body).map(|n| (n, 0)),
+            Signal::Traces => skim::traces(&body).map(|n| (n, 0)),
+        };
+        // A refusal goes through prost below, whose error says what is wrong (and whose
+        // verdict would stand, were the two ever to disagree).
+        if let Ok((items, unsupported_points)) = skimmed {
+            return Ok(Inspected {
+                protobuf: body,
+                items,
+                unsupported_points,
+            });
+        }
+    }
     let request = Request::decode(signal, encoding, &body)?;
     let (items, unsupported_points) = match &request {
         Request::Metrics(r) => metric_points(r),
