@@ -225,7 +225,7 @@ proptest! {
                 let labels: Vec<(String, String)> = sample
                     .labels
                     .iter()
-                    .map(|(n, v)| ((*n).to_owned(), v.to_string()))
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
                     .collect();
                 prop_assert_eq!(&labels, &want.labels);
                 prop_assert!(

@@ -86,7 +86,9 @@ impl MetricKind {
 pub struct Sample<'a> {
     pub name: &'a str,
     /// In the order written; names are unique (a repeated name is a parse error).
-    pub labels: Vec<(&'a str, Cow<'a, str>)>,
+    /// Names are borrowed from the body; both are `Cow` so that relabeling can take the
+    /// vector as it is.
+    pub labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     pub value: f64,
     /// Milliseconds since the Unix epoch, when the line carries a timestamp.
     pub timestamp_ms: Option<i64>,
@@ -96,7 +98,7 @@ impl Sample<'_> {
     pub fn label(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_ref())
     }
 }
@@ -350,7 +352,7 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample<'_>, String> {
 /// Parses `name="value", …}` and returns what follows the closing brace.
 fn parse_labels<'a>(
     mut s: &'a str,
-    labels: &mut Vec<(&'a str, Cow<'a, str>)>,
+    labels: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>,
 ) -> Result<&'a str, String> {
     loop {
         s = s.trim_start_matches([' ', '\t']);
@@ -368,10 +370,10 @@ fn parse_labels<'a>(
             .ok_or_else(|| format!("value of label `{name}` is not quoted"))?;
         let end =
             closing_quote(body).ok_or_else(|| format!("unterminated value of label `{name}`"))?;
-        if labels.iter().any(|(n, _)| *n == name) {
+        if labels.iter().any(|(n, _)| n == name) {
             return Err(format!("label `{name}` repeated"));
         }
-        labels.push((name, unescape(&body[..end], true)));
+        labels.push((Cow::Borrowed(name), unescape(&body[..end], true)));
         s = body[end + 1..].trim_start_matches([' ', '\t']);
         if let Some(after) = s.strip_prefix(',') {
             s = after;

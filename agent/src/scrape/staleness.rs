@@ -6,15 +6,23 @@
 //! make the `_bucket`/`quantile` series downstream. For each one the marker to send when it
 //! vanishes is built once, when it first appears.
 //!
-//! This map holds every series of every target, so it is the agent's memory per series:
-//! each entry is kept small. The key is a boxed string (no spare capacity), job and
-//! instance are shared by all series of a target, and the marker is kept protobuf-encoded
-//! (a few dozen bytes instead of a `Metric` with its attribute vectors and strings); it is
-//! decoded only when the series vanishes.
+//! This holds every series of every target, so it is the agent's memory per series: each
+//! entry is kept small. The key is a boxed string (no spare capacity), job and instance
+//! are shared by all series of a target, and the marker is kept protobuf-encoded (a few
+//! dozen bytes instead of a `Metric` with its attribute vectors and strings); it is decoded
+//! only when the series vanishes.
+//!
+//! Every sample of every scrape is looked up here, and a target lists its series in the
+//! same order scrape after scrape. So the series are kept in a vector in the order they
+//! were first seen, and a lookup first compares the key with the entry after the last one
+//! found: one comparison of bytes read in sequence, no hashing. Only a series out of that
+//! order (new, gone, or a target that shuffles) goes through the hash index, which holds
+//! positions in the vector rather than the keys a second time.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use foldhash::HashMap;
+use hashbrown::HashTable;
 
 use opentelemetry_proto::tonic::metrics::v1::{DataPointFlags, Metric, metric::Data};
 use prost::Message;
@@ -41,16 +49,36 @@ pub(crate) struct Remembered {
 /// The series of one target's last successful scrape and of the scrape under way: one map,
 /// each series marked with the last scrape that saw it (a map per scrape would move every
 /// entry from one to the other each time, and hold two tables).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SeriesMemory {
-    /// foldhash, not SipHash: every sample of every scrape is looked up here by a key of
-    /// a hundred bytes or so. Keys come from the targets the operator configured, and
-    /// foldhash is still seeded per process.
-    series: HashMap<Box<str>, Known>,
+    /// Every known series, in the order first seen.
+    series: Vec<Series>,
+    /// Positions in `series`, by the hash of their keys.
+    index: HashTable<usize>,
+    /// foldhash, not SipHash: keys are a hundred bytes or so and come from the targets the
+    /// operator configured; foldhash is still seeded per process.
+    hasher: foldhash::fast::RandomState,
+    /// Where the next series of the scrape under way is expected.
+    cursor: usize,
     /// The number of the scrape under way.
     scrape: u64,
     /// Job and instance values shared by the series that carry them.
     names: Vec<Arc<str>>,
+}
+
+impl std::fmt::Debug for SeriesMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesMemory")
+            .field("series", &self.series.len())
+            .field("scrape", &self.scrape)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Series {
+    key: Box<str>,
+    known: Known,
 }
 
 #[derive(Debug)]
@@ -80,7 +108,17 @@ impl SeriesMemory {
     /// `new` describes it when it was not known (only then is it called).
     pub(crate) fn see<'a>(&mut self, key: &str, new: impl FnOnce() -> NewSeries<'a>) -> u64 {
         let scrape = self.scrape;
-        if let Some(known) = self.series.get_mut(key) {
+        let at = match self.series.get(self.cursor) {
+            Some(next) if *next.key == *key => Some(self.cursor),
+            _ => {
+                let hash = self.hasher.hash_one(key);
+                let series = &self.series;
+                self.index.find(hash, |&i| *series[i].key == *key).copied()
+            }
+        };
+        if let Some(at) = at {
+            self.cursor = at + 1;
+            let known = &mut self.series[at].known;
             known.seen = scrape;
             return known.first_seen_ns;
         }
@@ -92,7 +130,15 @@ impl SeriesMemory {
             marker: new.marker.map(|m| m.encode_to_vec().into_boxed_slice()),
             seen: scrape,
         };
-        self.series.insert(Box::from(key), known);
+        let at = self.series.len();
+        self.series.push(Series {
+            key: Box::from(key),
+            known,
+        });
+        let (series, hasher) = (&self.series, &self.hasher);
+        self.index.insert_unique(hasher.hash_one(key), at, |&i| {
+            hasher.hash_one(&*series[i].key)
+        });
         new.first_seen_ns
     }
 
@@ -112,17 +158,37 @@ impl SeriesMemory {
     pub(crate) fn finish(&mut self, now_ns: u64) -> Vec<Remembered> {
         let scrape = self.scrape;
         self.scrape += 1;
-        markers(
-            self.series.extract_if(|_, known| known.seen != scrape),
-            now_ns,
-        )
+        self.cursor = 0;
+        let gone: Vec<Series> = self
+            .series
+            .extract_if(.., |s| s.known.seen != scrape)
+            .collect();
+        if !gone.is_empty() {
+            self.reindex();
+        }
+        markers(gone.into_iter(), now_ns)
+    }
+
+    /// Rebuilds the index after series left the vector (positions moved).
+    fn reindex(&mut self) {
+        self.index.clear();
+        let (series, hasher) = (&self.series, &self.hasher);
+        for (at, s) in series.iter().enumerate() {
+            self.index
+                .insert_unique(hasher.hash_one(&*s.key), at, |&i| {
+                    hasher.hash_one(&*series[i].key)
+                });
+        }
     }
 
     /// Ends a failed scrape, or a target that went away: every known series is stale.
     pub(crate) fn forget_all(&mut self, now_ns: u64) -> Vec<Remembered> {
         self.scrape += 1;
+        self.cursor = 0;
         self.names.clear();
-        markers(self.series.drain(), now_ns)
+        self.index.clear();
+        let gone: Vec<Series> = self.series.drain(..).collect();
+        markers(gone.into_iter(), now_ns)
     }
 
     /// How many series are remembered.
@@ -132,12 +198,12 @@ impl SeriesMemory {
     }
 }
 
-fn markers(series: impl Iterator<Item = (Box<str>, Known)>, now_ns: u64) -> Vec<Remembered> {
-    let mut out: Vec<(Box<str>, Known)> = series.filter(|(_, k)| k.marker.is_some()).collect();
+fn markers(series: impl Iterator<Item = Series>, now_ns: u64) -> Vec<Remembered> {
+    let mut out: Vec<Series> = series.filter(|s| s.known.marker.is_some()).collect();
     // Stable output order makes batches (and tests) deterministic.
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.key.cmp(&b.key));
     out.into_iter()
-        .map(|(_, known)| {
+        .map(|Series { known, .. }| {
             // The bytes are our own encoding of a `Metric`: decoding them cannot fail.
             let stale = known
                 .marker
@@ -237,5 +303,46 @@ mod tests {
         assert_eq!(vanished.len(), 2);
         assert!(Arc::ptr_eq(&vanished[0].job, &vanished[1].job));
         assert!(Arc::ptr_eq(&vanished[0].instance, &vanished[1].instance));
+    }
+
+    #[test]
+    fn series_are_found_in_order_out_of_order_and_after_others_vanished() {
+        let mut memory = SeriesMemory::default();
+        let new = |key: &'static str, at: u64| {
+            move || NewSeries {
+                job: "node",
+                instance: "a:9100",
+                first_seen_ns: at,
+                marker: Some(marker(key)),
+            }
+        };
+        let known = || -> NewSeries<'static> { unreachable!("a known series") };
+        for key in ["a", "b", "c", "d"] {
+            assert_eq!(memory.see(key, new(key, 1)), 1);
+        }
+        assert!(memory.finish(2).is_empty());
+        for key in ["a", "b", "c", "d"] {
+            assert_eq!(memory.see(key, known), 1);
+        }
+        assert!(memory.finish(3).is_empty());
+        // Shuffled, a new one in between, `b` gone.
+        assert_eq!(memory.see("c", known), 1);
+        assert_eq!(memory.see("x", new("x", 4)), 4);
+        assert_eq!(memory.see("a", known), 1);
+        assert_eq!(memory.see("d", known), 1);
+        let gone = memory.finish(5);
+        let names: Vec<&str> = gone
+            .iter()
+            .map(|r| r.stale.as_ref().unwrap().name.as_str())
+            .collect();
+        assert_eq!(names, ["b"]);
+        // The rest moved in the vector: all still found, first-seen times kept.
+        for (key, first_seen) in [("x", 4), ("d", 1), ("a", 1), ("c", 1)] {
+            assert_eq!(memory.see(key, known), first_seen, "{key}");
+        }
+        assert!(memory.finish(6).is_empty());
+        assert_eq!(memory.len(), 4);
+        // `b` comes back as a new series.
+        assert_eq!(memory.see("b", new("b", 7)), 7);
     }
 }

@@ -312,11 +312,7 @@ fn relabel_sample<'a>(
     context: &ScrapeContext,
 ) -> Option<Relabeled<'a>> {
     // Names are unique in a parsed sample; every step below keeps them so.
-    let mut labels: SampleLabels<'a> = sample
-        .labels
-        .into_iter()
-        .map(|(k, v)| (Cow::Borrowed(k), v))
-        .collect();
+    let mut labels: SampleLabels<'a> = sample.labels;
     // The target's job and instance are held apart rather than put among the labels and
     // taken out again; they join them only when metric relabeling needs to see them.
     let mut fixed: [Option<Cow<'a, str>>; 2] = [None, None];
