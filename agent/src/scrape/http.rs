@@ -57,12 +57,15 @@ impl ScrapeError {
     }
 }
 
-/// GETs `url` and returns its body and format. The caller bounds the time.
+/// GETs `url` and returns its body and format. The caller bounds the time. `size_hint`
+/// is the size the body is expected to have (the last one's), so that reading it does not
+/// grow and copy the buffer over and over when the server sends no `Content-Length`.
 pub(crate) async fn fetch(
     client: &reqwest::Client,
     url: &Url,
     timeout: Duration,
     limit: u64,
+    size_hint: usize,
 ) -> Result<(String, Format), ScrapeError> {
     let mut response = client
         .get(url.clone())
@@ -89,7 +92,14 @@ pub(crate) async fn fetch(
     };
     let format = Format::from_content_type(header(CONTENT_TYPE).as_deref());
     let gzip = header(CONTENT_ENCODING).is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
-    let mut raw = Vec::new();
+    let expected = match response.content_length() {
+        // The bytes on the wire, compressed or not; never more than the limit (checked).
+        Some(n) => n as usize,
+        // The last body was inflated; text rarely packs better than 4:1.
+        None if gzip => size_hint / 4,
+        None => size_hint,
+    };
+    let mut raw = Vec::with_capacity(expected.min(usize::try_from(limit).unwrap_or(usize::MAX)));
     while let Some(chunk) = response.chunk().await? {
         if raw.len() as u64 + chunk.len() as u64 > limit {
             return Err(ScrapeError::BodyTooLarge(limit));

@@ -53,6 +53,8 @@ pub(crate) struct Target {
     /// The other target labels (none starting with `__`).
     pub labels: Labels,
     memory: SeriesMemory,
+    /// Bytes of the last body scraped: the next one is read into a buffer that size.
+    last_body: usize,
     /// Whether the last scrape succeeded (true before the first, so a target that is down
     /// from the start is reported once).
     was_up: bool,
@@ -133,6 +135,7 @@ impl Target {
             instance,
             labels,
             memory: SeriesMemory::default(),
+            last_body: 0,
             was_up: true,
         }))
     }
@@ -175,6 +178,7 @@ impl Target {
                 &self.url,
                 context.timeout,
                 context.body_limit,
+                self.last_body,
             ),
         )
         .await
@@ -204,6 +208,7 @@ impl Target {
         let outcome = match fetched {
             Ok((text, format)) => {
                 body = text;
+                self.last_body = body.len();
                 samples(&body, format, &own, context)
             }
             Err(e) => Err(e),

@@ -201,6 +201,10 @@ struct Output {
     protobuf: Vec<u8>,
     /// One series being encoded, before its length is known (reused).
     series: Vec<u8>,
+    /// The encoded labels of a histogram point's `_bucket` series before `le` and after
+    /// it: the same for each of its buckets, so written once per point (reused).
+    bucket_before: Vec<u8>,
+    bucket_after: Vec<u8>,
     metadata: Vec<MetricMetadata>,
     families: HashSet<String>,
     samples: u64,
@@ -214,6 +218,8 @@ impl Output {
         Output {
             protobuf: Vec::with_capacity(bytes),
             series: Vec::with_capacity(SERIES_BYTES * 2),
+            bucket_before: Vec::new(),
+            bucket_after: Vec::new(),
             metadata: Vec::new(),
             families: HashSet::new(),
             samples: 0,
@@ -235,8 +241,39 @@ impl Output {
         let series = &mut self.series;
         series.clear();
         each_series_label(entries, name, extra, |n, v| wire::label(series, n, v));
-        wire::sample(series, value, timestamp);
-        crate::wire::bytes(&mut self.protobuf, wire::TIMESERIES, series);
+        self.finish_series(value, timestamp);
+    }
+
+    /// Encodes the labels of a point's `_bucket` series around its `le`, for
+    /// [`Output::push_bucket`].
+    fn bucket_labels(&mut self, entries: &[Entry<'_>], bucket: &str) {
+        let (before, after) = (&mut self.bucket_before, &mut self.bucket_after);
+        before.clear();
+        after.clear();
+        let mut past_le = false;
+        // `le` comes exactly once: the extra label wins over an attribute of that name.
+        each_series_label(entries, bucket, Some(("le", "")), |n, v| match n {
+            "le" => past_le = true,
+            _ if past_le => wire::label(after, n, v),
+            _ => wire::label(before, n, v),
+        });
+    }
+
+    /// Writes one `_bucket` series of the point whose labels [`Output::bucket_labels`]
+    /// encoded: the same bytes [`Output::push`] would write.
+    fn push_bucket(&mut self, le: &str, value: f64, timestamp: i64) {
+        let series = &mut self.series;
+        series.clear();
+        series.extend_from_slice(&self.bucket_before);
+        wire::label(series, "le", le);
+        series.extend_from_slice(&self.bucket_after);
+        self.finish_series(value, timestamp);
+    }
+
+    /// Adds the sample to the series being encoded and the series to the request.
+    fn finish_series(&mut self, value: f64, timestamp: i64) {
+        wire::sample(&mut self.series, value, timestamp);
+        crate::wire::bytes(&mut self.protobuf, wire::TIMESERIES, &self.series);
         self.samples += 1;
         self.latest_ms = Some(self.latest_ms.map_or(timestamp, |t| t.max(timestamp)));
     }
@@ -576,6 +613,7 @@ impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
         stale: bool,
         ts: i64,
     ) -> Self {
+        writer.out.bucket_labels(writer.scratch, &names.bucket);
         Buckets {
             writer,
             names,
@@ -604,11 +642,7 @@ impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
         self.le.clear();
         super::naming::push_float(&mut self.le, upper);
         let value = self.value(self.cumulative as f64);
-        let extra = Some(("le", self.le.as_str()));
-        let writer = &mut *self.writer;
-        writer
-            .out
-            .push(writer.scratch, &self.names.bucket, extra, value, self.ts);
+        self.writer.out.push_bucket(&self.le, value, self.ts);
     }
 
     /// Writes the `+Inf` bucket (the point's count, as the spec says), `_sum` when the
@@ -618,7 +652,7 @@ impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
         let scratch = &*self.writer.scratch;
         let count = if self.stale { STALE_NAN } else { count as f64 };
         let names = self.names;
-        out.push(scratch, &names.bucket, Some(("le", "+Inf")), count, self.ts);
+        out.push_bucket("+Inf", count, self.ts);
         if let Some(sum) = sum {
             let sum = if self.stale { STALE_NAN } else { sum };
             out.push(scratch, &names.sum, None, sum, self.ts);
