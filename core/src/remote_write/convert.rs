@@ -205,6 +205,9 @@ struct Output {
     /// it: the same for each of its buckets, so written once per point (reused).
     bucket_before: Vec<u8>,
     bucket_after: Vec<u8>,
+    /// The `le` text of the bound each bucket position had last, with the bound's bits:
+    /// the points of a histogram share their bounds, so each is printed once (reused).
+    le_texts: Vec<(u64, String)>,
     metadata: Vec<MetricMetadata>,
     families: HashSet<String>,
     samples: u64,
@@ -220,6 +223,7 @@ impl Output {
             series: Vec::with_capacity(SERIES_BYTES * 2),
             bucket_before: Vec::new(),
             bucket_after: Vec::new(),
+            le_texts: Vec::new(),
             metadata: Vec::new(),
             families: HashSet::new(),
             samples: 0,
@@ -603,7 +607,8 @@ struct Buckets<'w, 'o, 's, 'a> {
     ts: i64,
     cumulative: u64,
     last_le: f64,
-    le: String,
+    /// Buckets written so far: the position in `Output::le_texts`.
+    written: usize,
 }
 
 impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
@@ -621,7 +626,7 @@ impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
             ts,
             cumulative: 0,
             last_le: f64::NEG_INFINITY,
-            le: String::with_capacity(24),
+            written: 0,
         }
     }
 
@@ -639,10 +644,22 @@ impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
             return;
         }
         self.last_le = upper;
-        self.le.clear();
-        super::naming::push_float(&mut self.le, upper);
         let value = self.value(self.cumulative as f64);
-        self.writer.out.push_bucket(&self.le, value, self.ts);
+        let out = &mut *self.writer.out;
+        if out.le_texts.len() == self.written {
+            // Never the bits of a finite bound: the first use always prints.
+            out.le_texts.push((f64::NAN.to_bits(), String::new()));
+        }
+        let (bits, text) = &mut out.le_texts[self.written];
+        if *bits != upper.to_bits() {
+            *bits = upper.to_bits();
+            text.clear();
+            super::naming::push_float(text, upper);
+        }
+        let le = std::mem::take(text);
+        out.push_bucket(&le, value, self.ts);
+        out.le_texts[self.written].1 = le;
+        self.written += 1;
     }
 
     /// Writes the `+Inf` bucket (the point's count, as the spec says), `_sum` when the

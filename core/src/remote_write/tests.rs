@@ -262,6 +262,52 @@ fn histogram_buckets_are_cumulative_with_prometheus_le() {
     assert_eq!(converted.samples, 6);
 }
 
+/// Points of one request with other bounds, fewer and more of them, get their own `le`
+/// (each bucket position's text is printed once and kept while the bound repeats).
+#[test]
+fn histogram_points_with_different_bounds_each_get_their_own_le() {
+    let point = |bounds: &[f64], route: &str| HistogramDataPoint {
+        time_unix_nano: T,
+        count: bounds.len() as u64 + 1,
+        bucket_counts: vec![1; bounds.len() + 1],
+        explicit_bounds: bounds.to_vec(),
+        attributes: vec![s("route", route)],
+        ..Default::default()
+    };
+    let h = Histogram {
+        data_points: vec![
+            point(&[0.5, 1.0], "a"),
+            point(&[0.5, 2.0, 4.0], "b"),
+            point(&[0.25], "c"),
+            point(&[0.5, 1.0], "d"),
+        ],
+        aggregation_temporality: CUMULATIVE,
+    };
+    let converted = bare(vec![metric("h", "", Data::Histogram(h))]);
+    let buckets: Vec<String> = render(&converted.request())
+        .into_iter()
+        .filter(|line| line.contains("h_bucket"))
+        .map(|line| line.split(" @").next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        buckets,
+        [
+            r#"{__name__="h_bucket",le="0.5",route="a"} 1"#,
+            r#"{__name__="h_bucket",le="1",route="a"} 2"#,
+            r#"{__name__="h_bucket",le="+Inf",route="a"} 3"#,
+            r#"{__name__="h_bucket",le="0.5",route="b"} 1"#,
+            r#"{__name__="h_bucket",le="2",route="b"} 2"#,
+            r#"{__name__="h_bucket",le="4",route="b"} 3"#,
+            r#"{__name__="h_bucket",le="+Inf",route="b"} 4"#,
+            r#"{__name__="h_bucket",le="0.25",route="c"} 1"#,
+            r#"{__name__="h_bucket",le="+Inf",route="c"} 2"#,
+            r#"{__name__="h_bucket",le="0.5",route="d"} 1"#,
+            r#"{__name__="h_bucket",le="1",route="d"} 2"#,
+            r#"{__name__="h_bucket",le="+Inf",route="d"} 3"#,
+        ]
+    );
+}
+
 #[test]
 fn histogram_without_sum_or_buckets_and_malformed_histograms() {
     let ok = HistogramDataPoint {
