@@ -325,32 +325,14 @@ fn relabel_sample<'a>(
         .into_iter()
         .enumerate()
     {
-        if value.is_empty() {
-            continue;
+        if !value.is_empty() && target_label_wins(&mut labels, name, context.honor_labels) {
+            fixed[slot] = Some(Cow::Borrowed(value));
         }
-        match position(&labels, name) {
-            Some(_) if context.honor_labels => continue,
-            Some(at) => {
-                let (_, scraped) = labels.swap_remove(at);
-                export_clash(&mut labels, name, scraped);
-            }
-            None => {}
-        }
-        fixed[slot] = Some(Cow::Borrowed(value));
     }
     for (name, value) in target.labels {
-        if value.is_empty() {
-            continue;
+        if !value.is_empty() && target_label_wins(&mut labels, name, context.honor_labels) {
+            labels.push((Cow::Borrowed(name), Cow::Borrowed(value)));
         }
-        match position(&labels, name) {
-            Some(_) if context.honor_labels => continue,
-            Some(at) => {
-                let (_, scraped) = labels.swap_remove(at);
-                export_clash(&mut labels, name, scraped);
-            }
-            None => {}
-        }
-        labels.push((Cow::Borrowed(name), Cow::Borrowed(value)));
     }
     let mut name = Cow::Borrowed(sample.name);
     if !context.metric_relabel.is_empty() {
@@ -387,6 +369,21 @@ fn relabel_sample<'a>(
         value: sample.value,
         timestamp_ms: sample.timestamp_ms,
     })
+}
+
+/// Whether a target label `name` goes into the sample: always without `honor_labels`, a
+/// scraped label of that name moving aside (see [`export_clash`]); with it, only when the
+/// sample has no such label.
+fn target_label_wins(labels: &mut SampleLabels<'_>, name: &str, honor_labels: bool) -> bool {
+    match position(labels, name) {
+        Some(_) if honor_labels => false,
+        Some(at) => {
+            let (_, scraped) = labels.swap_remove(at);
+            export_clash(labels, name, scraped);
+            true
+        }
+        None => true,
+    }
 }
 
 /// A scraped label that a target label of the same name displaces becomes

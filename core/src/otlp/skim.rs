@@ -108,18 +108,28 @@ static RESOURCE: [Field; 3] = [
     many(3, Message(&ENTITY_REF)),
 ];
 
+/// `Resource{Metrics,Logs,Spans}`: the resource (1), its scopes (2), a schema URL (3).
+const fn per_resource(scopes: &'static [Field]) -> [Field; 3] {
+    [
+        one(1, Message(&RESOURCE)),
+        many(2, Message(scopes)),
+        one(3, String),
+    ]
+}
+
+/// `Scope{Metrics,Logs,Spans}`: the scope (1), its items (2), a schema URL (3).
+const fn per_scope(items: &'static [Field]) -> [Field; 3] {
+    [
+        one(1, Message(&SCOPE)),
+        many(2, Message(items)),
+        one(3, String),
+    ]
+}
+
 // metrics.v1
 static METRICS_REQUEST: [Field; 1] = [many(1, Message(&RESOURCE_METRICS))];
-static RESOURCE_METRICS: [Field; 3] = [
-    one(1, Message(&RESOURCE)),
-    many(2, Message(&SCOPE_METRICS)),
-    one(3, String),
-];
-static SCOPE_METRICS: [Field; 3] = [
-    one(1, Message(&SCOPE)),
-    many(2, Message(&METRIC)),
-    one(3, String),
-];
+static RESOURCE_METRICS: [Field; 3] = per_resource(&SCOPE_METRICS);
+static SCOPE_METRICS: [Field; 3] = per_scope(&METRIC);
 static METRIC: [Field; 9] = [
     one(1, String),
     one(2, String),
@@ -203,16 +213,8 @@ static EXEMPLAR: [Field; 6] = [
 
 // logs.v1
 static LOGS_REQUEST: [Field; 1] = [many(1, Message(&RESOURCE_LOGS))];
-static RESOURCE_LOGS: [Field; 3] = [
-    one(1, Message(&RESOURCE)),
-    many(2, Message(&SCOPE_LOGS)),
-    one(3, String),
-];
-static SCOPE_LOGS: [Field; 3] = [
-    one(1, Message(&SCOPE)),
-    many(2, Message(&LOG_RECORD)),
-    one(3, String),
-];
+static RESOURCE_LOGS: [Field; 3] = per_resource(&SCOPE_LOGS);
+static SCOPE_LOGS: [Field; 3] = per_scope(&LOG_RECORD);
 static LOG_RECORD: [Field; 11] = [
     one(1, Fixed64),
     one(11, Fixed64),
@@ -229,16 +231,8 @@ static LOG_RECORD: [Field; 11] = [
 
 // trace.v1
 static TRACES_REQUEST: [Field; 1] = [many(1, Message(&RESOURCE_SPANS))];
-static RESOURCE_SPANS: [Field; 3] = [
-    one(1, Message(&RESOURCE)),
-    many(2, Message(&SCOPE_SPANS)),
-    one(3, String),
-];
-static SCOPE_SPANS: [Field; 3] = [
-    one(1, Message(&SCOPE)),
-    many(2, Message(&SPAN)),
-    one(3, String),
-];
+static RESOURCE_SPANS: [Field; 3] = per_resource(&SCOPE_SPANS);
+static SCOPE_SPANS: [Field; 3] = per_scope(&SPAN);
 static SPAN: [Field; 16] = [
     one(1, Bytes),
     one(2, Bytes),
