@@ -16,6 +16,8 @@
 
 use std::str;
 
+use prost::encoding::{WireType, decode_key, decode_varint};
+
 /// A request prost would refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invalid(&'static str);
@@ -30,13 +32,6 @@ impl std::error::Error for Invalid {}
 
 /// prost's `RECURSION_LIMIT`: how many messages deep a request may nest.
 const RECURSION_LIMIT: u32 = 100;
-
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const DELIMITED: u8 = 2;
-const START_GROUP: u8 = 3;
-const END_GROUP: u8 = 4;
-const FIXED32: u8 = 5;
 
 /// What a field holds, as far as decoding goes.
 #[derive(Clone, Copy)]
@@ -325,13 +320,14 @@ fn count_nested(body: &[u8]) -> u64 {
 fn count_metric(metric: &[u8], counts: &mut MetricCounts) {
     let mut data: Option<(u32, u64, i32)> = None;
     let mut cursor = metric;
-    while let Some((tag, wire, value)) = next_field(&mut cursor) {
-        if wire != DELIMITED
-            || !matches!(
-                tag,
-                GAUGE | SUM | HISTOGRAM | EXPONENTIAL_HISTOGRAM | SUMMARY
-            )
-        {
+    while let Some((tag, field)) = next_field(&mut cursor) {
+        let FieldValue::Delimited(value) = field else {
+            continue;
+        };
+        if !matches!(
+            tag,
+            GAUGE | SUM | HISTOGRAM | EXPONENTIAL_HISTOGRAM | SUMMARY
+        ) {
             continue;
         }
         let points = fields(value, 1).count() as u64;
@@ -368,30 +364,30 @@ fn message(mut buf: &[u8], table: &'static [Field], depth: u32) -> Result<(), In
     Ok(())
 }
 
-fn value(buf: &mut &[u8], field: &Field, wire: u8, depth: u32) -> Result<(), Invalid> {
+fn value(buf: &mut &[u8], field: &Field, wire: WireType, depth: u32) -> Result<(), Invalid> {
     let width = match field.kind {
         Kind::Varint => None,
         Kind::Fixed64 => Some(8),
         Kind::Fixed32 => Some(4),
         Kind::Bytes => {
-            expect(wire, DELIMITED)?;
+            expect(wire, WireType::LengthDelimited)?;
             delimited(buf)?;
             return Ok(());
         }
         Kind::String => {
-            expect(wire, DELIMITED)?;
+            expect(wire, WireType::LengthDelimited)?;
             str::from_utf8(delimited(buf)?).map_err(|_| Invalid("a string field is not UTF-8"))?;
             return Ok(());
         }
         Kind::Message(table) => {
-            expect(wire, DELIMITED)?;
+            expect(wire, WireType::LengthDelimited)?;
             if depth == 0 {
                 return Err(Invalid("messages nest too deep"));
             }
             return message(delimited(buf)?, table, depth - 1);
         }
     };
-    if field.repeated && wire == DELIMITED {
+    if field.repeated && wire == WireType::LengthDelimited {
         let mut packed = delimited(buf)?;
         while !packed.is_empty() {
             number(&mut packed, width)?;
@@ -401,9 +397,9 @@ fn value(buf: &mut &[u8], field: &Field, wire: u8, depth: u32) -> Result<(), Inv
     expect(
         wire,
         match width {
-            None => VARINT,
-            Some(8) => FIXED64,
-            Some(_) => FIXED32,
+            None => WireType::Varint,
+            Some(8) => WireType::SixtyFourBit,
+            Some(_) => WireType::ThirtyTwoBit,
         },
     )?;
     number(buf, width)
@@ -418,20 +414,20 @@ fn number(buf: &mut &[u8], width: Option<usize>) -> Result<(), Invalid> {
 }
 
 /// Skips a field the table does not know, as prost does (groups included).
-fn skip(buf: &mut &[u8], tag: u32, wire: u8, depth: u32) -> Result<(), Invalid> {
+fn skip(buf: &mut &[u8], tag: u32, wire: WireType, depth: u32) -> Result<(), Invalid> {
     #[cfg(test)]
     tests::SKIPPED.with(|n| n.set(n.get() + 1));
     if depth == 0 {
         return Err(Invalid("messages nest too deep"));
     }
     match wire {
-        VARINT => varint(buf).map(drop),
-        FIXED64 => take(buf, 8).map(drop),
-        FIXED32 => take(buf, 4).map(drop),
-        DELIMITED => delimited(buf).map(drop),
-        START_GROUP => loop {
+        WireType::Varint => varint(buf).map(drop),
+        WireType::SixtyFourBit => take(buf, 8).map(drop),
+        WireType::ThirtyTwoBit => take(buf, 4).map(drop),
+        WireType::LengthDelimited => delimited(buf).map(drop),
+        WireType::StartGroup => loop {
             let (inner_tag, inner_wire) = key(buf)?;
-            if inner_wire == END_GROUP {
+            if inner_wire == WireType::EndGroup {
                 if inner_tag != tag {
                     return Err(Invalid("a group ends with another field's tag"));
                 }
@@ -439,45 +435,25 @@ fn skip(buf: &mut &[u8], tag: u32, wire: u8, depth: u32) -> Result<(), Invalid> 
             }
             skip(buf, inner_tag, inner_wire, depth - 1)?;
         },
-        _ => Err(Invalid("a group ends where none began")),
+        WireType::EndGroup => Err(Invalid("a group ends where none began")),
     }
 }
 
-fn expect(wire: u8, expected: u8) -> Result<(), Invalid> {
+fn expect(wire: WireType, expected: WireType) -> Result<(), Invalid> {
     match wire == expected {
         true => Ok(()),
         false => Err(Invalid("a field has the wrong wire type")),
     }
 }
 
-/// A field key: its tag and wire type.
-fn key(buf: &mut &[u8]) -> Result<(u32, u8), Invalid> {
-    let key = varint(buf)?;
-    let key = u32::try_from(key).map_err(|_| Invalid("a field key is too large"))?;
-    let wire = (key & 7) as u8;
-    if wire > FIXED32 {
-        return Err(Invalid("a field has an unknown wire type"));
-    }
-    if key >> 3 == 0 {
-        return Err(Invalid("a field has tag 0"));
-    }
-    Ok((key >> 3, wire))
+/// A field key, read by prost: its tag and wire type.
+fn key(buf: &mut &[u8]) -> Result<(u32, WireType), Invalid> {
+    decode_key(buf).map_err(|_| Invalid("a field key is malformed"))
 }
 
-/// A varint of at most 10 bytes that fits 64 bits.
+/// A varint, read by prost (at most 10 bytes, fitting 64 bits).
 fn varint(buf: &mut &[u8]) -> Result<u64, Invalid> {
-    let mut value = 0u64;
-    for (i, &byte) in buf.iter().enumerate().take(10) {
-        if i == 9 && byte > 1 {
-            break;
-        }
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            *buf = &buf[i + 1..];
-            return Ok(value);
-        }
-    }
-    Err(Invalid("a varint is malformed or cut short"))
+    decode_varint(buf).map_err(|_| Invalid("a varint is malformed or cut short"))
 }
 
 fn take<'b>(buf: &mut &'b [u8], n: usize) -> Result<&'b [u8], Invalid> {
@@ -496,36 +472,38 @@ fn delimited<'b>(buf: &mut &'b [u8]) -> Result<&'b [u8], Invalid> {
     take(buf, len)
 }
 
-/// The next field of a message already checked: tag, wire type and, for a delimited
-/// field, its bytes (empty otherwise). `None` at the end.
-fn next_field<'b>(buf: &mut &'b [u8]) -> Option<(u32, u8, &'b [u8])> {
+/// What the counting walk needs of a field of a checked message.
+enum FieldValue<'b> {
+    Delimited(&'b [u8]),
+    Varint(u64),
+    /// A fixed-width number or a group.
+    Other,
+}
+
+/// The next field of a message already checked; `None` at the end.
+fn next_field<'b>(buf: &mut &'b [u8]) -> Option<(u32, FieldValue<'b>)> {
     if buf.is_empty() {
         return None;
     }
     let (tag, wire) = key(buf).ok()?;
     let value = match wire {
-        DELIMITED => delimited(buf).ok()?,
-        VARINT => {
-            let start = *buf;
-            varint(buf).ok()?;
-            &start[..start.len() - buf.len()]
-        }
-        // Checked already: only a group could need more than a skip here.
+        WireType::LengthDelimited => FieldValue::Delimited(delimited(buf).ok()?),
+        WireType::Varint => FieldValue::Varint(varint(buf).ok()?),
         _ => {
             skip(buf, tag, wire, RECURSION_LIMIT).ok()?;
-            &[]
+            FieldValue::Other
         }
     };
-    Some((tag, wire, value))
+    Some((tag, value))
 }
 
 /// The bytes of each delimited field `tag` of a checked message.
 fn fields(mut buf: &[u8], tag: u32) -> impl Iterator<Item = &[u8]> {
     std::iter::from_fn(move || {
         loop {
-            let (t, wire, value) = next_field(&mut buf)?;
-            if t == tag && wire == DELIMITED {
-                return Some(value);
+            match next_field(&mut buf)? {
+                (t, FieldValue::Delimited(value)) if t == tag => return Some(value),
+                _ => {}
             }
         }
     })
@@ -534,9 +512,11 @@ fn fields(mut buf: &[u8], tag: u32) -> impl Iterator<Item = &[u8]> {
 /// The last varint field `tag` of a checked message, as prost keeps it.
 fn last_varint(mut buf: &[u8], tag: u32) -> Option<u64> {
     let mut last = None;
-    while let Some((t, wire, mut value)) = next_field(&mut buf) {
-        if t == tag && wire == VARINT {
-            last = varint(&mut value).ok();
+    while let Some(field) = next_field(&mut buf) {
+        if let (t, FieldValue::Varint(v)) = field
+            && t == tag
+        {
+            last = Some(v);
         }
     }
     last
@@ -570,6 +550,13 @@ mod tests {
 
     use super::*;
     use crate::otlp;
+
+    const VARINT: u8 = WireType::Varint as u8;
+    const FIXED64: u8 = WireType::SixtyFourBit as u8;
+    const DELIMITED: u8 = WireType::LengthDelimited as u8;
+    const START_GROUP: u8 = WireType::StartGroup as u8;
+    const END_GROUP: u8 = WireType::EndGroup as u8;
+    const FIXED32: u8 = WireType::ThirtyTwoBit as u8;
 
     thread_local! {
         /// Fields `skip` passed over on this thread.
