@@ -777,7 +777,7 @@ fn series_key(key: &mut String, parts: [&str; 4], point: &Point<'_>) {
     }
 }
 
-pub(crate) fn attributes<K: AsRef<str>, V: AsRef<str>>(labels: &[(K, V)]) -> Vec<KeyValue> {
+fn attributes(labels: &SampleLabels<'_>) -> Vec<KeyValue> {
     labels
         .iter()
         .map(|(k, v)| string_kv(k.as_ref(), v.as_ref()))

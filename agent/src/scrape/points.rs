@@ -8,15 +8,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
     HistogramDataPoint, SummaryDataPoint, summary_data_point::ValueAtQuantile,
 };
 
-use super::otlp::{Relabeled, attributes, label, seconds_to_ns};
-
-/// The job, instance and labels of a histogram or summary point: the sample's minus `le`
-/// or `quantile`.
-type GroupKey<'s> = (&'s str, &'s str, Vec<(&'s str, &'s str)>);
+use super::otlp::{Relabeled, label, seconds_to_ns, string_kv};
 
 pub(crate) struct Group<'a, P> {
     pub job: Cow<'a, str>,
@@ -24,18 +21,12 @@ pub(crate) struct Group<'a, P> {
     pub point: P,
 }
 
-/// The samples of one point, with the job and instance they share.
-struct Members<'s, 'a> {
-    key: GroupKey<'s>,
-    job: &'s Cow<'a, str>,
-    instance: &'s Cow<'a, str>,
-    samples: Vec<&'s Relabeled<'a>>,
-}
-
-/// Groups samples by their labels without `without`, keeping first-seen order.
-fn group_by<'s, 'a>(samples: &'s [Relabeled<'a>], without: &str) -> Vec<Members<'s, 'a>> {
-    let mut groups: Vec<Members<'s, 'a>> = Vec::new();
-    let mut index: HashMap<GroupKey<'s>, usize> = HashMap::new();
+/// Groups samples by job, instance and labels without `without`, keeping first-seen order.
+/// Every group has at least one sample.
+fn group_by<'s, 'a>(samples: &'s [Relabeled<'a>], without: &str) -> Vec<Vec<&'s Relabeled<'a>>> {
+    type Key<'s> = (&'s str, &'s str, Vec<(&'s str, &'s str)>);
+    let mut groups: Vec<Vec<&Relabeled>> = Vec::new();
+    let mut index: HashMap<Key<'s>, usize> = HashMap::new();
     for s in samples {
         let labels = s
             .labels
@@ -43,21 +34,40 @@ fn group_by<'s, 'a>(samples: &'s [Relabeled<'a>], without: &str) -> Vec<Members<
             .filter(|(k, _)| k != without)
             .map(|(k, v)| (k.as_ref(), v.as_ref()))
             .collect();
-        let key = (s.job.as_ref(), s.instance.as_ref(), labels);
-        match index.get(&key) {
-            Some(&i) => groups[i].samples.push(s),
-            None => {
-                index.insert(key.clone(), groups.len());
-                groups.push(Members {
-                    key,
-                    job: &s.job,
-                    instance: &s.instance,
-                    samples: vec![s],
-                });
-            }
-        }
+        let at = *index
+            .entry((s.job.as_ref(), s.instance.as_ref(), labels))
+            .or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+        groups[at].push(s);
     }
     groups
+}
+
+/// The group a point of `first`'s group goes to, its labels without `without` as the
+/// point's attributes.
+fn group<'a, P>(
+    first: &Relabeled<'a>,
+    without: &str,
+    point: impl FnOnce(Vec<KeyValue>) -> P,
+) -> Group<'a, P> {
+    let attributes = first
+        .labels
+        .iter()
+        .filter(|(k, _)| k != without)
+        .map(|(k, v)| string_kv(k.as_ref(), v.as_ref()))
+        .collect();
+    Group {
+        job: first.job.clone(),
+        instance: first.instance.clone(),
+        point: point(attributes),
+    }
+}
+
+/// A sample's own timestamp as a point's, or 0 (none).
+fn point_time(timestamp_ms: Option<i64>) -> u64 {
+    timestamp_ms.map_or(0, |ms| (ms.max(0) as u64) * 1_000_000)
 }
 
 /// A count as OTLP's integer, when the float is one.
@@ -77,12 +87,10 @@ pub(crate) fn histogram_points<'a>(
         format!("{family}_created"),
     );
     let mut out = Vec::new();
-    for group in group_by(samples, "le") {
-        let (_, _, labels) = &group.key;
-        let members = &group.samples;
+    for members in group_by(samples, "le") {
         let mut buckets: Vec<(f64, f64)> = Vec::new();
         let (mut total, mut sum_value, mut start) = (None, None, 0);
-        for s in members {
+        for s in &members {
             if s.name == bucket {
                 let le: f64 = label(&s.labels, "le")?.parse().ok()?;
                 buckets.push((le, s.value));
@@ -120,20 +128,17 @@ pub(crate) fn histogram_points<'a>(
             return None;
         }
         let timestamp_ms = members.first().and_then(|s| s.timestamp_ms);
-        out.push(Group {
-            job: group.job.clone(),
-            instance: group.instance.clone(),
-            point: HistogramDataPoint {
-                attributes: attributes(labels),
-                start_time_unix_nano: start,
-                time_unix_nano: timestamp_ms.map_or(0, |ms| (ms.max(0) as u64) * 1_000_000),
-                count: total?,
-                sum: sum_value,
-                bucket_counts: counts,
-                explicit_bounds: bounds,
-                ..Default::default()
-            },
-        });
+        let (count, time) = (total?, point_time(timestamp_ms));
+        out.push(group(members[0], "le", |attributes| HistogramDataPoint {
+            attributes,
+            start_time_unix_nano: start,
+            time_unix_nano: time,
+            count,
+            sum: sum_value,
+            bucket_counts: counts,
+            explicit_bounds: bounds,
+            ..Default::default()
+        }));
     }
     Some(out)
 }
@@ -149,12 +154,10 @@ pub(crate) fn summary_points<'a>(
         format!("{family}_created"),
     );
     let mut out = Vec::new();
-    for group in group_by(samples, "quantile") {
-        let (_, _, labels) = &group.key;
-        let members = &group.samples;
+    for members in group_by(samples, "quantile") {
         let mut quantiles = Vec::new();
         let (mut total, mut sum_value, mut start) = (None, None, 0);
-        for s in members {
+        for s in &members {
             if s.name == family {
                 let quantile: f64 = label(&s.labels, "quantile")?.parse().ok()?;
                 quantiles.push(ValueAtQuantile {
@@ -172,19 +175,18 @@ pub(crate) fn summary_points<'a>(
             }
         }
         let timestamp_ms = members.first().and_then(|s| s.timestamp_ms);
-        out.push(Group {
-            job: group.job.clone(),
-            instance: group.instance.clone(),
-            point: SummaryDataPoint {
-                attributes: attributes(labels),
+        let (count, sum, time) = (total?, sum_value?, point_time(timestamp_ms));
+        out.push(group(members[0], "quantile", |attributes| {
+            SummaryDataPoint {
+                attributes,
                 start_time_unix_nano: start,
-                time_unix_nano: timestamp_ms.map_or(0, |ms| (ms.max(0) as u64) * 1_000_000),
-                count: total?,
-                sum: sum_value?,
+                time_unix_nano: time,
+                count,
+                sum,
                 quantile_values: quantiles,
                 ..Default::default()
-            },
-        });
+            }
+        }));
     }
     Some(out)
 }
