@@ -18,8 +18,7 @@
 //! tonic reports it as UNKNOWN "transport error", and it is retried like UNAVAILABLE.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -116,29 +115,13 @@ const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Ex
 #[derive(Clone)]
 pub struct CollectorClient {
     channel: Channel,
-    /// The [`Compression`] requests go out with, as a `u8`: the configured one until the
-    /// receiver turns it down, then what it accepts. Shared by every clone.
-    compression: Arc<AtomicU8>,
+    /// The compression requests go out with: the configured one until the receiver turns
+    /// it down, then what it accepts. Shared by every clone.
+    compression: Arc<Mutex<Compression>>,
     metadata: MetadataMap,
 }
 
 impl Compression {
-    fn from_u8(value: u8) -> Compression {
-        match value {
-            0 => Compression::Zstd,
-            1 => Compression::Gzip,
-            _ => Compression::None,
-        }
-    }
-
-    fn as_u8(self) -> u8 {
-        match self {
-            Compression::Zstd => 0,
-            Compression::Gzip => 1,
-            Compression::None => 2,
-        }
-    }
-
     fn name(self) -> &'static str {
         match self {
             Compression::Zstd => "zstd",
@@ -209,14 +192,17 @@ impl CollectorClient {
         }
         Ok(CollectorClient {
             channel,
-            compression: Arc::new(AtomicU8::new(config.compression.as_u8())),
+            compression: Arc::new(Mutex::new(config.compression)),
             metadata,
         })
     }
 
     /// The compression requests go out with now.
     pub fn compression(&self) -> Compression {
-        Compression::from_u8(self.compression.load(Ordering::Relaxed))
+        *self
+            .compression
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// One unary call; a refusal of the request's compression is answered by sending the
@@ -238,17 +224,20 @@ impl CollectorClient {
                     else {
                         return Err(classify(&status));
                     };
-                    // Only the first caller to see the refusal logs it; the others retry.
-                    if self
-                        .compression
-                        .compare_exchange(
-                            compression.as_u8(),
-                            fallback.as_u8(),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
+                    // Only the first caller to see the refusal switches and logs; the others
+                    // just send again.
+                    let switched = {
+                        let mut now = self
+                            .compression
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        let first = *now == compression;
+                        if first {
+                            *now = fallback;
+                        }
+                        first
+                    };
+                    if switched {
                         tracing::warn!(
                             refused = compression.name(),
                             now = fallback.name(),
