@@ -93,7 +93,8 @@ impl MetricsQueue {
     }
 
     /// Bytes of the entries waiting.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.lock().bytes
     }
 
