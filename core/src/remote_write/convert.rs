@@ -263,9 +263,20 @@ impl Output {
         });
     }
 
-    /// Writes one `_bucket` series of the point whose labels [`Output::bucket_labels`]
-    /// encoded: the same bytes [`Output::push`] would write.
-    fn push_bucket(&mut self, le: &str, value: f64, timestamp: i64) {
+    /// Writes the `_bucket` series at position `at` of the point whose labels
+    /// [`Output::bucket_labels`] encoded, for the bucket bounded by `upper`: the same bytes
+    /// [`Output::push`] would write.
+    fn push_bucket(&mut self, at: usize, upper: f64, value: f64, timestamp: i64) {
+        if self.le_texts.len() == at {
+            // Never the bits of a bound (NaN bounds are not written): the first use prints.
+            self.le_texts.push((f64::NAN.to_bits(), String::new()));
+        }
+        let (bits, le) = &mut self.le_texts[at];
+        if *bits != upper.to_bits() {
+            *bits = upper.to_bits();
+            le.clear();
+            super::naming::push_float(le, upper);
+        }
         let series = &mut self.series;
         series.clear();
         series.extend_from_slice(&self.bucket_before);
@@ -645,20 +656,9 @@ impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
         }
         self.last_le = upper;
         let value = self.value(self.cumulative as f64);
-        let out = &mut *self.writer.out;
-        if out.le_texts.len() == self.written {
-            // Never the bits of a finite bound: the first use always prints.
-            out.le_texts.push((f64::NAN.to_bits(), String::new()));
-        }
-        let (bits, text) = &mut out.le_texts[self.written];
-        if *bits != upper.to_bits() {
-            *bits = upper.to_bits();
-            text.clear();
-            super::naming::push_float(text, upper);
-        }
-        let le = std::mem::take(text);
-        out.push_bucket(&le, value, self.ts);
-        out.le_texts[self.written].1 = le;
+        self.writer
+            .out
+            .push_bucket(self.written, upper, value, self.ts);
         self.written += 1;
     }
 
@@ -668,12 +668,11 @@ impl<'w, 'o, 's, 'a> Buckets<'w, 'o, 's, 'a> {
         let out = &mut *self.writer.out;
         let scratch = &*self.writer.scratch;
         let count = if self.stale { STALE_NAN } else { count as f64 };
-        let names = self.names;
-        out.push_bucket("+Inf", count, self.ts);
+        out.push_bucket(self.written, f64::INFINITY, count, self.ts);
         if let Some(sum) = sum {
             let sum = if self.stale { STALE_NAN } else { sum };
-            out.push(scratch, &names.sum, None, sum, self.ts);
+            out.push(scratch, &self.names.sum, None, sum, self.ts);
         }
-        out.push(scratch, &names.count, None, count, self.ts);
+        out.push(scratch, &self.names.count, None, count, self.ts);
     }
 }
