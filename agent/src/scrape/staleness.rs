@@ -49,7 +49,7 @@ pub(crate) struct Remembered {
 /// The series of one target's last successful scrape and of the scrape under way: one map,
 /// each series marked with the last scrape that saw it (a map per scrape would move every
 /// entry from one to the other each time, and hold two tables).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct SeriesMemory {
     /// Every known series, in the order first seen.
     series: Vec<Series>,
@@ -64,15 +64,6 @@ pub struct SeriesMemory {
     scrape: u64,
     /// Job and instance values shared by the series that carry them.
     names: Vec<Arc<str>>,
-}
-
-impl std::fmt::Debug for SeriesMemory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeriesMemory")
-            .field("series", &self.series.len())
-            .field("scrape", &self.scrape)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Debug)]
