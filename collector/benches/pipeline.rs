@@ -423,11 +423,8 @@ fn main() {
                 .next_batch(BatchLimits { max_records: 64, max_bytes: 8 << 20 })
                 .await
                 .expect("batch");
-            let decoded: Vec<ExportMetricsServiceRequest> = batch
-                .iter()
-                .map(|d| ExportMetricsServiceRequest::decode(d.record.payload.as_ref()).expect("decode"))
-                .collect();
-            let converted = remote_write::convert(&decoded, &ConvertOptions::default());
+            let payloads = batch.iter().map(|d| &d.record.payload);
+            let converted = remote_write::convert_payloads(payloads, &ConvertOptions::default()).expect("decode");
             encoded += converted.body().expect("encode").len();
             seen += batch.iter().map(|d| f64::from(d.record.items)).sum::<f64>();
             let ids: Vec<_> = batch.iter().map(|d| d.id).collect();

@@ -12,14 +12,13 @@
 //! the endpoint path (`/insert/<account>/prometheus/api/v1/write`).
 
 use async_trait::async_trait;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 use vigil_core::Signal;
 use vigil_core::buffer::Record;
 use vigil_core::remote_write::{self, ConvertOptions};
 
 use super::http::{BuildError, HttpSender};
-use super::{ExportError, Exported, Exporter, decode_payloads};
+use super::{ExportError, Exported, Exporter};
 use crate::config::VictoriaMetricsConfig;
 
 pub struct VictoriaMetrics {
@@ -55,8 +54,11 @@ impl Exporter for VictoriaMetrics {
         _tenant: Option<&str>,
         records: &[Record],
     ) -> Result<Exported, ExportError> {
-        let requests: Vec<ExportMetricsServiceRequest> = decode_payloads(records)?;
-        let converted = remote_write::convert(&requests, &self.options);
+        let converted =
+            remote_write::convert_payloads(records.iter().map(|r| &r.payload), &self.options)
+                .map_err(|e| {
+                    ExportError::permanent(format!("buffered record does not decode: {e}"))
+                })?;
         let dropped: Vec<(&'static str, u64)> = converted
             .dropped
             .iter()

@@ -523,7 +523,7 @@ fn last_varint(mut buf: &[u8], tag: u32) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::Cell;
 
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -672,7 +672,7 @@ mod tests {
 
     /// Every metric kind with every field set: 2 gauge, 2 delta sum, 1 histogram, 1 delta
     /// exponential histogram and 1 summary point.
-    fn metrics_request() -> ExportMetricsServiceRequest {
+    pub(crate) fn metrics_request() -> ExportMetricsServiceRequest {
         let buckets = Some(Buckets {
             offset: -3,
             bucket_counts: vec![1, 300, 0],
@@ -1162,7 +1162,7 @@ mod tests {
     }
 
     /// A body with a few bytes changed, cut short or with bytes let in.
-    fn mutated(body: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+    pub(crate) fn mutated(body: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
         let len = body.len();
         let changes = prop::collection::vec((0..len, any::<u8>()), 1..4);
         let flips = (Just(body.clone()), changes).prop_map(|(mut body, changes)| {

@@ -4,29 +4,29 @@
 //! a resource (`job`, `instance`, promoted attributes) or a scope (`otel_scope_*`) is built
 //! once, in [`super::labels`]; per data point only the attributes are added.
 //!
+//! The requests are read with [`super::input`], whose strings stay in the buffered payload.
 //! Series are protobuf-encoded as they are written ([`super::proto::wire`]), straight from
-//! the borrowed OTLP strings: no `TimeSeries` or `Label` is built, so a series costs no
-//! allocation at all (they were most of the collector's time: building, encoding and
+//! those strings: no `TimeSeries` or `Label` is built, so a series costs no allocation at all (they were most of the collector's time: building, encoding and
 //! freeing owned label strings). [`Converted::request`] decodes the bytes for whoever
 //! wants messages.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, DataPointFlags, ExponentialHistogramDataPoint, HistogramDataPoint,
-    Metric, NumberDataPoint, SummaryDataPoint, metric::Data, number_data_point,
-};
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, DataPointFlags};
 
 use super::EncodeError;
+use super::input::{
+    Data, ExponentialHistogramDataPoint, HistogramDataPoint, InstrumentationScope, KeyValue,
+    Metric, MetricsRequest, NumberDataPoint, NumberValue, SummaryDataPoint, text, value_text,
+};
 use super::labels::{
     Entry, FixedLabel, IDENTITY, Identity, PROMOTED, each_series_label, gather, push_fixed,
 };
 use super::naming::{PromUnit, format_float, metric_name};
 use super::proto::{MetricMetadata, MetricType, WriteRequest, wire};
-use crate::otlp::any_value_text;
 use prost::Message;
 
 /// How OTLP metrics become Prometheus series.
@@ -129,9 +129,32 @@ pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
 
 const NO_RECORDED_VALUE: u32 = DataPointFlags::NoRecordedValueMask as u32;
 
-/// Converts OTLP metrics to one remote write request. Never fails: what cannot be written
-/// is counted in [`Converted::dropped`].
+/// Converts buffered OTLP metrics (protobuf `ExportMetricsServiceRequest`s) to one remote
+/// write request, reading their strings where they lie ([`super::input`]). Fails only on a
+/// payload that does not decode; what cannot be written is counted in
+/// [`Converted::dropped`].
+pub fn convert_payloads<'p>(
+    payloads: impl IntoIterator<Item = &'p Bytes>,
+    opts: &ConvertOptions,
+) -> Result<Converted, prost::DecodeError> {
+    let requests = payloads
+        .into_iter()
+        .map(|payload| MetricsRequest::decode(payload.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(convert_requests(&requests, opts))
+}
+
+/// [`convert_payloads`] for requests already decoded: for tests and tools.
 pub fn convert(requests: &[ExportMetricsServiceRequest], opts: &ConvertOptions) -> Converted {
+    let payloads: Vec<Bytes> = requests
+        .iter()
+        .map(|r| Bytes::from(r.encode_to_vec()))
+        .collect();
+    // What prost encoded, prost decodes.
+    convert_payloads(&payloads, opts).unwrap_or_default()
+}
+
+fn convert_requests(requests: &[MetricsRequest], opts: &ConvertOptions) -> Converted {
     let mut out = Output::with_capacity(estimate_series(requests).saturating_mul(SERIES_BYTES));
     let mut targets_written: HashSet<(String, String)> = HashSet::new();
     for resource_metrics in requests.iter().flat_map(|r| &r.resource_metrics) {
@@ -142,29 +165,25 @@ pub fn convert(requests: &[ExportMetricsServiceRequest], opts: &ConvertOptions) 
         let identity = Identity::of(attributes);
         let mut fixed = identity.labels();
         for kv in attributes {
-            if opts.promote_resource_attributes.contains(&kv.key) {
-                push_fixed(
-                    &mut fixed,
-                    &kv.key,
-                    any_value_text(kv.value.as_ref()),
-                    PROMOTED,
-                );
+            let key = text(&kv.key);
+            if opts.promote_resource_attributes.iter().any(|p| p == key) {
+                push_fixed(&mut fixed, key, value_text(kv.value.as_ref()), PROMOTED);
             }
         }
         out.latest_ms = None;
         for scope_metrics in &resource_metrics.scope_metrics {
             let mut scope_fixed = fixed.clone();
-            if let Some(InstrumentationScope { name, version, .. }) = &scope_metrics.scope {
+            if let Some(InstrumentationScope { name, version }) = &scope_metrics.scope {
                 push_fixed(
                     &mut scope_fixed,
                     "otel_scope_name",
-                    Cow::Borrowed(name),
+                    Cow::Borrowed(text(name)),
                     IDENTITY,
                 );
                 push_fixed(
                     &mut scope_fixed,
                     "otel_scope_version",
-                    Cow::Borrowed(version),
+                    Cow::Borrowed(text(version)),
                     IDENTITY,
                 );
             }
@@ -337,7 +356,7 @@ impl Output {
 }
 
 /// Enough capacity for the usual case without walking the data twice in detail.
-fn estimate_series(requests: &[ExportMetricsServiceRequest]) -> usize {
+fn estimate_series(requests: &[MetricsRequest]) -> usize {
     let metrics = requests
         .iter()
         .flat_map(|r| &r.resource_metrics)
@@ -398,7 +417,7 @@ fn write_target_info(
 ) -> bool {
     let mut others = attributes
         .iter()
-        .filter(|kv| !Identity::is_identifying(&kv.key))
+        .filter(|kv| !Identity::is_identifying(text(&kv.key)))
         .peekable();
     if others.peek().is_none() {
         return false;
@@ -459,13 +478,14 @@ impl<'a> MetricWriter<'_, '_, 'a> {
             Data::Histogram(_) | Data::ExponentialHistogram(_) => (MetricType::Histogram, false),
             Data::Summary(_) => (MetricType::Summary, false),
         };
-        let unit = PromUnit::from_otlp(&metric.unit, matches!(data, Data::Gauge(_)));
-        let Some(name) = metric_name(&metric.name, &unit, counter, self.opts.add_suffixes) else {
+        let unit = PromUnit::from_otlp(text(&metric.unit), matches!(data, Data::Gauge(_)));
+        let name = metric_name(text(&metric.name), &unit, counter, self.opts.add_suffixes);
+        let Some(name) = name else {
             self.out.drop_points(DropReason::InvalidMetricName, points);
             return;
         };
         self.out
-            .metadata(&name, kind, &metric.description, unit.word());
+            .metadata(&name, kind, text(&metric.description), unit.word());
         match data {
             Data::Gauge(g) => self.numbers(&name, &g.data_points),
             Data::Sum(s) => self.numbers(&name, &s.data_points),
@@ -494,8 +514,8 @@ impl<'a> MetricWriter<'_, '_, 'a> {
         for p in points {
             let value = match (&p.value, is_stale(p.flags)) {
                 (_, true) => STALE_NAN,
-                (Some(number_data_point::Value::AsDouble(d)), false) => *d,
-                (Some(number_data_point::Value::AsInt(i)), false) => *i as f64,
+                (Some(NumberValue::AsDouble(d)), false) => *d,
+                (Some(NumberValue::AsInt(i)), false) => *i as f64,
                 (None, false) => {
                     self.out.drop_points(DropReason::InvalidValue, 1);
                     continue;

@@ -8,10 +8,8 @@
 
 use std::borrow::Cow;
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-
+use super::input::{KeyValue, text, value_text};
 use super::naming::label_name;
-use crate::otlp::any_value_text;
 
 // Precedence of labels with the same name, lowest first (see the module doc of the parent).
 pub(super) const PROMOTED: u8 = 0;
@@ -29,13 +27,13 @@ impl Identity {
     pub(super) fn of(attributes: &[KeyValue]) -> Self {
         let (mut name, mut namespace, mut instance) = (None, None, None);
         for kv in attributes {
-            let slot = match kv.key.as_str() {
+            let slot = match text(&kv.key) {
                 "service.name" => &mut name,
                 "service.namespace" => &mut namespace,
                 "service.instance.id" => &mut instance,
                 _ => continue,
             };
-            *slot = Some(any_value_text(kv.value.as_ref()));
+            *slot = Some(value_text(kv.value.as_ref()));
         }
         let job = match (namespace, name) {
             (Some(ns), Some(name)) if !ns.is_empty() => format!("{ns}/{name}"),
@@ -114,14 +112,15 @@ pub(super) fn gather<'a>(
         priority: f.priority,
     }));
     for kv in attributes {
-        let Some(name) = label_name(&kv.key) else {
+        let key = text(&kv.key);
+        let Some(name) = label_name(key) else {
             continue;
         };
-        let value = any_value_text(kv.value.as_ref());
+        let value = value_text(kv.value.as_ref());
         if !value.is_empty() {
             scratch.push(Entry {
                 name,
-                key: &kv.key,
+                key,
                 value,
                 priority: ATTRIBUTE,
             });

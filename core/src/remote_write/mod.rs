@@ -8,7 +8,9 @@
 //! Prometheus" (<https://opentelemetry.io/docs/specs/otel/compatibility/prometheus_and_openmetrics/>).
 //!
 //! - [`proto`]: the remote write 1.0 messages.
-//! - [`convert()`]: OTLP export requests → one [`WriteRequest`], with what was dropped and why.
+//! - [`convert_payloads()`]: buffered OTLP export requests → one [`WriteRequest`], with what
+//!   was dropped and why; [`convert()`] does the same for decoded requests (tests, tools).
+//! - [`input`]: the OTLP messages as the conversion reads them, strings left in the payload.
 //! - [`naming`]: metric names, unit suffixes, label names, float formatting. Attribute values
 //!   become label values with [`crate::otlp::any_value_text`].
 //! - [`encode`] / [`decode`]: protobuf + snappy ([`crate::snappy`]), both ways; `decode`
@@ -42,11 +44,14 @@
 //!   the Prometheus unit word (`seconds`), the same that suffixes the name.
 
 mod convert;
+pub mod input;
 mod labels;
 pub mod naming;
 pub mod proto;
 
-pub use convert::{ConvertOptions, Converted, DropReason, Dropped, STALE_NAN, convert};
+pub use convert::{
+    ConvertOptions, Converted, DropReason, Dropped, STALE_NAN, convert, convert_payloads,
+};
 pub use proto::{Label, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
 
 use crate::snappy::{self, SnappyError};

@@ -668,3 +668,132 @@ fn encode_decode_round_trip() {
     // The size limit and garbage bodies are tested once, in `crate::snappy`.
     assert_eq!(HEADERS[2], ("X-Prometheus-Remote-Write-Version", "0.1.0"));
 }
+
+/// `request` as the conversion reads it: without the fields [`input`] leaves out.
+fn read_fields(mut request: ExportMetricsServiceRequest) -> ExportMetricsServiceRequest {
+    fn attributes(attributes: &mut [KeyValue]) {
+        for kv in attributes {
+            kv.key_strindex = 0;
+            if let Some(value) = &mut kv.value {
+                any(value);
+            }
+        }
+    }
+    fn any(value: &mut AnyValue) {
+        match &mut value.value {
+            Some(any_value::Value::ArrayValue(a)) => a.values.iter_mut().for_each(any),
+            Some(any_value::Value::KvlistValue(kv)) => attributes(&mut kv.values),
+            _ => {}
+        }
+    }
+    for rm in &mut request.resource_metrics {
+        rm.schema_url.clear();
+        if let Some(resource) = &mut rm.resource {
+            resource.dropped_attributes_count = 0;
+            resource.entity_refs.clear();
+            attributes(&mut resource.attributes);
+        }
+        for sm in &mut rm.scope_metrics {
+            sm.schema_url.clear();
+            if let Some(scope) = &mut sm.scope {
+                scope.attributes.clear();
+                scope.dropped_attributes_count = 0;
+            }
+            for metric in &mut sm.metrics {
+                metric.metadata.clear();
+                match &mut metric.data {
+                    Some(
+                        Data::Gauge(Gauge { data_points }) | Data::Sum(Sum { data_points, .. }),
+                    ) => {
+                        for p in data_points {
+                            attributes(&mut p.attributes);
+                            p.start_time_unix_nano = 0;
+                            p.exemplars.clear();
+                        }
+                    }
+                    Some(Data::Histogram(h)) => {
+                        for p in &mut h.data_points {
+                            attributes(&mut p.attributes);
+                            (p.start_time_unix_nano, p.min, p.max) = (0, None, None);
+                            p.exemplars.clear();
+                        }
+                    }
+                    Some(Data::ExponentialHistogram(h)) => {
+                        for p in &mut h.data_points {
+                            attributes(&mut p.attributes);
+                            (p.start_time_unix_nano, p.min, p.max) = (0, None, None);
+                            p.exemplars.clear();
+                        }
+                    }
+                    Some(Data::Summary(s)) => {
+                        for p in &mut s.data_points {
+                            attributes(&mut p.attributes);
+                            p.start_time_unix_nano = 0;
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+    request
+}
+
+/// Reads `body` with [`input`] and writes it back, for `opentelemetry-proto` to decode.
+fn through_input(body: &[u8]) -> Result<ExportMetricsServiceRequest, prost::DecodeError> {
+    let ours = input::MetricsRequest::decode(bytes::Bytes::copy_from_slice(body))?;
+    Ok(ExportMetricsServiceRequest::decode(ours.encode_to_vec().as_slice()).expect("re-encoded"))
+}
+
+#[test]
+fn the_conversion_reads_every_field_it_uses_as_opentelemetry_proto_does() {
+    let request = crate::otlp::skim::tests::metrics_request();
+    let back = through_input(&request.encode_to_vec()).unwrap();
+    assert_eq!(back, read_fields(request));
+}
+
+#[test]
+fn strings_share_the_payload_instead_of_being_copied() {
+    let body = bytes::Bytes::from(crate::otlp::skim::tests::metrics_request().encode_to_vec());
+    let ours = input::MetricsRequest::decode(body.clone()).unwrap();
+    let name = &ours.resource_metrics[0].scope_metrics[0].metrics[0].name;
+    assert_eq!(input::text(name), "gauge");
+    assert!(body.as_ptr_range().contains(&name.as_ptr()));
+}
+
+#[test]
+fn a_string_that_is_not_utf8_reads_as_a_replacement_character() {
+    assert_eq!(input::text(&bytes::Bytes::from_static(b"ok")), "ok");
+    assert_eq!(input::text(&bytes::Bytes::from_static(b"\xff")), "\u{FFFD}");
+}
+
+#[test]
+fn payloads_that_do_not_decode_are_an_error() {
+    let good = bytes::Bytes::from(crate::otlp::skim::tests::metrics_request().encode_to_vec());
+    let bad = bytes::Bytes::from_static(b"\x0a\x05ab");
+    let options = ConvertOptions::default();
+    assert!(convert_payloads([&good], &options).is_ok());
+    assert!(convert_payloads([&good, &bad], &options).is_err());
+}
+
+proptest::proptest! {
+    #![proptest_config(crate::testing::cases(512))]
+
+    /// Whatever prost reads as `opentelemetry-proto` messages, [`input`] reads the same,
+    /// merged fields, replaced oneofs and packed repeats included.
+    #[test]
+    fn mutated_requests_read_the_same_as_opentelemetry_proto_reads_them(
+        body in crate::otlp::skim::tests::mutated(
+            crate::otlp::skim::tests::metrics_request().encode_to_vec()
+        )
+    ) {
+        if let Ok(request) = ExportMetricsServiceRequest::decode(body.as_slice()) {
+            // Compared encoded: a changed byte can make a double NaN, which is not equal to
+            // itself.
+            proptest::prop_assert_eq!(
+                through_input(&body).unwrap().encode_to_vec(),
+                read_fields(request).encode_to_vec()
+            );
+        }
+    }
+}
