@@ -90,6 +90,11 @@ impl VigilProcess {
         process
     }
 
+    /// The process id, to look at it from outside (`/proc/<pid>`).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, as Kubernetes stops a pod; waits for the exit.
     pub fn terminate(mut self) -> ExitStatus {
         let sent = Command::new("kill")
