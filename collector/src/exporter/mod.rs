@@ -82,10 +82,12 @@ pub fn decode_payloads<M: prost::Message + Default>(
 ) -> Result<Vec<M>, ExportError> {
     records
         .iter()
-        .map(|r| {
-            M::decode(r.payload.as_ref()).map_err(|e| {
-                ExportError::permanent(format!("buffered record does not decode: {e}"))
-            })
-        })
+        .map(|r| M::decode(r.payload.as_ref()).map_err(undecodable))
         .collect()
+}
+
+/// The error for a buffered payload that does not decode: permanent, see
+/// [`decode_payloads`].
+pub fn undecodable(e: prost::DecodeError) -> ExportError {
+    ExportError::permanent(format!("buffered record does not decode: {e}"))
 }

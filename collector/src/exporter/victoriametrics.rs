@@ -18,7 +18,7 @@ use vigil_core::buffer::Record;
 use vigil_core::remote_write::{self, ConvertOptions};
 
 use super::http::{BuildError, HttpSender};
-use super::{ExportError, Exported, Exporter};
+use super::{ExportError, Exported, Exporter, undecodable};
 use crate::config::VictoriaMetricsConfig;
 
 pub struct VictoriaMetrics {
@@ -56,9 +56,7 @@ impl Exporter for VictoriaMetrics {
     ) -> Result<Exported, ExportError> {
         let converted =
             remote_write::convert_payloads(records.iter().map(|r| &r.payload), &self.options)
-                .map_err(|e| {
-                    ExportError::permanent(format!("buffered record does not decode: {e}"))
-                })?;
+                .map_err(undecodable)?;
         let dropped: Vec<(&'static str, u64)> = converted
             .dropped
             .iter()

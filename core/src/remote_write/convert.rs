@@ -6,9 +6,9 @@
 //!
 //! The requests are read with [`super::input`], whose strings stay in the buffered payload.
 //! Series are protobuf-encoded as they are written ([`super::proto::wire`]), straight from
-//! those strings: no `TimeSeries` or `Label` is built, so a series costs no allocation at all (they were most of the collector's time: building, encoding and
-//! freeing owned label strings). [`Converted::request`] decodes the bytes for whoever
-//! wants messages.
+//! those strings: no `TimeSeries` or `Label` is built, so a series costs no allocation at
+//! all (they were most of the collector's time: building, encoding and freeing owned label
+//! strings). [`Converted::request`] decodes the bytes for whoever wants messages.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
