@@ -38,7 +38,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use super::parse::MetricKind;
 use super::points::{histogram_points, summary_points};
 use super::relabel::Labels;
-use super::staleness::{NO_RECORDED_VALUE, NewSeries, Remembered, SeriesMemory};
+use super::staleness::{Kept, Marker, NO_RECORDED_VALUE, SeriesMemory, Vanished};
 use prost::Message;
 use vigil_core::wire;
 
@@ -491,12 +491,18 @@ impl<'m> Batch<'m> {
             help,
         } = to;
         series_key(&mut self.key, [name, job, instance, identity], &point);
-        let now = self.now_ns;
-        let first_seen = self.memory.see(&self.key, || NewSeries {
-            job,
-            instance,
-            first_seen_ns: now,
-            marker: (!explicit_time).then(|| point.stale_metric(name)),
+        let first_seen = self.memory.see(&self.key, self.now_ns, || match &point {
+            _ if explicit_time => Marker::Never,
+            Point::Gauge(n) | Point::Counter(n) if key_reads_back([name, job, instance], n) => {
+                Marker::Number {
+                    counter: matches!(point, Point::Counter(_)),
+                }
+            }
+            _ => Marker::Kept(Box::new(Kept::new(
+                job,
+                instance,
+                &point.stale_metric(name),
+            ))),
         });
         match &mut point {
             Point::Counter(n) if n.start_ns == 0 => n.start_ns = first_seen,
@@ -576,20 +582,46 @@ impl<'m> Batch<'m> {
     }
 
     /// Adds stale markers for series that vanished.
-    pub(crate) fn stale(&mut self, vanished: Vec<Remembered>) {
-        for r in vanished {
-            if let Some(metric) = r.stale {
-                self.points += 1;
-                self.stale_markers += 1;
-                let metric = MetricOut::Done(metric.encode_to_vec());
-                self.resource(&r.job, &r.instance).metrics.push(metric);
+    pub(crate) fn stale(&mut self, vanished: Vec<Vanished>) {
+        for v in vanished {
+            match v.marker {
+                Marker::Never => continue,
+                Marker::Number { counter } => {
+                    // Only keys that read back get this marker (see `key_reads_back`).
+                    let Some((name, job, instance, labels)) = read_key(&v.key) else {
+                        continue;
+                    };
+                    let point = Number {
+                        labels,
+                        start_ns: if counter { v.first_seen_ns } else { 0 },
+                        time_ns: self.now_ns,
+                        value: None,
+                        flags: NO_RECORDED_VALUE,
+                    };
+                    let point = match counter {
+                        true => Point::Counter(point),
+                        false => Point::Gauge(point),
+                    };
+                    self.add_untracked(job, instance, name, "", point);
+                }
+                Marker::Kept(kept) => {
+                    let Some(metric) = kept.metric(self.now_ns) else {
+                        continue;
+                    };
+                    self.points += 1;
+                    let metric = MetricOut::Done(metric.encode_to_vec());
+                    self.resource(&kept.job, &kept.instance)
+                        .metrics
+                        .push(metric);
+                }
             }
+            self.stale_markers += 1;
         }
     }
 
     /// Ends a successful scrape: markers for the series of the previous one not seen again.
     pub(crate) fn end_of_scrape(&mut self) {
-        let vanished = self.memory.finish(self.now_ns);
+        let vanished = self.memory.finish();
         self.stale(vanished);
     }
 
@@ -775,6 +807,34 @@ fn series_key(key: &mut String, parts: [&str; 4], point: &Point<'_>) {
         };
         attribute(&kv.key, value);
     }
+}
+
+/// Whether [`read_key`] gives back `parts` (name, job, instance) and the point's labels
+/// from its series key: none of them holds the NUL that separates them, and no label name
+/// holds `=`. Checked once, when a series is first seen.
+fn key_reads_back(parts: [&str; 3], point: &Number<'_>) -> bool {
+    parts.iter().all(|p| !p.contains('\0'))
+        && point
+            .labels
+            .iter()
+            .all(|(k, v)| !k.contains(['\0', '=']) && !v.contains('\0'))
+}
+
+/// The name, job, instance and labels of a gauge or counter from its series key (see
+/// [`series_key`]); `None` when the key is not one.
+fn read_key(key: &str) -> Option<(&str, &str, &str, SampleLabels<'_>)> {
+    let mut parts = key.split('\0');
+    let (name, job, instance) = (parts.next()?, parts.next()?, parts.next()?);
+    // The identity (empty for gauges and counters) and the shape.
+    parts.next()?;
+    parts.next()?;
+    let labels = parts
+        .map(|label| {
+            let (k, v) = label.split_once('=')?;
+            Some((Cow::Borrowed(k), Cow::Borrowed(v)))
+        })
+        .collect::<Option<_>>()?;
+    Some((name, job, instance, labels))
 }
 
 fn attributes(labels: &SampleLabels<'_>) -> Vec<KeyValue> {

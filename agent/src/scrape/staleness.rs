@@ -3,14 +3,16 @@
 //!
 //! A series is identified by its name, its kind, its labels (job and instance included)
 //! and, for histograms and summaries, its bucket bounds or quantiles, since those are what
-//! make the `_bucket`/`quantile` series downstream. For each one the marker to send when it
-//! vanishes is built once, when it first appears.
+//! make the `_bucket`/`quantile` series downstream. What each one sends when it vanishes
+//! is decided when it first appears.
 //!
 //! This holds every series of every target, so it is the agent's memory per series: each
-//! entry is kept small. The key is a boxed string (no spare capacity), job and instance
-//! are shared by all series of a target, and the marker is kept protobuf-encoded (a few
-//! dozen bytes instead of a `Metric` with its attribute vectors and strings); it is decoded
-//! only when the series vanishes.
+//! entry is 48 bytes and its key. The key (a boxed string, no spare capacity) already
+//! names the series' metric, job, instance and labels, so a gauge or counter remembers only
+//! which of the two it is and its marker is rebuilt from the key when it vanishes
+//! ([`Marker::Number`]). Only histograms and summaries, whose markers need their bounds or
+//! quantiles as numbers, and series whose key cannot be read back (a string holding a NUL)
+//! keep their marker protobuf-encoded ([`Marker::Kept`]).
 //!
 //! Every sample of every scrape is looked up here, and a target lists its series in the
 //! same order scrape after scrape. So the series are kept in a vector in the order they
@@ -20,7 +22,6 @@
 //! positions in the vector rather than the keys a second time.
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
 
 use hashbrown::HashTable;
 
@@ -30,20 +31,52 @@ use prost::Message;
 /// The flag that tells core's remote write conversion to write Prometheus' stale NaN.
 pub(crate) const NO_RECORDED_VALUE: u32 = DataPointFlags::NoRecordedValueMask as u32;
 
-/// How many distinct job and instance values are shared rather than copied per series. A
-/// target has one of each unless metric relabeling rewrites them per sample; past this
-/// many, each series gets its own copy (correct, just larger).
-const SHARED_NAMES: usize = 64;
+/// What a series sends when it vanishes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Marker {
+    /// Nothing: the series is exposed with its own timestamps, and Prometheus does not
+    /// mark those stale either (the exporter owns its timeline).
+    Never,
+    /// A gauge or counter point with no recorded value, built from the series key.
+    Number { counter: bool },
+    /// The whole marker metric, kept from when the series was first seen.
+    Kept(Box<Kept>),
+}
 
-/// A series of the previous scrape that vanished: where it belongs and its marker.
-#[derive(Debug, Clone)]
-pub(crate) struct Remembered {
-    pub job: Arc<str>,
-    pub instance: Arc<str>,
-    /// The metric with one point flagged "no recorded value", timestamped when it vanished;
-    /// `None` for a series exposed with its own timestamps, which Prometheus does not
-    /// mark stale either (the exporter owns its timeline).
-    pub stale: Option<Metric>,
+/// A marker that the series key cannot give back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Kept {
+    pub job: Box<str>,
+    pub instance: Box<str>,
+    /// The `Metric` with one point flagged "no recorded value", protobuf-encoded; its
+    /// timestamp is set when it is sent.
+    metric: Box<[u8]>,
+}
+
+impl Kept {
+    pub(crate) fn new(job: &str, instance: &str, metric: &Metric) -> Kept {
+        Kept {
+            job: job.into(),
+            instance: instance.into(),
+            metric: metric.encode_to_vec().into_boxed_slice(),
+        }
+    }
+
+    /// The marker metric, timestamped `now_ns`.
+    pub(crate) fn metric(&self, now_ns: u64) -> Option<Metric> {
+        // Our own encoding of a `Metric`: decoding it does not fail.
+        let mut metric = Metric::decode(&self.metric[..]).ok()?;
+        set_time(&mut metric, now_ns);
+        Some(metric)
+    }
+}
+
+/// A series of the previous scrape that vanished.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Vanished {
+    pub key: Box<str>,
+    pub first_seen_ns: u64,
+    pub marker: Marker,
 }
 
 /// The series of one target's last successful scrape and of the scrape under way: one map,
@@ -62,42 +95,24 @@ pub struct SeriesMemory {
     cursor: usize,
     /// The number of the scrape under way.
     scrape: u64,
-    /// Job and instance values shared by the series that carry them.
-    names: Vec<Arc<str>>,
 }
 
 #[derive(Debug)]
 struct Series {
     key: Box<str>,
-    known: Known,
-}
-
-#[derive(Debug)]
-struct Known {
-    job: Arc<str>,
-    instance: Arc<str>,
     /// When the series was first seen in this run of scrapes (Unix ns): the start time of
     /// a cumulative sum or histogram without an OpenMetrics `_created`.
     first_seen_ns: u64,
-    /// The marker-to-be, protobuf-encoded; its timestamp is set when it is sent.
-    marker: Option<Box<[u8]>>,
     /// The last scrape that saw the series.
     seen: u64,
-}
-
-/// A series seen for the first time.
-pub(crate) struct NewSeries<'a> {
-    pub job: &'a str,
-    pub instance: &'a str,
-    pub first_seen_ns: u64,
-    /// Its stale marker, or `None` when it is never to be marked stale.
-    pub marker: Option<Metric>,
+    marker: Marker,
 }
 
 impl SeriesMemory {
     /// Notes that the series `key` is in this scrape; returns when it was first seen.
-    /// `new` describes it when it was not known (only then is it called).
-    pub(crate) fn see<'a>(&mut self, key: &str, new: impl FnOnce() -> NewSeries<'a>) -> u64 {
+    /// When it was not known, `now_ns` is that time and `marker` is called for what it is
+    /// to send when it vanishes.
+    pub(crate) fn see(&mut self, key: &str, now_ns: u64, marker: impl FnOnce() -> Marker) -> u64 {
         let scrape = self.scrape;
         let at = match self.series.get(self.cursor) {
             Some(next) if *next.key == *key => Some(self.cursor),
@@ -109,55 +124,35 @@ impl SeriesMemory {
         };
         if let Some(at) = at {
             self.cursor = at + 1;
-            let known = &mut self.series[at].known;
-            known.seen = scrape;
-            return known.first_seen_ns;
+            let series = &mut self.series[at];
+            series.seen = scrape;
+            return series.first_seen_ns;
         }
-        let new = new();
-        let known = Known {
-            job: self.shared(new.job),
-            instance: self.shared(new.instance),
-            first_seen_ns: new.first_seen_ns,
-            marker: new.marker.map(|m| m.encode_to_vec().into_boxed_slice()),
-            seen: scrape,
-        };
         let at = self.series.len();
         self.series.push(Series {
             key: Box::from(key),
-            known,
+            first_seen_ns: now_ns,
+            seen: scrape,
+            marker: marker(),
         });
         let (series, hasher) = (&self.series, &self.hasher);
         self.index.insert_unique(hasher.hash_one(key), at, |&i| {
             hasher.hash_one(&*series[i].key)
         });
-        new.first_seen_ns
+        now_ns
     }
 
-    fn shared(&mut self, name: &str) -> Arc<str> {
-        if let Some(known) = self.names.iter().find(|n| ***n == *name) {
-            return Arc::clone(known);
-        }
-        let name: Arc<str> = Arc::from(name);
-        if self.names.len() < SHARED_NAMES {
-            self.names.push(Arc::clone(&name));
-        }
-        name
-    }
-
-    /// Ends a successful scrape: the series of the previous one that were not seen again,
-    /// as stale markers at `now_ns`.
-    pub(crate) fn finish(&mut self, now_ns: u64) -> Vec<Remembered> {
+    /// Ends a successful scrape: the series of the previous one that were not seen again
+    /// and have a marker to send.
+    pub(crate) fn finish(&mut self) -> Vec<Vanished> {
         let scrape = self.scrape;
         self.scrape += 1;
         self.cursor = 0;
-        let gone: Vec<Series> = self
-            .series
-            .extract_if(.., |s| s.known.seen != scrape)
-            .collect();
+        let gone: Vec<Series> = self.series.extract_if(.., |s| s.seen != scrape).collect();
         if !gone.is_empty() {
             self.reindex();
         }
-        markers(gone.into_iter(), now_ns)
+        vanished(gone)
     }
 
     /// Rebuilds the index after series left the vector (positions moved).
@@ -173,13 +168,11 @@ impl SeriesMemory {
     }
 
     /// Ends a failed scrape, or a target that went away: every known series is stale.
-    pub(crate) fn forget_all(&mut self, now_ns: u64) -> Vec<Remembered> {
+    pub(crate) fn forget_all(&mut self) -> Vec<Vanished> {
         self.scrape += 1;
         self.cursor = 0;
-        self.names.clear();
         self.index.clear();
-        let gone: Vec<Series> = self.series.drain(..).collect();
-        markers(gone.into_iter(), now_ns)
+        vanished(std::mem::take(&mut self.series))
     }
 
     /// How many series are remembered.
@@ -189,27 +182,19 @@ impl SeriesMemory {
     }
 }
 
-fn markers(series: impl Iterator<Item = Series>, now_ns: u64) -> Vec<Remembered> {
-    let mut out: Vec<Series> = series.filter(|s| s.known.marker.is_some()).collect();
+fn vanished(series: Vec<Series>) -> Vec<Vanished> {
+    let mut out: Vec<Vanished> = series
+        .into_iter()
+        .filter(|s| s.marker != Marker::Never)
+        .map(|s| Vanished {
+            key: s.key,
+            first_seen_ns: s.first_seen_ns,
+            marker: s.marker,
+        })
+        .collect();
     // Stable output order makes batches (and tests) deterministic.
     out.sort_by(|a, b| a.key.cmp(&b.key));
-    out.into_iter()
-        .map(|Series { known, .. }| {
-            // The bytes are our own encoding of a `Metric`: decoding them cannot fail.
-            let stale = known
-                .marker
-                .and_then(|bytes| Metric::decode(&bytes[..]).ok())
-                .map(|mut metric| {
-                    set_time(&mut metric, now_ns);
-                    metric
-                });
-            Remembered {
-                job: known.job,
-                instance: known.instance,
-                stale,
-            }
-        })
-        .collect()
+    out
 }
 
 fn set_time(metric: &mut Metric, now_ns: u64) {
@@ -239,101 +224,93 @@ mod tests {
     use super::*;
     use crate::scrape::otlp::{gauge, number_point, string_kv};
 
-    fn marker(name: &str) -> Metric {
+    fn kept(name: &str) -> Marker {
         let point = number_point(vec![string_kv("mode", "idle")], 0, 5, 0.0);
-        gauge(name, "", vec![point])
+        Marker::Kept(Box::new(Kept::new(
+            "node",
+            "a:9100",
+            &gauge(name, "", vec![point]),
+        )))
     }
 
-    #[test]
-    fn a_vanished_series_comes_back_as_its_marker_at_the_time_it_vanished() {
-        let mut memory = SeriesMemory::default();
-        let new = |marker| {
-            move || NewSeries {
-                job: "node",
-                instance: "a:9100",
-                first_seen_ns: 7,
-                marker,
-            }
-        };
-        assert_eq!(memory.see("kept", new(Some(marker("kept")))), 7);
-        assert_eq!(memory.see("gone", new(Some(marker("gone")))), 7);
-        assert_eq!(memory.see("own_time", new(None)), 7);
-        assert!(memory.finish(10).is_empty());
+    const GAUGE: Marker = Marker::Number { counter: false };
 
-        // Known series keep their first-seen time; `new` is not called for them.
-        assert_eq!(memory.see("kept", || unreachable!("known series")), 7);
-        let vanished = memory.finish(20);
-        assert_eq!(vanished.len(), 1, "{vanished:?}");
-        let gone = &vanished[0];
-        assert_eq!((&*gone.job, &*gone.instance), ("node", "a:9100"));
-        let mut expected = marker("gone");
-        set_time(&mut expected, 20);
-        assert_eq!(gone.stale.as_ref(), Some(&expected));
+    #[test]
+    fn a_vanished_series_comes_back_with_its_marker_and_first_seen_time() {
+        let mut memory = SeriesMemory::default();
+        assert_eq!(memory.see("kept", 7, || kept("kept")), 7);
+        assert_eq!(memory.see("gone", 7, || GAUGE), 7);
+        assert_eq!(memory.see("own_time", 7, || Marker::Never), 7);
+        assert!(memory.finish().is_empty());
+
+        // Known series keep their first-seen time; `marker` is not called for them.
+        assert_eq!(memory.see("kept", 9, || unreachable!("known series")), 7);
+        let vanished = memory.finish();
+        assert_eq!(
+            vanished,
+            [Vanished {
+                key: "gone".into(),
+                first_seen_ns: 7,
+                marker: GAUGE,
+            }]
+        );
         // The series without a marker vanished too, silently.
         assert_eq!(memory.len(), 1);
 
-        let all = memory.forget_all(30);
+        let all = memory.forget_all();
         assert_eq!(all.len(), 1);
-        assert_eq!(all[0].stale.as_ref().map(|m| m.name.as_str()), Some("kept"));
+        assert_eq!(&*all[0].key, "kept");
+        assert_eq!(all[0].marker, kept("kept"));
         assert_eq!(memory.len(), 0);
     }
 
     #[test]
-    fn series_of_one_target_share_its_job_and_instance() {
-        let mut memory = SeriesMemory::default();
-        for key in ["a", "b"] {
-            memory.see(key, || NewSeries {
-                job: "node",
-                instance: "a:9100",
-                first_seen_ns: 1,
-                marker: Some(marker(key)),
-            });
-        }
-        memory.finish(2);
-        let vanished = memory.finish(3);
-        assert_eq!(vanished.len(), 2);
-        assert!(Arc::ptr_eq(&vanished[0].job, &vanished[1].job));
-        assert!(Arc::ptr_eq(&vanished[0].instance, &vanished[1].instance));
+    fn a_kept_marker_is_sent_with_the_time_its_series_vanished() {
+        let Marker::Kept(marker) = kept("up") else {
+            unreachable!()
+        };
+        let mut expected = gauge(
+            "up",
+            "",
+            vec![number_point(vec![string_kv("mode", "idle")], 0, 5, 0.0)],
+        );
+        set_time(&mut expected, 20);
+        assert_eq!(marker.metric(20), Some(expected));
+        assert_eq!((&*marker.job, &*marker.instance), ("node", "a:9100"));
     }
 
     #[test]
     fn series_are_found_in_order_out_of_order_and_after_others_vanished() {
         let mut memory = SeriesMemory::default();
-        let new = |key: &'static str, at: u64| {
-            move || NewSeries {
-                job: "node",
-                instance: "a:9100",
-                first_seen_ns: at,
-                marker: Some(marker(key)),
-            }
-        };
-        let known = || -> NewSeries<'static> { unreachable!("a known series") };
+        let known = || -> Marker { unreachable!("a known series") };
         for key in ["a", "b", "c", "d"] {
-            assert_eq!(memory.see(key, new(key, 1)), 1);
+            assert_eq!(memory.see(key, 1, || GAUGE), 1);
         }
-        assert!(memory.finish(2).is_empty());
+        assert!(memory.finish().is_empty());
         for key in ["a", "b", "c", "d"] {
-            assert_eq!(memory.see(key, known), 1);
+            assert_eq!(memory.see(key, 2, known), 1);
         }
-        assert!(memory.finish(3).is_empty());
+        assert!(memory.finish().is_empty());
         // Shuffled, a new one in between, `b` gone.
-        assert_eq!(memory.see("c", known), 1);
-        assert_eq!(memory.see("x", new("x", 4)), 4);
-        assert_eq!(memory.see("a", known), 1);
-        assert_eq!(memory.see("d", known), 1);
-        let gone = memory.finish(5);
-        let names: Vec<&str> = gone
-            .iter()
-            .map(|r| r.stale.as_ref().unwrap().name.as_str())
-            .collect();
-        assert_eq!(names, ["b"]);
+        assert_eq!(memory.see("c", 4, known), 1);
+        assert_eq!(memory.see("x", 4, || GAUGE), 4);
+        assert_eq!(memory.see("a", 4, known), 1);
+        assert_eq!(memory.see("d", 4, known), 1);
+        let gone: Vec<Box<str>> = memory.finish().into_iter().map(|v| v.key).collect();
+        assert_eq!(gone, [Box::from("b")]);
         // The rest moved in the vector: all still found, first-seen times kept.
         for (key, first_seen) in [("x", 4), ("d", 1), ("a", 1), ("c", 1)] {
-            assert_eq!(memory.see(key, known), first_seen, "{key}");
+            assert_eq!(memory.see(key, 6, known), first_seen, "{key}");
         }
-        assert!(memory.finish(6).is_empty());
+        assert!(memory.finish().is_empty());
         assert_eq!(memory.len(), 4);
         // `b` comes back as a new series.
-        assert_eq!(memory.see("b", new("b", 7)), 7);
+        assert_eq!(memory.see("b", 7, || GAUGE), 7);
+    }
+
+    #[test]
+    fn a_series_entry_is_small() {
+        // The key's bytes aside, this is the agent's memory per series.
+        assert_eq!(std::mem::size_of::<Series>(), 48);
     }
 }

@@ -152,7 +152,7 @@ impl Target {
     /// and for `up` and the other scrape gauges, as Prometheus writes them.
     pub fn retire(&mut self, context: &ScrapeContext) -> Vec<EncodedMetrics> {
         let now_ns = unix_nanos(SystemTime::now());
-        let vanished = self.memory.forget_all(now_ns);
+        let vanished = self.memory.forget_all();
         let mut batch = Batch::new(now_ns, &mut self.memory);
         batch.stale(vanished);
         for name in REPORTS {
@@ -237,7 +237,7 @@ impl Target {
         self.was_up = outcome.is_ok();
         let vanished = match &outcome {
             Ok(_) => Vec::new(),
-            Err(_) => self.memory.forget_all(now_ns),
+            Err(_) => self.memory.forget_all(),
         };
         let mut batch = Batch::new(now_ns, &mut self.memory);
         batch.stale(vanished);

@@ -584,3 +584,59 @@ async fn pod_slots_follow_the_pods() {
     assert_eq!(sync(&mut slots, None).len(), 1);
     assert!(matches!(slots[0].state, SlotState::Gone));
 }
+
+#[test]
+fn stale_markers_keep_the_kind_labels_and_start_of_their_series() {
+    let mut s = node();
+    // A label value holding a NUL, the separator of series keys, takes the other road
+    // (its marker is kept whole) and must come out the same.
+    let body = "# TYPE c counter\nc_total{a=\"x\"} 1\ng{b=\"y\"} 2\nn{v=\"a\u{0}b\"} 3\n";
+    record(&mut s, Ok((body, Format::Text)), NOW_NS);
+    let later = NOW_NS + 15_000_000_000;
+    let got = record(&mut s, Ok(("", Format::Text)), later);
+    let mut markers = BTreeMap::new();
+    for metric in got
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+    {
+        let (kind, points) = match &metric.data {
+            Some(Data::Sum(sum)) => ("sum", &sum.data_points),
+            Some(Data::Gauge(gauge)) => ("gauge", &gauge.data_points),
+            other => panic!("unexpected {other:?}"),
+        };
+        for p in points {
+            let labels: Vec<(String, String)> = p
+                .attributes
+                .iter()
+                .map(|kv| (kv.key.clone(), otlp_text(kv)))
+                .filter(|(k, _)| k != "env")
+                .collect();
+            markers.insert(
+                metric.name.clone(),
+                (
+                    kind,
+                    labels,
+                    p.value.is_none(),
+                    p.flags,
+                    p.start_time_unix_nano,
+                    p.time_unix_nano,
+                ),
+            );
+        }
+    }
+    let label = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+    let marker = |kind, labels, start| (kind, labels, true, 1, start, later);
+    assert_eq!(markers["c_total"], marker("sum", label("a", "x"), NOW_NS));
+    assert_eq!(markers["g"], marker("gauge", label("b", "y"), 0));
+    assert_eq!(markers["n"], marker("gauge", label("v", "a\u{0}b"), 0));
+    assert_eq!(s.telemetry().stale_markers.get(), 3);
+}
+
+fn otlp_text(kv: &opentelemetry_proto::tonic::common::v1::KeyValue) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        other => panic!("not a string: {other:?}"),
+    }
+}
