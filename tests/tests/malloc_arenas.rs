@@ -2,6 +2,9 @@
 //! unless the operator set `MALLOC_ARENA_MAX`. Seen from outside, in `/proc/<pid>/maps`:
 //! every arena but the main one is a heap glibc maps at a 64 MiB boundary and reserves 64
 //! MiB for (its used part readable and writable, the rest `---p`).
+//!
+//! Each also runs a `malloc-trim` thread that gives free heap pages back to the kernel
+//! (`vigil_core::process::trim_malloc_periodically`) unless `VIGIL_MALLOC_TRIM_SECONDS=0`.
 
 use std::time::Duration;
 
@@ -46,9 +49,24 @@ fn thread_arenas(pid: u32) -> usize {
         .count()
 }
 
+/// The names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read tasks");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+/// What a collector started with `env` shows once its threads served a few requests.
+struct Seen {
+    arenas: usize,
+    threads: Vec<String>,
+}
+
 /// Starts the collector with `env`, has its threads serve a few requests, and counts its
 /// thread arenas.
-async fn arenas_of_a_collector(env: &[(&str, &str)]) -> usize {
+async fn a_collector(env: &[(&str, &str)]) -> Seen {
     let dir = tempfile::tempdir().unwrap();
     let (admin, http) = (free_port(), free_port());
     let config = dir.path().join("collector.yaml");
@@ -93,19 +111,39 @@ async fn arenas_of_a_collector(env: &[(&str, &str)]) -> usize {
     });
     futures_util::future::join_all(requests).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    thread_arenas(collector.id())
+    Seen {
+        arenas: thread_arenas(collector.id()),
+        threads: thread_names(collector.id()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_keeps_to_one_malloc_arena_unless_told_otherwise() {
     assert_eq!(
-        arenas_of_a_collector(&[]).await,
+        a_collector(&[]).await.arenas,
         0,
         "the collector should allocate from glibc's main arena only"
     );
     // The operator's choice wins, and the count above is not zero for want of looking.
     assert!(
-        arenas_of_a_collector(&[("MALLOC_ARENA_MAX", "8")]).await > 0,
+        a_collector(&[("MALLOC_ARENA_MAX", "8")]).await.arenas > 0,
         "with MALLOC_ARENA_MAX=8 the collector's threads should get arenas of their own"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_gives_freed_memory_back_unless_told_not_to() {
+    let trimmer = |seen: &Seen| seen.threads.iter().any(|t| t == "malloc-trim");
+    let default = a_collector(&[]).await;
+    assert!(
+        trimmer(&default),
+        "the collector should run a malloc-trim thread: {:?}",
+        default.threads
+    );
+    let off = a_collector(&[("VIGIL_MALLOC_TRIM_SECONDS", "0")]).await;
+    assert!(
+        !trimmer(&off) && off.threads.len() > 1,
+        "VIGIL_MALLOC_TRIM_SECONDS=0 should leave the trim thread out: {:?}",
+        off.threads
     );
 }
