@@ -339,6 +339,14 @@ fn values_schema_rejects_bad_values() {
             "/collector/buffer/disk/maxBytes",
         ),
         ("agent.tls.enabled=true", "/agent/tls/caSecret/name"),
+        (
+            "collector.tls.clientCaSecret.name=ca",
+            "collector.tls.clientCaSecret needs collector.tls.enabled",
+        ),
+        (
+            "agent.tls.clientCertSecret=agent-tls",
+            "agent.tls.clientCertSecret needs TLS to the collector",
+        ),
         ("agent.logs.startAt=middle", "/agent/logs/startAt"),
         ("anomaly.interval=soon", "/anomaly/interval"),
         ("collector.replicas=0", "/collector/replicas"),
@@ -383,14 +391,19 @@ fn every_rendered_config_passes_check_config() {
     vigil_e2e::certs::make(dir.path());
     let tls = dir.path().join("tls");
     std::fs::create_dir_all(&tls).unwrap();
+    let client = dir.path().join("client-tls");
+    std::fs::create_dir_all(&client).unwrap();
     for (from, to) in [
-        ("server.pem", "tls.crt"),
-        ("server.key", "tls.key"),
-        ("ca.pem", "ca.crt"),
+        ("server.pem", tls.join("tls.crt")),
+        ("server.key", tls.join("tls.key")),
+        ("ca.pem", tls.join("ca.crt")),
+        ("client.pem", client.join("tls.crt")),
+        ("client.key", client.join("tls.key")),
     ] {
-        std::fs::copy(dir.path().join(from), tls.join(to)).unwrap();
+        std::fs::copy(dir.path().join(from), to).unwrap();
     }
     let tls_dir = tls.display().to_string();
+    let client_dir = client.display().to_string();
     let mut checked = 0;
     for values in VARIANTS {
         for map in kind(&render(values), "ConfigMap") {
@@ -404,7 +417,9 @@ fn every_rendered_config_passes_check_config() {
                 };
                 let text = text
                     .replace("/etc/vigil-tls", &tls_dir)
-                    .replace("/etc/vigil-ca", &tls_dir);
+                    .replace("/etc/vigil-ca", &tls_dir)
+                    .replace("/etc/vigil-client-ca", &tls_dir)
+                    .replace("/etc/vigil-client-tls", &client_dir);
                 let file = dir.path().join(key);
                 std::fs::write(&file, &text).unwrap();
                 let (ok, said) = check_config(binary_name, &file);
@@ -627,6 +642,7 @@ fn tls_variant_wires_the_collector_certificate_to_the_agent() {
         let tls = &collector["receivers"]["otlp"][receiver]["tls"];
         assert_eq!(tls["cert_file"], "/etc/vigil-tls/tls.crt");
         assert_eq!(tls["key_file"], "/etc/vigil-tls/tls.key");
+        assert_eq!(tls["client_ca_file"], "/etc/vigil-client-ca/ca.crt");
     }
     let agent = config("agent.yaml");
     assert_eq!(
@@ -634,6 +650,14 @@ fn tls_variant_wires_the_collector_certificate_to_the_agent() {
         "https://vigil-collector.observability.svc:4317"
     );
     assert_eq!(agent["collector"]["tls"]["ca_file"], "/etc/vigil-ca/ca.crt");
+    assert_eq!(
+        agent["collector"]["tls"]["cert_file"],
+        "/etc/vigil-client-tls/tls.crt"
+    );
+    assert_eq!(
+        agent["collector"]["tls"]["key_file"],
+        "/etc/vigil-client-tls/tls.key"
+    );
     assert_eq!(agent["collector"]["bearer_token"], "${VIGIL_TOKEN}");
 
     let secret_volume = |pod: &Value, name: &str| -> Value {
@@ -658,4 +682,25 @@ fn tls_variant_wires_the_collector_certificate_to_the_agent() {
     assert_eq!(ca["secretName"], "vigil-collector-tls");
     assert_eq!(ca["items"][0]["key"], "ca.crt");
     assert_eq!(ca["items"][0]["path"], "ca.crt");
+    assert_eq!(
+        secret_volume(agent_pod, "client-tls")["secretName"],
+        "vigil-agent-tls"
+    );
+    let client_ca = secret_volume(collector_pod, "client-ca");
+    assert_eq!(client_ca["secretName"], "vigil-agent-ca");
+    assert_eq!(client_ca["items"][0]["path"], "ca.crt");
+    // Each mounted where its config says.
+    let mounted = |pod: &Value, volume: &str| -> String {
+        pod["containers"][0]["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume)
+            .unwrap_or_else(|| panic!("no mount of {volume}"))["mountPath"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(mounted(collector_pod, "client-ca"), "/etc/vigil-client-ca");
+    assert_eq!(mounted(agent_pod, "client-tls"), "/etc/vigil-client-tls");
 }

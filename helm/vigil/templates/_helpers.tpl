@@ -107,9 +107,14 @@ Deployment
 {{- $be := .Values.backends -}}
 {{- $grpc := dict "listen" (printf "0.0.0.0:%d" (int $c.service.grpcPort)) -}}
 {{- $http := dict "listen" (printf "0.0.0.0:%d" (int $c.service.httpPort)) -}}
+{{- if and $c.tls.clientCaSecret.name (not $c.tls.enabled) -}}
+{{- fail "collector.tls.clientCaSecret needs collector.tls.enabled: client certificates are asked for in the TLS handshake" -}}
+{{- end -}}
 {{- if $c.tls.enabled -}}
-{{- $_ := set $grpc "tls" (dict "cert_file" "/etc/vigil-tls/tls.crt" "key_file" "/etc/vigil-tls/tls.key") -}}
-{{- $_ := set $http "tls" (dict "cert_file" "/etc/vigil-tls/tls.crt" "key_file" "/etc/vigil-tls/tls.key") -}}
+{{- $tls := dict "cert_file" "/etc/vigil-tls/tls.crt" "key_file" "/etc/vigil-tls/tls.key" -}}
+{{- if $c.tls.clientCaSecret.name }}{{ $_ := set $tls "client_ca_file" "/etc/vigil-client-ca/ca.crt" }}{{ end -}}
+{{- $_ := set $grpc "tls" $tls -}}
+{{- $_ := set $http "tls" (deepCopy $tls) -}}
 {{- end -}}
 {{- $config := dict
   "receivers" (dict "otlp" (dict "grpc" $grpc "http" $http))
@@ -145,9 +150,16 @@ Deployment
 {{- $endpoint = printf "%s://%s.%s.svc:%d" (ternary "https" "http" (include "vigil.agent.tls" . | eq "true")) (include "vigil.component" (dict "root" . "component" "collector")) .Release.Namespace (int .Values.collector.service.grpcPort) -}}
 {{- end -}}
 {{- $collector := dict "endpoint" $endpoint "compression" "zstd" -}}
+{{- if and $a.tls.clientCertSecret (ne (include "vigil.agent.tls" .) "true") -}}
+{{- fail "agent.tls.clientCertSecret needs TLS to the collector: agent.tls.enabled or collector.tls.enabled" -}}
+{{- end -}}
 {{- if eq (include "vigil.agent.tls" .) "true" -}}
 {{- $tls := dict "ca_file" "/etc/vigil-ca/ca.crt" -}}
 {{- if $a.tls.serverName }}{{ $_ := set $tls "server_name" $a.tls.serverName }}{{ end -}}
+{{- if $a.tls.clientCertSecret -}}
+{{- $_ := set $tls "cert_file" "/etc/vigil-client-tls/tls.crt" -}}
+{{- $_ := set $tls "key_file" "/etc/vigil-client-tls/tls.key" -}}
+{{- end -}}
 {{- $_ := set $collector "tls" $tls -}}
 {{- end -}}
 {{- if $a.bearerTokenSecret.name }}{{ $_ := set $collector "bearer_token" "${VIGIL_TOKEN}" }}{{ end -}}
