@@ -660,15 +660,16 @@ fn tls_variant_wires_the_collector_certificate_to_the_agent() {
     );
     assert_eq!(agent["collector"]["bearer_token"], "${VIGIL_TOKEN}");
 
-    let secret_volume = |pod: &Value, name: &str| -> Value {
-        pod["volumes"]
-            .as_sequence()
+    // The item called `name` of a pod's list `list` (volumes, a container's mounts).
+    let named = |list: &Value, name: &str| -> Value {
+        list.as_sequence()
             .unwrap()
             .iter()
             .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("no volume {name}"))["secret"]
+            .unwrap_or_else(|| panic!("no {name} in {list:?}"))
             .clone()
     };
+    let secret_volume = |pod: &Value, name: &str| named(&pod["volumes"], name)["secret"].clone();
     let collector_pod = &kind(&docs, "Deployment")
         .into_iter()
         .find(|d| d["metadata"]["name"] == "vigil-collector")
@@ -690,16 +691,8 @@ fn tls_variant_wires_the_collector_certificate_to_the_agent() {
     assert_eq!(client_ca["secretName"], "vigil-agent-ca");
     assert_eq!(client_ca["items"][0]["path"], "ca.crt");
     // Each mounted where its config says.
-    let mounted = |pod: &Value, volume: &str| -> String {
-        pod["containers"][0]["volumeMounts"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == volume)
-            .unwrap_or_else(|| panic!("no mount of {volume}"))["mountPath"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+    let mounted = |pod: &Value, volume: &str| {
+        named(&pod["containers"][0]["volumeMounts"], volume)["mountPath"].clone()
     };
     assert_eq!(mounted(collector_pod, "client-ca"), "/etc/vigil-client-ca");
     assert_eq!(mounted(agent_pod, "client-tls"), "/etc/vigil-client-tls");
