@@ -491,9 +491,10 @@ impl<'m> Batch<'m> {
             help,
         } = to;
         series_key(&mut self.key, [name, job, instance, identity], &point);
-        let first_seen = self.memory.see(&self.key, self.now_ns, || match &point {
+        let key = &self.key;
+        let first_seen = self.memory.see(key, self.now_ns, || match &point {
             _ if explicit_time => Marker::Never,
-            Point::Gauge(n) | Point::Counter(n) if key_reads_back([name, job, instance], n) => {
+            Point::Gauge(n) | Point::Counter(n) if reads_back(key, [name, job, instance], n) => {
                 Marker::Number {
                     counter: matches!(point, Point::Counter(_)),
                 }
@@ -587,7 +588,7 @@ impl<'m> Batch<'m> {
             match v.marker {
                 Marker::Never => continue,
                 Marker::Number { counter } => {
-                    // Only keys that read back get this marker (see `key_reads_back`).
+                    // Only keys that read back get this marker (see `reads_back`).
                     let Some((name, job, instance, labels)) = read_key(&v.key) else {
                         continue;
                     };
@@ -810,14 +811,12 @@ fn series_key(key: &mut String, parts: [&str; 4], point: &Point<'_>) {
 }
 
 /// Whether [`read_key`] gives back `parts` (name, job, instance) and the point's labels
-/// from its series key: none of them holds the NUL that separates them, and no label name
-/// holds `=`. Checked once, when a series is first seen.
-fn key_reads_back(parts: [&str; 3], point: &Number<'_>) -> bool {
-    parts.iter().all(|p| !p.contains('\0'))
-        && point
-            .labels
-            .iter()
-            .all(|(k, v)| !k.contains(['\0', '=']) && !v.contains('\0'))
+/// from its series `key`; it does not when one of them holds the NUL that separates them,
+/// or a label name holds `=`. Checked once, when a series is first seen.
+fn reads_back(key: &str, parts: [&str; 3], point: &Number<'_>) -> bool {
+    read_key(key).is_some_and(|(name, job, instance, labels)| {
+        [name, job, instance] == parts && labels == point.labels
+    })
 }
 
 /// The name, job, instance and labels of a gauge or counter from its series key (see
