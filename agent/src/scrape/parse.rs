@@ -273,10 +273,6 @@ fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-fn is_blank_char(c: char) -> bool {
-    c == ' ' || c == '\t'
-}
-
 /// `s` without its leading spaces and tabs.
 fn skip_blanks(s: &str) -> &str {
     let n = s.bytes().take_while(|&b| is_blank(b)).count();
@@ -360,7 +356,7 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample<'_>, String> {
         Format::OpenMetrics => rest.find(" #").map_or(rest, |i| &rest[..i]),
         Format::Text => rest,
     };
-    let mut words = rest.split(is_blank_char).filter(|w| !w.is_empty());
+    let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
     let value = words.next().ok_or("sample without a value")?;
     let value = parse_value(value).ok_or_else(|| format!("invalid value `{value}`"))?;
     let timestamp_ms = match words.next() {
