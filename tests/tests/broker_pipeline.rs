@@ -209,10 +209,23 @@ async fn a_broker_restart_loses_nothing(broker: Broker) {
         .collect();
     assert!(missing.is_empty(), "lost across the restart: {missing:?}");
     // An ack that the restart swallowed makes its entry come back once; nothing else may.
-    let duplicated = counts.values().filter(|n| **n > 1).count();
+    // How many acks the broker had not yet made durable depends on how fast lines went
+    // out before the kill, so what is checked is which lines came back and how often:
+    // only lines delivered before the kill, each at most twice.
+    let killed_at = total / 3;
+    let wrong: Vec<(&String, &usize)> = counts
+        .iter()
+        .filter(|(line, n)| {
+            let sent = line
+                .strip_prefix("line-")
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(u64::MAX);
+            **n > 2 || (**n == 2 && sent >= killed_at)
+        })
+        .collect();
     assert!(
-        duplicated <= 16,
-        "{duplicated} lines arrived twice: {counts:?}"
+        wrong.is_empty(),
+        "lines that came back more than an unacknowledged delivery before the kill may: {wrong:?} of {counts:?}"
     );
     c.shutdown().await;
 }
