@@ -214,16 +214,16 @@ proptest! {
         let parsed = parse(&body, Format::Text).map_err(|e| {
             TestCaseError::fail(format!("{e} in {body:?}"))
         })?;
-        prop_assert_eq!(parsed.len(), families.len());
-        for (family, (name, help, samples)) in parsed.iter().zip(&families) {
+        prop_assert_eq!(parsed.families.len(), families.len());
+        for (family, (name, help, samples)) in parsed.families.iter().zip(&families) {
             prop_assert_eq!(family.name, name.as_str());
             prop_assert_eq!(family.kind, MetricKind::Gauge);
             // HELP text is trimmed of nothing but the separator after the name.
             prop_assert_eq!(family.help.as_ref(), help.as_str());
             prop_assert_eq!(family.samples.len(), samples.len());
             for (sample, want) in family.samples.iter().zip(samples) {
-                let labels: Vec<(String, String)> = sample
-                    .labels
+                let labels: Vec<(String, String)> = parsed
+                    .labels(sample)
                     .iter()
                     .map(|(n, v)| (n.to_string(), v.to_string()))
                     .collect();

@@ -133,20 +133,6 @@ fn request(seq: usize, histograms: bool) -> Bytes {
     .into()
 }
 
-/// CPU seconds (user + system) this process has used, to the nanosecond: a quick run
-/// uses a few tenths of a second, where /proc's 10 ms ticks alone would be ±5%.
-fn cpu_seconds() -> f64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec it is handed, which outlives the call.
-    match unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } {
-        0 => now.tv_sec as f64 + now.tv_nsec as f64 / 1e9,
-        _ => process_cpu_seconds("self"),
-    }
-}
-
 /// CPU seconds (user + system) of process `pid` ("self" for this one).
 fn process_cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -396,7 +382,7 @@ fn main() {
 
         // Receive: decode, validate, count and durably store, 16 requests in flight so
         // concurrent pushes share fsyncs as they do under load.
-        let (wall, cpu) = (Instant::now(), cpu_seconds());
+        let (wall, cpu) = (Instant::now(), vigil_core::process::cpu_seconds());
         let mut in_flight: tokio::task::JoinSet<Result<_, vigil_collector::receiver::Refusal>> =
             tokio::task::JoinSet::new();
         for body in requests {
@@ -411,10 +397,10 @@ fn main() {
         while let Some(r) = in_flight.join_next().await {
             r.expect("join").expect("accepted");
         }
-        let receive = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+        let receive = (wall.elapsed().as_secs_f64(), vigil_core::process::cpu_seconds() - cpu);
 
         // Export side: read back, convert to remote write, snappy-encode, ack.
-        let (wall, cpu) = (Instant::now(), cpu_seconds());
+        let (wall, cpu) = (Instant::now(), vigil_core::process::cpu_seconds());
         let mut consumer = buffer.consumer(Signal::Metrics).await.expect("consumer");
         let mut seen = 0.0;
         let mut encoded = 0usize;
@@ -430,7 +416,7 @@ fn main() {
             let ids: Vec<_> = batch.iter().map(|d| d.id).collect();
             consumer.ack(&ids).await.expect("ack");
         }
-        let export = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+        let export = (wall.elapsed().as_secs_f64(), vigil_core::process::cpu_seconds() - cpu);
 
         let total = (receive.0 + export.0, receive.1 + export.1);
         let kind = if histograms { "histogram (10 buckets)" } else { "counter and gauge" };

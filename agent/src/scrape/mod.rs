@@ -157,6 +157,17 @@ impl Scraper {
             .collect()
     }
 
+    /// What a scrape of the first static target makes of `body` (Prometheus' text format),
+    /// without HTTP: parse, relabel, staleness, OTLP. For the scrape benchmark, which
+    /// measures this path alone; `None` without a static target.
+    #[doc(hidden)]
+    pub fn record_body(&mut self, body: String) -> Option<Vec<EncodedMetrics>> {
+        let target = self.targets.first_mut()?;
+        let now_ns = unix_nanos(std::time::SystemTime::now());
+        let fetched = Ok((body, parse::Format::Text));
+        Some(target.record(fetched, now_ns, std::time::Instant::now(), &self.context))
+    }
+
     async fn scrape_some(&mut self, which: &[usize]) -> Vec<EncodedMetrics> {
         let context = &self.context;
         let scrapes = self

@@ -26,6 +26,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -35,7 +36,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::parse::MetricKind;
+use super::parse::{Label, MetricKind};
 use super::points::{histogram_points, summary_points};
 use super::relabel::Labels;
 use super::staleness::{Kept, Marker, NO_RECORDED_VALUE, SeriesMemory, Vanished};
@@ -112,12 +113,12 @@ pub(crate) fn counter(name: &str, description: &str, points: Vec<NumberDataPoint
 }
 
 /// A sample's labels, sorted by name, no name twice. Each string is borrowed from the
-/// scrape body or the target unless relabeling made it: a scrape allocates one vector per
-/// sample, not two strings per label.
-pub(crate) type SampleLabels<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+/// scrape body or the target unless relabeling made it. A scrape keeps the labels of all
+/// its samples in one such vector (see [`Relabeled::labels`]).
+pub(crate) type SampleLabels<'a> = Vec<Label<'a>>;
 
 /// The value of `name` in `labels`.
-pub(crate) fn label<'l>(labels: &'l SampleLabels<'_>, name: &str) -> Option<&'l str> {
+pub(crate) fn label<'l>(labels: &'l [Label<'_>], name: &str) -> Option<&'l str> {
     labels
         .iter()
         .find(|(k, _)| k == name)
@@ -138,8 +139,11 @@ pub(crate) struct Relabeled<'a> {
     pub name: Cow<'a, str>,
     pub job: Cow<'a, str>,
     pub instance: Cow<'a, str>,
-    /// Every other label; no `__name__`, `job` or `instance`.
-    pub labels: SampleLabels<'a>,
+    /// Where its other labels are in the scrape's labels ([`Scraped::labels`]): no
+    /// `__name__`, `job` or `instance`.
+    ///
+    /// [`Scraped::labels`]: super::target::Scraped
+    pub labels: Range<usize>,
     pub value: f64,
     pub timestamp_ms: Option<i64>,
 }
@@ -157,7 +161,7 @@ struct Destination<'a> {
 /// made, written straight into the batch's bytes.
 struct Number<'a> {
     /// Every label but `__name__`, `job` and `instance`: the point's attributes.
-    labels: SampleLabels<'a>,
+    labels: &'a [Label<'a>],
     start_ns: u64,
     time_ns: u64,
     /// `None` for a stale marker ("no recorded value").
@@ -166,7 +170,7 @@ struct Number<'a> {
 }
 
 impl<'a> Number<'a> {
-    fn sample(labels: SampleLabels<'a>, start_ns: u64, time_ns: u64, value: f64) -> Self {
+    fn sample(labels: &'a [Label<'a>], start_ns: u64, time_ns: u64, value: f64) -> Self {
         Number {
             labels,
             start_ns,
@@ -181,7 +185,7 @@ impl<'a> Number<'a> {
         NumberDataPoint {
             value: None,
             flags: NO_RECORDED_VALUE,
-            ..number_point(attributes(&self.labels), self.start_ns, self.time_ns, 0.0)
+            ..number_point(attributes(self.labels), self.start_ns, self.time_ns, 0.0)
         }
     }
 
@@ -205,7 +209,7 @@ impl<'a> Number<'a> {
 
     /// Appends the `NumberDataPoint` message (its fields, by their tags in the proto).
     fn encode(&self, buf: &mut Vec<u8>) {
-        for (k, v) in &self.labels {
+        for (k, v) in self.labels {
             key_value(buf, 7, k, v);
         }
         if self.start_ns != 0 {
@@ -299,6 +303,15 @@ impl Point<'_> {
         match self.shape() {
             Shape::Counter => Shape::Gauge,
             other => other,
+        }
+    }
+
+    /// Bytes of the `NumberDataPoint`, `HistogramDataPoint` or `SummaryDataPoint`.
+    fn encoded_len(&self) -> usize {
+        match self {
+            Point::Gauge(n) | Point::Counter(n) => n.encoded_len(),
+            Point::Histogram(p) => p.encoded_len(),
+            Point::Summary(p) => p.encoded_len(),
         }
     }
 
@@ -422,12 +435,18 @@ struct ResourceOut {
     last: Option<(usize, Shape)>,
 }
 
+/// Most bytes reserved at once for a metric's points (see `Batch::expected_points`).
+const MAX_RESERVED: usize = 1 << 20;
+
 /// The OTLP output of one target's scrape, remembering its series as they pass.
 pub(crate) struct Batch<'m> {
     now_ns: u64,
     memory: &'m mut SeriesMemory,
     /// The series key of the point being added, reused from point to point.
     key: String,
+    /// Points expected in the metric a family's first point opens (the family's samples):
+    /// its bytes are reserved once rather than grown by doubling.
+    expected_points: usize,
     resources: Vec<ResourceOut>,
     /// Data points added (a histogram or summary counts as one), markers included.
     pub points: usize,
@@ -441,6 +460,7 @@ impl<'m> Batch<'m> {
             now_ns,
             memory,
             key: String::new(),
+            expected_points: 1,
             resources: Vec::new(),
             points: 0,
             stale_markers: 0,
@@ -525,6 +545,7 @@ impl<'m> Batch<'m> {
         point: Point<'_>,
     ) {
         self.points += 1;
+        let expected_points = self.expected_points;
         let resource = self.resource(job, instance);
         let shape = point.shape();
         // The samples of a family come one after another: most points go to the metric the
@@ -553,6 +574,11 @@ impl<'m> Batch<'m> {
         };
         resource.last = Some((at, shape));
         if let MetricOut::Open(metric) = &mut resource.metrics[at] {
+            if metric.points.capacity() == 0 {
+                // A point's field header is at most 3 bytes for points under 2 MiB.
+                let bytes = (point.encoded_len() + 3).saturating_mul(expected_points);
+                metric.points.reserve(bytes.min(MAX_RESERVED));
+            }
             point.encode(&mut metric.points);
         }
     }
@@ -567,16 +593,18 @@ impl<'m> Batch<'m> {
         name: &str,
         value: f64,
     ) {
-        let point = Number::sample(borrowed(labels), 0, self.now_ns, value);
+        let labels = borrowed(labels);
+        let point = Number::sample(&labels, 0, self.now_ns, value);
         self.add_untracked(job, instance, name, "", Point::Gauge(point));
     }
 
     /// A stale marker for a gauge about the scrape itself, when its target went away.
     pub(crate) fn report_stale(&mut self, job: &str, instance: &str, labels: &Labels, name: &str) {
+        let labels = borrowed(labels);
         let point = Number {
             value: None,
             flags: NO_RECORDED_VALUE,
-            ..Number::sample(borrowed(labels), 0, self.now_ns, 0.0)
+            ..Number::sample(&labels, 0, self.now_ns, 0.0)
         };
         self.stale_markers += 1;
         self.add_untracked(job, instance, name, "", Point::Gauge(point));
@@ -593,7 +621,7 @@ impl<'m> Batch<'m> {
                         continue;
                     };
                     let point = Number {
-                        labels,
+                        labels: &labels,
                         start_ns: if counter { v.first_seen_ns } else { 0 },
                         time_ns: self.now_ns,
                         value: None,
@@ -626,18 +654,21 @@ impl<'m> Batch<'m> {
         self.stale(vanished);
     }
 
-    /// Adds the samples of one family.
+    /// Adds the samples of one family; `labels` holds theirs (see [`Relabeled::labels`]).
     pub(crate) fn family(
         &mut self,
         family: &str,
         kind: MetricKind,
         help: &str,
-        samples: Vec<Relabeled<'_>>,
+        samples: &[Relabeled<'_>],
+        labels: &[Label<'_>],
     ) {
+        self.expected_points = samples.len();
         match kind {
-            MetricKind::Counter => self.counter_family(family, help, samples),
-            MetricKind::Histogram => match histogram_points(family, &samples) {
+            MetricKind::Counter => self.counter_family(family, help, samples, labels),
+            MetricKind::Histogram => match histogram_points(family, samples, labels) {
                 Some(groups) => {
+                    self.expected_points = groups.len();
                     for mut g in groups {
                         let explicit_time = g.point.time_unix_nano != 0;
                         if !explicit_time {
@@ -653,10 +684,11 @@ impl<'m> Batch<'m> {
                         self.add(to, Point::Histogram(g.point), &identity, explicit_time);
                     }
                 }
-                None => self.gauges(help, samples),
+                None => self.gauges(help, samples, labels),
             },
-            MetricKind::Summary => match summary_points(family, &samples) {
+            MetricKind::Summary => match summary_points(family, samples, labels) {
                 Some(groups) => {
+                    self.expected_points = groups.len();
                     for mut g in groups {
                         let explicit_time = g.point.time_unix_nano != 0;
                         if !explicit_time {
@@ -674,19 +706,21 @@ impl<'m> Batch<'m> {
                         self.add(to, Point::Summary(g.point), &identity, explicit_time);
                     }
                 }
-                None => self.gauges(help, samples),
+                None => self.gauges(help, samples, labels),
             },
             MetricKind::Gauge
             | MetricKind::Untyped
             | MetricKind::Info
             | MetricKind::StateSet
-            | MetricKind::GaugeHistogram => self.gauges(help, samples),
+            | MetricKind::GaugeHistogram => self.gauges(help, samples, labels),
         }
+        self.expected_points = 1;
     }
 
-    fn gauges(&mut self, help: &str, samples: Vec<Relabeled<'_>>) {
+    fn gauges(&mut self, help: &str, samples: &[Relabeled<'_>], labels: &[Label<'_>]) {
         for s in samples {
-            let point = Number::sample(s.labels, 0, self.time(s.timestamp_ms), s.value);
+            let labels = &labels[s.labels.clone()];
+            let point = Number::sample(labels, 0, self.time(s.timestamp_ms), s.value);
             let explicit_time = s.timestamp_ms.is_some();
             let point = Point::Gauge(point);
             let to = Destination {
@@ -699,33 +733,43 @@ impl<'m> Batch<'m> {
         }
     }
 
-    fn counter_family(&mut self, family: &str, help: &str, samples: Vec<Relabeled<'_>>) {
-        let created_name = format!("{family}_created");
-        let (created_samples, values): (Vec<_>, Vec<_>) =
-            samples.into_iter().partition(|s| s.name == created_name);
+    fn counter_family(
+        &mut self,
+        family: &str,
+        help: &str,
+        samples: &[Relabeled<'_>],
+        labels: &[Label<'_>],
+    ) {
+        let is_created = |s: &Relabeled| s.name.strip_prefix(family) == Some("_created");
         // Borrowed keys: nothing is cloned per sample, and a family without `_created`
-        // samples (the usual case) looks nothing up.
-        let created: HashMap<(&str, &str, &SampleLabels), u64> = created_samples
+        // samples (the usual case) allocates and looks up nothing.
+        let created: HashMap<(&str, &str, &[Label]), u64> = samples
             .iter()
+            .filter(|s| is_created(s))
             .map(|s| {
                 (
-                    (s.job.as_ref(), s.instance.as_ref(), &s.labels),
+                    (
+                        s.job.as_ref(),
+                        s.instance.as_ref(),
+                        &labels[s.labels.clone()],
+                    ),
                     seconds_to_ns(s.value),
                 )
             })
             .collect();
-        for s in values {
+        for s in samples.iter().filter(|s| !is_created(s)) {
             let time = self.time(s.timestamp_ms);
+            let labels = &labels[s.labels.clone()];
             let start = match created.is_empty() {
                 true => 0,
                 false => created
-                    .get(&(s.job.as_ref(), s.instance.as_ref(), &s.labels))
+                    .get(&(s.job.as_ref(), s.instance.as_ref(), labels))
                     .copied()
                     .unwrap_or(0),
             };
             let point = match s.name.ends_with("_total") {
-                true => Point::Counter(Number::sample(s.labels, start, time, s.value)),
-                false => Point::Gauge(Number::sample(s.labels, 0, time, s.value)),
+                true => Point::Counter(Number::sample(labels, start, time, s.value)),
+                false => Point::Gauge(Number::sample(labels, 0, time, s.value)),
             };
             let explicit_time = s.timestamp_ms.is_some();
             let to = Destination {
@@ -836,7 +880,7 @@ fn read_key(key: &str) -> Option<(&str, &str, &str, SampleLabels<'_>)> {
     Some((name, job, instance, labels))
 }
 
-fn attributes(labels: &SampleLabels<'_>) -> Vec<KeyValue> {
+fn attributes(labels: &[Label<'_>]) -> Vec<KeyValue> {
     labels
         .iter()
         .map(|(k, v)| string_kv(k.as_ref(), v.as_ref()))
@@ -879,19 +923,20 @@ mod tests {
     /// point as OTLP messages, for values, markers, empty values and start times.
     #[test]
     fn a_number_point_decodes_to_the_messages_it_stands_for() {
+        let labels = [
+            sample_labels(&[("cpu", "0"), ("mode", "idle")]),
+            sample_labels(&[]),
+            sample_labels(&[("empty", ""), ("k", "v")]),
+            sample_labels(&[("a", "b")]),
+        ];
         let cases = [
-            Number::sample(sample_labels(&[("cpu", "0"), ("mode", "idle")]), 0, 5, 1.5),
-            Number::sample(sample_labels(&[]), 7, 0, 0.0),
-            Number::sample(
-                sample_labels(&[("empty", ""), ("k", "v")]),
-                1 << 40,
-                1 << 41,
-                -0.0,
-            ),
+            Number::sample(&labels[0], 0, 5, 1.5),
+            Number::sample(&labels[1], 7, 0, 0.0),
+            Number::sample(&labels[2], 1 << 40, 1 << 41, -0.0),
             Number {
                 value: None,
                 flags: NO_RECORDED_VALUE,
-                ..Number::sample(sample_labels(&[("a", "b")]), 3, 4, 9.0)
+                ..Number::sample(&labels[3], 3, 4, 9.0)
             },
         ];
         for n in cases {
@@ -901,7 +946,7 @@ mod tests {
             let expected = NumberDataPoint {
                 value: n.value.map(number_data_point::Value::AsDouble),
                 flags: n.flags,
-                ..number_point(attributes(&n.labels), n.start_ns, n.time_ns, 0.0)
+                ..number_point(attributes(n.labels), n.start_ns, n.time_ns, 0.0)
             };
             assert_eq!(NumberDataPoint::decode(bytes.as_slice()).unwrap(), expected);
         }

@@ -4,7 +4,9 @@
 //! <https://github.com/OpenObservability/OpenMetrics/blob/main/specification/OpenMetrics.md>.
 //!
 //! The parser borrows from the body: names and label values without escapes are slices of
-//! it; only an escaped label value or HELP text is copied. It never panics on bad input: a
+//! it; only an escaped label value or HELP text is copied. The labels of all samples go
+//! into one vector ([`Parsed::labels`]) rather than one vector per sample: an allocation
+//! and a free per sample were a quarter of the agent's time. It never panics on bad input: a
 //! line it cannot read fails the whole body with its line number, as Prometheus fails the
 //! scrape, because a half-read exposition would silently lose series.
 //!
@@ -17,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 
 /// Which exposition format a body is in, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,22 +84,39 @@ impl MetricKind {
     }
 }
 
+/// A label: its name and value. Names are borrowed from the body; both are `Cow` so that
+/// relabeling can take them as they are.
+pub type Label<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample<'a> {
     pub name: &'a str,
-    /// In the order written; names are unique (a repeated name is a parse error).
-    /// Names are borrowed from the body; both are `Cow` so that relabeling can take the
-    /// vector as it is.
-    pub labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Where its labels are in [`Parsed::labels`], in the order written; names are unique
+    /// (a repeated name is a parse error).
+    pub labels: Range<usize>,
     pub value: f64,
     /// Milliseconds since the Unix epoch, when the line carries a timestamp.
     pub timestamp_ms: Option<i64>,
 }
 
-impl Sample<'_> {
-    pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels
+/// A parsed body: its families, and the labels of all their samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed<'a> {
+    pub families: Vec<Family<'a>>,
+    /// Every sample's labels, one sample's after another's (see [`Sample::labels`]).
+    pub labels: Vec<Label<'a>>,
+}
+
+impl<'a> Parsed<'a> {
+    /// The labels of one of the samples.
+    pub fn labels(&self, sample: &Sample<'a>) -> &[Label<'a>] {
+        &self.labels[sample.labels.clone()]
+    }
+
+    /// The value of a sample's label.
+    pub fn label(&self, sample: &Sample<'a>, name: &str) -> Option<&str> {
+        self.labels(sample)
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_ref())
@@ -129,23 +149,31 @@ fn error<T>(line: usize, message: impl Into<String>) -> Result<T, ParseError> {
 }
 
 /// Parses a whole body into its families.
-pub fn parse(body: &str, format: Format) -> Result<Vec<Family<'_>>, ParseError> {
+pub fn parse(body: &str, format: Format) -> Result<Parsed<'_>, ParseError> {
     let mut parser = Parser {
         families: Vec::new(),
+        labels: Vec::new(),
         by_name: HashMap::new(),
         format,
     };
     let mut eof_at = None;
-    for (index, raw) in body.split('\n').enumerate() {
-        let number = index + 1;
+    let (mut start, mut number) = (0, 0);
+    // As `body.split('\n')`, with a vectorized search: the last line may lack its newline,
+    // and a body that ends with one ends with an empty line.
+    while start <= body.len() {
+        let end =
+            memchr::memchr(b'\n', &body.as_bytes()[start..]).map_or(body.len(), |i| start + i);
+        let raw = &body[start..end];
+        start = end + 1;
+        number += 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if eof_at.is_some() {
-            if line.trim().is_empty() {
+            if is_blank_line(line) {
                 continue;
             }
             return error(number, "content after `# EOF`");
         }
-        if line.trim().is_empty() {
+        if is_blank_line(line) {
             // OpenMetrics forbids blank lines, but the only harm they do is none; only
             // the trailing newline's empty "line" is the common case.
             continue;
@@ -164,11 +192,15 @@ pub fn parse(body: &str, format: Format) -> Result<Vec<Family<'_>>, ParseError> 
             "OpenMetrics body does not end with `# EOF`",
         );
     }
-    Ok(parser.families)
+    Ok(Parsed {
+        families: parser.families,
+        labels: parser.labels,
+    })
 }
 
 struct Parser<'a> {
     families: Vec<Family<'a>>,
+    labels: Vec<Label<'a>>,
     /// Family name → index, for samples and metadata that come back to a family.
     by_name: HashMap<&'a str, usize>,
     format: Format,
@@ -223,10 +255,11 @@ impl<'a> Parser<'a> {
     }
 
     fn sample(&mut self, line: &'a str, number: usize) -> Result<(), ParseError> {
-        let sample = parse_sample(line, self.format).map_err(|message| ParseError {
-            line: number,
-            message,
-        })?;
+        let sample =
+            parse_sample(line, self.format, &mut self.labels).map_err(|message| ParseError {
+                line: number,
+                message,
+            })?;
         let index = self.family_of(sample.name);
         self.families[index].samples.push(sample);
         Ok(())
@@ -271,6 +304,16 @@ fn belongs(family: &Family<'_>, name: &str) -> bool {
 
 fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
+}
+
+/// Whether a line is empty or only whitespace (Unicode's, as `str::trim` has it); decided
+/// by its first byte for every line that starts a sample or a comment.
+fn is_blank_line(line: &str) -> bool {
+    match line.as_bytes().first() {
+        None => true,
+        Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'#' | b'_' | b':') => false,
+        Some(_) => line.trim().is_empty(),
+    }
 }
 
 /// `s` without its leading spaces and tabs.
@@ -336,7 +379,12 @@ fn unescape(s: &str, quotes: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn parse_sample(line: &str, format: Format) -> Result<Sample<'_>, String> {
+/// Parses a sample line, its labels appended to `labels`.
+fn parse_sample<'a>(
+    line: &'a str,
+    format: Format,
+    labels: &mut Vec<Label<'a>>,
+) -> Result<Sample<'a>, String> {
     let name_end = line
         .bytes()
         .position(|b| b == b'{' || is_blank(b))
@@ -346,26 +394,30 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample<'_>, String> {
         return Err(format!("invalid metric name `{name}`"));
     }
     let mut rest = skip_blanks(&line[name_end..]);
-    let mut labels = Vec::new();
+    let first_label = labels.len();
     if let Some(after) = rest.strip_prefix('{') {
-        rest = parse_labels(after, &mut labels)?;
+        rest = parse_labels(after, labels)?;
     }
+    let labels = first_label..labels.len();
     let rest = skip_blanks(rest);
     // An OpenMetrics exemplar follows ` # `; nothing we keep.
     let rest = match format {
         Format::OpenMetrics => rest.find(" #").map_or(rest, |i| &rest[..i]),
         Format::Text => rest,
     };
-    let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
-    let value = words.next().ok_or("sample without a value")?;
+    // Words are separated by any run of spaces and tabs.
+    let (value, rest) = split_word(rest);
+    if value.is_empty() {
+        return Err("sample without a value".into());
+    }
     let value = parse_value(value).ok_or_else(|| format!("invalid value `{value}`"))?;
-    let timestamp_ms = match words.next() {
-        None => None,
-        Some(ts) => {
-            Some(parse_timestamp(ts, format).ok_or_else(|| format!("invalid timestamp `{ts}`"))?)
-        }
+    let (ts, rest) = split_word(skip_blanks(rest));
+    let timestamp_ms = match ts {
+        "" => None,
+        ts => Some(parse_timestamp(ts, format).ok_or_else(|| format!("invalid timestamp `{ts}`"))?),
     };
-    if let Some(extra) = words.next() {
+    let (extra, _) = split_word(skip_blanks(rest));
+    if !extra.is_empty() {
         return Err(format!("unexpected `{extra}` after the timestamp"));
     }
     Ok(Sample {
@@ -376,17 +428,19 @@ fn parse_sample(line: &str, format: Format) -> Result<Sample<'_>, String> {
     })
 }
 
-/// Parses `name="value", …}` and returns what follows the closing brace.
-fn parse_labels<'a>(
-    mut s: &'a str,
-    labels: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>,
-) -> Result<&'a str, String> {
+/// Parses `name="value", …}` into `labels` and returns what follows the closing brace.
+fn parse_labels<'a>(mut s: &'a str, labels: &mut Vec<Label<'a>>) -> Result<&'a str, String> {
+    let first = labels.len();
     loop {
         s = skip_blanks(s);
         if let Some(after) = s.strip_prefix('}') {
             return Ok(after);
         }
-        let eq = s.find('=').ok_or("label without `=`")?;
+        // A byte loop: label names are a few bytes, too short for a vectorized search.
+        let eq = s
+            .bytes()
+            .position(|b| b == b'=')
+            .ok_or("label without `=`")?;
         let name = trim_end_blanks(&s[..eq]);
         if !is_label_name(name) {
             return Err(format!("invalid label name `{name}`"));
@@ -395,12 +449,16 @@ fn parse_labels<'a>(
         let body = after_eq
             .strip_prefix('"')
             .ok_or_else(|| format!("value of label `{name}` is not quoted"))?;
-        let end =
+        let (end, escaped) =
             closing_quote(body).ok_or_else(|| format!("unterminated value of label `{name}`"))?;
-        if labels.iter().any(|(n, _)| n == name) {
+        if labels[first..].iter().any(|(n, _)| n == name) {
             return Err(format!("label `{name}` repeated"));
         }
-        labels.push((Cow::Borrowed(name), unescape(&body[..end], true)));
+        let value = match escaped {
+            true => unescape(&body[..end], true),
+            false => Cow::Borrowed(&body[..end]),
+        };
+        labels.push((Cow::Borrowed(name), value));
         s = skip_blanks(&body[end + 1..]);
         if let Some(after) = s.strip_prefix(',') {
             s = after;
@@ -410,23 +468,34 @@ fn parse_labels<'a>(
     }
 }
 
-/// Byte index of the first unescaped `"`.
-fn closing_quote(s: &str) -> Option<usize> {
+/// Byte index of the first unescaped `"`, and whether a `\` came before it.
+fn closing_quote(s: &str) -> Option<(usize, bool)> {
     let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
+    let (mut i, mut escaped) = (0, false);
+    loop {
+        i += memchr::memchr2(b'"', b'\\', &bytes[i..])?;
         match bytes[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i),
-            _ => i += 1,
+            b'"' => return Some((i, escaped)),
+            _ => (i, escaped) = (i + 2, true),
+        }
+        if i >= bytes.len() {
+            return None;
         }
     }
-    None
 }
 
 /// A sample value: a float in Go's syntax as far as exposition uses it, including `NaN`,
 /// `+Inf`, `-Inf`.
 fn parse_value(s: &str) -> Option<f64> {
+    // Most values are counts written as integers: up to 15 digits are exact in an f64, and
+    // reading them directly skips the float parser's general case.
+    let digits = s.as_bytes();
+    if !digits.is_empty() && digits.len() <= 15 && digits.iter().all(u8::is_ascii_digit) {
+        let n = digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        return Some(n as f64);
+    }
     s.parse::<f64>().ok()
 }
 

@@ -34,7 +34,8 @@ go_gc_nan NaN
 
 #[test]
 fn parses_the_documented_text_example() {
-    let families = parse(TEXT, Format::Text).unwrap();
+    let parsed = parse(TEXT, Format::Text).unwrap();
+    let families = &parsed.families;
     let names: Vec<_> = families
         .iter()
         .map(|f| (f.name, f.kind, f.samples.len()))
@@ -59,11 +60,11 @@ fn parses_the_documented_text_example() {
     assert_eq!(requests.help, "The total number of HTTP requests.");
     assert_eq!(requests.samples[1].value, 3.0);
     assert_eq!(requests.samples[1].timestamp_ms, Some(1395066363000));
-    assert_eq!(requests.samples[1].label("code"), Some("400"));
+    assert_eq!(parsed.label(&requests.samples[1], "code"), Some("400"));
     let msdos = &families[1].samples[0];
-    assert_eq!(msdos.label("path"), Some(r"C:\DIR\FILE.TXT"));
+    assert_eq!(parsed.label(msdos, "path"), Some(r"C:\DIR\FILE.TXT"));
     assert_eq!(
-        msdos.label("error"),
+        parsed.label(msdos, "error"),
         Some("Cannot find file:\n\"FILE.TXT\"")
     );
     assert_eq!(msdos.value, 1.458255915e9);
@@ -72,7 +73,10 @@ fn parses_the_documented_text_example() {
     assert_eq!(weird.timestamp_ms, Some(-3982045));
     assert!(families[6].samples[0].value.is_nan());
     // Unescaped values are borrowed from the body.
-    assert!(matches!(requests.samples[0].labels[0].1, Cow::Borrowed(_)));
+    assert!(matches!(
+        parsed.labels(&requests.samples[0])[0].1,
+        Cow::Borrowed(_)
+    ));
 }
 
 const OPENMETRICS: &str = r#"# TYPE acme_http_router_request_seconds summary
@@ -107,7 +111,7 @@ help_escapes -Inf
 
 #[test]
 fn parses_openmetrics() {
-    let families = parse(OPENMETRICS, Format::OpenMetrics).unwrap();
+    let families = parse(OPENMETRICS, Format::OpenMetrics).unwrap().families;
     let names: Vec<_> = families
         .iter()
         .map(|f| (f.name, f.kind, f.samples.len()))
@@ -140,7 +144,10 @@ fn openmetrics_needs_eof_and_nothing_after_it() {
     assert_eq!(err.line, 3);
     assert!(parse("a 1\n# EOF", Format::OpenMetrics).is_ok());
     // In 0.0.4 `# EOF` is just a comment.
-    assert_eq!(parse("# EOF\na 1\n", Format::Text).unwrap().len(), 1);
+    assert_eq!(
+        parse("# EOF\na 1\n", Format::Text).unwrap().families.len(),
+        1
+    );
 }
 
 #[test]
@@ -173,18 +180,20 @@ fn malformed_lines_are_errors_with_line_numbers() {
 #[test]
 fn odd_but_valid_lines() {
     let body = "a{} 1\nb{x=\"1\",} 2\nc { y = \"z\" } 3\n# just a comment\n\r\nd\t4\t5\r\ne{u=\"ü\\t\"} 6\n";
-    let families = parse(body, Format::Text).unwrap();
+    let parsed = parse(body, Format::Text).unwrap();
+    let families = &parsed.families;
     assert_eq!(families.len(), 5);
-    assert_eq!(families[1].samples[0].label("x"), Some("1"));
-    assert_eq!(families[2].samples[0].label("y"), Some("z"));
+    assert_eq!(parsed.label(&families[1].samples[0], "x"), Some("1"));
+    assert_eq!(parsed.label(&families[2].samples[0], "y"), Some("z"));
     assert_eq!(families[3].samples[0].timestamp_ms, Some(5));
-    assert_eq!(families[4].samples[0].label("u"), Some("ü\\t"));
+    assert_eq!(parsed.label(&families[4].samples[0], "u"), Some("ü\\t"));
 }
 
 #[test]
 fn samples_of_a_family_declared_earlier_find_it() {
     let body = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n# TYPE g gauge\ng 1\nh_bucket{le=\"+Inf\"} 2\nh_count 2\nh_other 3\n";
-    let families = parse(body, Format::Text).unwrap();
+    let parsed = parse(body, Format::Text).unwrap();
+    let families = &parsed.families;
     let names: Vec<_> = families.iter().map(|f| (f.name, f.samples.len())).collect();
     assert_eq!(names, [("h", 3), ("g", 1), ("h_other", 1)]);
 }

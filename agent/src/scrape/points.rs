@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::otlp::{Relabeled, label, seconds_to_ns, string_kv};
+use super::parse::Label;
 
 pub(crate) struct Group<'a, P> {
     pub job: Cow<'a, str>,
@@ -21,15 +22,18 @@ pub(crate) struct Group<'a, P> {
     pub point: P,
 }
 
-/// Groups samples by job, instance and labels without `without`, keeping first-seen order.
-/// Every group has at least one sample.
-fn group_by<'s, 'a>(samples: &'s [Relabeled<'a>], without: &str) -> Vec<Vec<&'s Relabeled<'a>>> {
+/// Groups samples by job, instance and labels without `without`, keeping first-seen order;
+/// `labels` holds the samples' labels. Every group has at least one sample.
+fn group_by<'s, 'a>(
+    samples: &'s [Relabeled<'a>],
+    labels: &'s [Label<'a>],
+    without: &str,
+) -> Vec<Vec<&'s Relabeled<'a>>> {
     type Key<'s> = (&'s str, &'s str, Vec<(&'s str, &'s str)>);
     let mut groups: Vec<Vec<&Relabeled>> = Vec::new();
     let mut index: HashMap<Key<'s>, usize> = HashMap::new();
     for s in samples {
-        let labels = s
-            .labels
+        let labels = labels[s.labels.clone()]
             .iter()
             .filter(|(k, _)| k != without)
             .map(|(k, v)| (k.as_ref(), v.as_ref()))
@@ -49,11 +53,11 @@ fn group_by<'s, 'a>(samples: &'s [Relabeled<'a>], without: &str) -> Vec<Vec<&'s 
 /// point's attributes.
 fn group<'a, P>(
     first: &Relabeled<'a>,
+    labels: &[Label<'_>],
     without: &str,
     point: impl FnOnce(Vec<KeyValue>) -> P,
 ) -> Group<'a, P> {
-    let attributes = first
-        .labels
+    let attributes = labels[first.labels.clone()]
         .iter()
         .filter(|(k, _)| k != without)
         .map(|(k, v)| string_kv(k.as_ref(), v.as_ref()))
@@ -79,6 +83,7 @@ fn exact_count(v: f64) -> Option<u64> {
 pub(crate) fn histogram_points<'a>(
     family: &str,
     samples: &[Relabeled<'a>],
+    labels: &[Label<'a>],
 ) -> Option<Vec<Group<'a, HistogramDataPoint>>> {
     let (bucket, sum, count, created) = (
         format!("{family}_bucket"),
@@ -87,12 +92,12 @@ pub(crate) fn histogram_points<'a>(
         format!("{family}_created"),
     );
     let mut out = Vec::new();
-    for members in group_by(samples, "le") {
+    for members in group_by(samples, labels, "le") {
         let mut buckets: Vec<(f64, f64)> = Vec::new();
         let (mut total, mut sum_value, mut start) = (None, None, 0);
         for s in &members {
             if s.name == bucket {
-                let le: f64 = label(&s.labels, "le")?.parse().ok()?;
+                let le: f64 = label(&labels[s.labels.clone()], "le")?.parse().ok()?;
                 buckets.push((le, s.value));
             } else if s.name == sum {
                 sum_value = Some(s.value);
@@ -129,15 +134,17 @@ pub(crate) fn histogram_points<'a>(
         }
         let timestamp_ms = members.first().and_then(|s| s.timestamp_ms);
         let (count, time) = (total?, point_time(timestamp_ms));
-        out.push(group(members[0], "le", |attributes| HistogramDataPoint {
-            attributes,
-            start_time_unix_nano: start,
-            time_unix_nano: time,
-            count,
-            sum: sum_value,
-            bucket_counts: counts,
-            explicit_bounds: bounds,
-            ..Default::default()
+        out.push(group(members[0], labels, "le", |attributes| {
+            HistogramDataPoint {
+                attributes,
+                start_time_unix_nano: start,
+                time_unix_nano: time,
+                count,
+                sum: sum_value,
+                bucket_counts: counts,
+                explicit_bounds: bounds,
+                ..Default::default()
+            }
         }));
     }
     Some(out)
@@ -147,6 +154,7 @@ pub(crate) fn histogram_points<'a>(
 pub(crate) fn summary_points<'a>(
     family: &str,
     samples: &[Relabeled<'a>],
+    labels: &[Label<'a>],
 ) -> Option<Vec<Group<'a, SummaryDataPoint>>> {
     let (sum, count, created) = (
         format!("{family}_sum"),
@@ -154,12 +162,12 @@ pub(crate) fn summary_points<'a>(
         format!("{family}_created"),
     );
     let mut out = Vec::new();
-    for members in group_by(samples, "quantile") {
+    for members in group_by(samples, labels, "quantile") {
         let mut quantiles = Vec::new();
         let (mut total, mut sum_value, mut start) = (None, None, 0);
         for s in &members {
             if s.name == family {
-                let quantile: f64 = label(&s.labels, "quantile")?.parse().ok()?;
+                let quantile: f64 = label(&labels[s.labels.clone()], "quantile")?.parse().ok()?;
                 quantiles.push(ValueAtQuantile {
                     quantile,
                     value: s.value,
@@ -176,7 +184,7 @@ pub(crate) fn summary_points<'a>(
         }
         let timestamp_ms = members.first().and_then(|s| s.timestamp_ms);
         let (count, sum, time) = (total?, sum_value?, point_time(timestamp_ms));
-        out.push(group(members[0], "quantile", |attributes| {
+        out.push(group(members[0], labels, "quantile", |attributes| {
             SummaryDataPoint {
                 attributes,
                 start_time_unix_nano: start,

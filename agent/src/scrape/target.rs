@@ -8,7 +8,7 @@ use url::Url;
 use super::config::StaticTarget;
 use super::http::{ScrapeError, fetch};
 use super::otlp::{Batch, Relabeled, SampleLabels};
-use super::parse::{Family, Format, MetricKind, Sample, parse};
+use super::parse::{Family, Format, Label, MetricKind, Parsed, Sample, parse};
 use super::relabel::{Labels, RelabelRule, relabel};
 use super::staleness::SeriesMemory;
 use super::telemetry::ScrapeTelemetry;
@@ -242,8 +242,9 @@ impl Target {
         let mut batch = Batch::new(now_ns, &mut self.memory);
         batch.stale(vanished);
         if let Ok(samples) = outcome {
-            for (family, samples) in samples.families {
-                batch.family(family.name, family.kind, &family.help, samples);
+            for (family, relabeled) in &samples.families {
+                let labels = &samples.labels;
+                batch.family(family.name, family.kind, &family.help, relabeled, labels);
             }
             batch.end_of_scrape();
         }
@@ -276,17 +277,33 @@ fn samples<'a>(
     target: &TargetLabels<'a>,
     context: &ScrapeContext,
 ) -> Result<Scraped<'a>, ScrapeError> {
-    let families = parse(body, format)?;
+    let Parsed {
+        families,
+        labels: mut parsed_labels,
+    } = parse(body, format)?;
     let scraped = families.iter().map(|f| f.samples.len()).sum();
     let mut kept = 0;
     let mut out = Vec::with_capacity(families.len());
-    for family in families {
-        let meta = FamilyMeta::of(&family);
-        let samples: Vec<Relabeled> = family
-            .samples
-            .into_iter()
-            .filter_map(|s| relabel_sample(s, target, context))
-            .collect();
+    // Each sample's labels are relabeled in `scratch`, then appended to `labels`: the
+    // labels of a whole scrape take two vectors, not one per sample.
+    let mut labels = Vec::with_capacity(parsed_labels.len() + scraped * target.labels.len());
+    let mut scratch = SampleLabels::new();
+    for mut family in families {
+        let samples = std::mem::take(&mut family.samples);
+        let meta = FamilyMeta::of(family);
+        let mut relabeled = Vec::with_capacity(samples.len());
+        for sample in samples {
+            scratch.clear();
+            let taken = parsed_labels[sample.labels.clone()].iter_mut();
+            scratch.extend(taken.map(std::mem::take));
+            let Some(mut r) = relabel_sample(sample, &mut scratch, target, context) else {
+                continue;
+            };
+            r.labels = labels.len()..labels.len() + scratch.len();
+            labels.append(&mut scratch);
+            relabeled.push(r);
+        }
+        let samples = relabeled;
         kept += samples.len();
         if context.sample_limit > 0 && kept > context.sample_limit {
             return Err(ScrapeError::SampleLimit {
@@ -298,26 +315,28 @@ fn samples<'a>(
     }
     Ok(Scraped {
         families: out,
+        labels,
         scraped,
         kept,
     })
 }
 
 /// Where `name` is in `labels`.
-fn position(labels: &SampleLabels<'_>, name: &str) -> Option<usize> {
+fn position(labels: &[Label<'_>], name: &str) -> Option<usize> {
     labels.iter().position(|(k, _)| k == name)
 }
 
-/// The sample's labels with the target's merged in (Prometheus' `honor_labels` rule),
-/// then metric relabeling; `None` when a rule dropped it. Without metric relabeling rules
-/// (the usual case) every string stays borrowed from the body or the target.
+/// The sample's labels (`labels`, which it leaves holding them) with the target's merged
+/// in (Prometheus' `honor_labels` rule), then metric relabeling; `None` when a rule dropped
+/// it. Without metric relabeling rules (the usual case) every string stays borrowed from
+/// the body or the target. The result's `labels` range is left empty for the caller.
 fn relabel_sample<'a>(
     sample: Sample<'a>,
+    labels: &mut SampleLabels<'a>,
     target: &TargetLabels<'a>,
     context: &ScrapeContext,
 ) -> Option<Relabeled<'a>> {
     // Names are unique in a parsed sample; every step below keeps them so.
-    let mut labels: SampleLabels<'a> = sample.labels;
     // The target's job and instance are held apart rather than put among the labels and
     // taken out again; they join them only when metric relabeling needs to see them.
     let mut fixed: [Option<Cow<'a, str>>; 2] = [None, None];
@@ -325,19 +344,19 @@ fn relabel_sample<'a>(
         .into_iter()
         .enumerate()
     {
-        if !value.is_empty() && target_label_wins(&mut labels, name, context.honor_labels) {
+        if !value.is_empty() && target_label_wins(labels, name, context.honor_labels) {
             fixed[slot] = Some(Cow::Borrowed(value));
         }
     }
     for (name, value) in target.labels {
-        if !value.is_empty() && target_label_wins(&mut labels, name, context.honor_labels) {
+        if !value.is_empty() && target_label_wins(labels, name, context.honor_labels) {
             labels.push((Cow::Borrowed(name), Cow::Borrowed(value)));
         }
     }
     let mut name = Cow::Borrowed(sample.name);
     if !context.metric_relabel.is_empty() {
         let mut map: Labels = labels
-            .into_iter()
+            .drain(..)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         for (slot, key) in ["job", "instance"].into_iter().enumerate() {
@@ -350,13 +369,10 @@ fn relabel_sample<'a>(
             return None;
         }
         name = Cow::Owned(map.remove("__name__").filter(|n| !n.is_empty())?);
-        labels = map
-            .into_iter()
-            .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
-            .collect();
+        labels.extend(map.into_iter().map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))));
     }
     labels.retain(|(k, v)| !k.starts_with("__") && !v.is_empty());
-    let mut take = |key: &str| position(&labels, key).map(|at| labels.swap_remove(at).1);
+    let mut take = |key: &str| position(labels, key).map(|at| labels.swap_remove(at).1);
     let [job, instance] = fixed;
     let job = job.or_else(|| take("job")).unwrap_or_default();
     let instance = instance.or_else(|| take("instance")).unwrap_or_default();
@@ -365,7 +381,7 @@ fn relabel_sample<'a>(
         name,
         job,
         instance,
-        labels,
+        labels: 0..0,
         value: sample.value,
         timestamp_ms: sample.timestamp_ms,
     })
@@ -401,15 +417,16 @@ fn export_clash<'a>(labels: &mut SampleLabels<'a>, name: &str, scraped: Cow<'a, 
 pub(crate) struct FamilyMeta<'b> {
     name: &'b str,
     kind: MetricKind,
-    help: String,
+    help: Cow<'b, str>,
 }
 
 impl<'b> FamilyMeta<'b> {
-    fn of(family: &Family<'b>) -> Self {
+    /// The metadata of a family whose samples were taken.
+    fn of(family: Family<'b>) -> Self {
         FamilyMeta {
             name: family.name,
             kind: family.kind,
-            help: family.help.clone().into_owned(),
+            help: family.help,
         }
     }
 }
@@ -417,6 +434,8 @@ impl<'b> FamilyMeta<'b> {
 /// One successful scrape before it becomes OTLP.
 pub(crate) struct Scraped<'b> {
     families: Vec<(FamilyMeta<'b>, Vec<Relabeled<'b>>)>,
+    /// The labels of every sample (see [`Relabeled::labels`]).
+    labels: Vec<Label<'b>>,
     scraped: usize,
     kept: usize,
 }
