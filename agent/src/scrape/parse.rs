@@ -336,20 +336,54 @@ fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
-fn is_metric_name(name: &str) -> bool {
+/// A byte that may be in a metric name: `[a-zA-Z0-9_:]`.
+const METRIC: u8 = 1;
+/// A byte that may be in a label name: `[a-zA-Z0-9_]`.
+const LABEL: u8 = 2;
+/// A byte that may start either name: not a digit.
+const FIRST: u8 = 4;
+
+/// The classes of every byte: one lookup per byte instead of a chain of comparisons (name
+/// checks were a tenth of the parser).
+static CLASSES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let word = c.is_ascii_alphanumeric() || c == b'_';
+        let mut class = 0;
+        if word || c == b':' {
+            class |= METRIC;
+        }
+        if word {
+            class |= LABEL;
+        }
+        if !c.is_ascii_digit() {
+            class |= FIRST;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
+fn class(b: u8) -> u8 {
+    CLASSES[usize::from(b)]
+}
+
+/// Whether `name` is non-empty, of bytes of class `kind`, and does not start with a digit.
+fn is_name(name: &str, kind: u8) -> bool {
     let bytes = name.as_bytes();
-    matches!(bytes.first(), Some(b) if b.is_ascii_alphabetic() || *b == b'_' || *b == b':')
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b':')
+    matches!(bytes.first(), Some(&b) if class(b) & FIRST != 0)
+        && bytes.iter().all(|&b| class(b) & kind != 0)
+}
+
+fn is_metric_name(name: &str) -> bool {
+    is_name(name, METRIC)
 }
 
 pub(crate) fn is_label_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    matches!(bytes.first(), Some(b) if b.is_ascii_alphabetic() || *b == b'_')
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    is_name(name, LABEL)
 }
 
 /// Undoes `\\`, `\n` and (in label values and OpenMetrics HELP) `\"`; an unknown escape
@@ -385,12 +419,24 @@ fn parse_sample<'a>(
     format: Format,
     labels: &mut Vec<Label<'a>>,
 ) -> Result<Sample<'a>, String> {
-    let name_end = line
-        .bytes()
-        .position(|b| b == b'{' || is_blank(b))
-        .unwrap_or(line.len());
+    // The name ends at `{`, a blank or the end of the line. One pass over its bytes finds
+    // the end and checks them; whatever else stops it makes the name invalid.
+    let bytes = line.as_bytes();
+    let valid_end = bytes
+        .iter()
+        .position(|&b| class(b) & METRIC == 0)
+        .unwrap_or(bytes.len());
+    let name_end = match bytes.get(valid_end) {
+        None | Some(b'{' | b' ' | b'\t') => valid_end,
+        Some(_) => bytes[valid_end..]
+            .iter()
+            .position(|&b| b == b'{' || is_blank(b))
+            .map_or(bytes.len(), |i| valid_end + i),
+    };
     let name = &line[..name_end];
-    if !is_metric_name(name) {
+    if name_end != valid_end
+        || !matches!(name.as_bytes().first(), Some(&b) if class(b) & FIRST != 0)
+    {
         return Err(format!("invalid metric name `{name}`"));
     }
     let mut rest = skip_blanks(&line[name_end..]);

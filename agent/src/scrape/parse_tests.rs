@@ -233,3 +233,29 @@ fn content_type_picks_the_format() {
     );
     assert_eq!(Format::from_content_type(None), Format::Text);
 }
+
+/// The byte-class table says what the spec's character classes say, for every ASCII byte
+/// alone, after a valid first byte, and for a non-ASCII name.
+#[test]
+fn name_classes_follow_the_spec() {
+    for b in 0u8..128 {
+        let c = char::from(b);
+        let word = c.is_ascii_alphanumeric() || c == '_';
+        let (metric_first, label_first) = (
+            c.is_ascii_alphabetic() || c == '_' || c == ':',
+            c.is_ascii_alphabetic() || c == '_',
+        );
+        assert_eq!(is_metric_name(&c.to_string()), metric_first, "{c:?}");
+        assert_eq!(is_label_name(&c.to_string()), label_first, "{c:?}");
+        assert_eq!(is_metric_name(&format!("a{c}")), word || c == ':', "a{c:?}");
+        assert_eq!(is_label_name(&format!("a{c}")), word, "a{c:?}");
+    }
+    assert!(!is_metric_name("é") && !is_label_name("aé") && !is_metric_name(""));
+    // A sample line's name is checked in the same pass that finds its end.
+    for bad in ["é 1\n", "a-b 1\n", "1a 1\n", "a.b{x=\"y\"} 1\n"] {
+        assert!(parse(bad, Format::Text).is_err(), "{bad:?}");
+    }
+    for good in [":a 1\n", "_ 1\n", "a:b_c9{x=\"y\"} 1\n", "a\t1\n"] {
+        assert!(parse(good, Format::Text).is_ok(), "{good:?}");
+    }
+}
