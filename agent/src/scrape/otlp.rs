@@ -445,7 +445,8 @@ pub(crate) struct Batch<'m> {
     /// The series key of the point being added, reused from point to point.
     key: String,
     /// Points expected in the metric a family's first point opens (the family's samples):
-    /// its bytes are reserved once rather than grown by doubling.
+    /// its bytes are reserved once rather than grown by doubling. 1 (nothing reserved)
+    /// once that metric is open.
     expected_points: usize,
     resources: Vec<ResourceOut>,
     /// Data points added (a histogram or summary counts as one), markers included.
@@ -573,13 +574,21 @@ impl<'m> Batch<'m> {
             },
         };
         resource.last = Some((at, shape));
+        let mut reserved = false;
         if let MetricOut::Open(metric) = &mut resource.metrics[at] {
-            if metric.points.capacity() == 0 {
+            if metric.points.capacity() == 0 && expected_points > 1 {
                 // A point's field header is at most 3 bytes for points under 2 MiB.
                 let bytes = (point.encoded_len() + 3).saturating_mul(expected_points);
                 metric.points.reserve(bytes.min(MAX_RESERVED));
+                reserved = true;
             }
             point.encode(&mut metric.points);
+        }
+        if reserved {
+            // Only the first metric a family opens reserves for all of it: a family whose
+            // samples go to many metrics (other names, or each its own job and instance,
+            // as from a federation endpoint) must not reserve its size once per metric.
+            self.expected_points = 1;
         }
     }
 
