@@ -24,16 +24,45 @@ pub mod kubeapi;
 pub mod process;
 pub mod servers;
 
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, RandomState};
 use std::net::TcpListener;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-/// A free TCP port on 127.0.0.1. The port is free when this returns; a test binds it soon
-/// after, and the kernel does not hand a just-released ephemeral port out again at once.
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range, never the same one
+/// twice in a test process. The port is free when this returns; a test binds it soon after.
+///
+/// A port from `bind(0)` is ephemeral: between this check and the server's bind, any
+/// outgoing connection on the machine (a client of another test, a scraper) may be given
+/// it, which once failed a `scripts/bench` run with "Address already in use". Below the
+/// ephemeral range only an explicit bind takes a port; tests in other processes pick at
+/// random from ~20,000 ports and check by binding, so two rarely meet.
 pub fn free_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let (low, high) = (10_000u16, ephemeral_start().max(10_002) - 1);
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    for _ in 0..1000 {
+        // A fresh `RandomState` has fresh keys: its hash of nothing is a random number.
+        let random = RandomState::new().hash_one(());
+        let port = low + (random % u64::from(high - low)) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("cannot bind a loopback port")
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default when unknown).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `limit`.
@@ -132,4 +161,26 @@ pub async fn metric_sum(admin: impl std::fmt::Display, name: &str, labels: &[&st
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ports come from below the ephemeral range, each once, each bindable when given.
+    #[test]
+    fn free_ports_are_distinct_bindable_and_not_ephemeral() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            ports.len(),
+            "a port was given twice: {ports:?}"
+        );
+        let below = 10_000..ephemeral_start();
+        assert!(ports.iter().all(|p| below.contains(p)), "{ports:?}");
+        for port in ports {
+            TcpListener::bind(("127.0.0.1", port)).expect("a given port binds");
+        }
+    }
 }
