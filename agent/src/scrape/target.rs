@@ -296,22 +296,22 @@ fn samples<'a>(
             scratch.clear();
             let taken = parsed_labels[sample.labels.clone()].iter_mut();
             scratch.extend(taken.map(std::mem::take));
-            let Some(mut r) = relabel_sample(sample, &mut scratch, target, context) else {
-                continue;
-            };
-            r.labels = labels.len()..labels.len() + scratch.len();
-            labels.append(&mut scratch);
-            relabeled.push(r);
+            relabeled.extend(relabel_sample(
+                sample,
+                &mut scratch,
+                &mut labels,
+                target,
+                context,
+            ));
         }
-        let samples = relabeled;
-        kept += samples.len();
+        kept += relabeled.len();
         if context.sample_limit > 0 && kept > context.sample_limit {
             return Err(ScrapeError::SampleLimit {
                 got: kept,
                 limit: context.sample_limit,
             });
         }
-        out.push((meta, samples));
+        out.push((meta, relabeled));
     }
     Ok(Scraped {
         families: out,
@@ -326,13 +326,14 @@ fn position(labels: &[Label<'_>], name: &str) -> Option<usize> {
     labels.iter().position(|(k, _)| k == name)
 }
 
-/// The sample's labels (`labels`, which it leaves holding them) with the target's merged
-/// in (Prometheus' `honor_labels` rule), then metric relabeling; `None` when a rule dropped
-/// it. Without metric relabeling rules (the usual case) every string stays borrowed from
-/// the body or the target. The result's `labels` range is left empty for the caller.
+/// The sample's labels (`labels`, which it empties) with the target's merged in
+/// (Prometheus' `honor_labels` rule), then metric relabeling, appended to the scrape's
+/// labels `out`; `None` when a rule dropped the sample. Without metric relabeling rules
+/// (the usual case) every string stays borrowed from the body or the target.
 fn relabel_sample<'a>(
     sample: Sample<'a>,
     labels: &mut SampleLabels<'a>,
+    out: &mut Vec<Label<'a>>,
     target: &TargetLabels<'a>,
     context: &ScrapeContext,
 ) -> Option<Relabeled<'a>> {
@@ -377,11 +378,13 @@ fn relabel_sample<'a>(
     let job = job.or_else(|| take("job")).unwrap_or_default();
     let instance = instance.or_else(|| take("instance")).unwrap_or_default();
     labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let start = out.len();
+    out.append(labels);
     Some(Relabeled {
         name,
         job,
         instance,
-        labels: 0..0,
+        labels: start..out.len(),
         value: sample.value,
         timestamp_ms: sample.timestamp_ms,
     })
