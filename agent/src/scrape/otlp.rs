@@ -435,7 +435,7 @@ struct ResourceOut {
     last: Option<(usize, Shape)>,
 }
 
-/// Most bytes reserved at once for a metric's points (see `Batch::expected_points`).
+/// Most bytes reserved at once for a metric's points (see `Batch::reserve_points`).
 const MAX_RESERVED: usize = 1 << 20;
 
 /// The OTLP output of one target's scrape, remembering its series as they pass.
@@ -444,10 +444,12 @@ pub(crate) struct Batch<'m> {
     memory: &'m mut SeriesMemory,
     /// The series key of the point being added, reused from point to point.
     key: String,
-    /// Points expected in the metric a family's first point opens (the family's samples):
-    /// its bytes are reserved once rather than grown by doubling. 1 (nothing reserved)
-    /// once that metric is open.
-    expected_points: usize,
+    /// Points a family will add, set by [`Batch::family`] and taken by its first point: if
+    /// that point opens a metric, the metric's bytes are reserved once rather than grown by
+    /// doubling. Only the first point takes it, so a family whose samples go to many
+    /// metrics (other names, or each its own job and instance, as from a federation
+    /// endpoint) does not reserve its size once per metric.
+    reserve_points: Option<usize>,
     resources: Vec<ResourceOut>,
     /// Data points added (a histogram or summary counts as one), markers included.
     pub points: usize,
@@ -461,7 +463,7 @@ impl<'m> Batch<'m> {
             now_ns,
             memory,
             key: String::new(),
-            expected_points: 1,
+            reserve_points: None,
             resources: Vec::new(),
             points: 0,
             stale_markers: 0,
@@ -546,7 +548,7 @@ impl<'m> Batch<'m> {
         point: Point<'_>,
     ) {
         self.points += 1;
-        let expected_points = self.expected_points;
+        let reserve = self.reserve_points.take();
         let resource = self.resource(job, instance);
         let shape = point.shape();
         // The samples of a family come one after another: most points go to the metric the
@@ -560,11 +562,17 @@ impl<'m> Batch<'m> {
             None => match resource.index.get(&(name.to_owned(), shape)) {
                 Some(&at) => at,
                 None => {
+                    // A point's field header is at most 3 bytes for points under 2 MiB.
+                    let bytes = reserve.map_or(0, |points| {
+                        (point.encoded_len() + 3)
+                            .saturating_mul(points)
+                            .min(MAX_RESERVED)
+                    });
                     resource.metrics.push(MetricOut::Open(OpenMetric {
                         name: name.to_owned(),
                         help: help.to_owned(),
                         shape,
-                        points: Vec::new(),
+                        points: Vec::with_capacity(bytes),
                     }));
                     resource
                         .index
@@ -574,21 +582,8 @@ impl<'m> Batch<'m> {
             },
         };
         resource.last = Some((at, shape));
-        let mut reserved = false;
         if let MetricOut::Open(metric) = &mut resource.metrics[at] {
-            if metric.points.capacity() == 0 && expected_points > 1 {
-                // A point's field header is at most 3 bytes for points under 2 MiB.
-                let bytes = (point.encoded_len() + 3).saturating_mul(expected_points);
-                metric.points.reserve(bytes.min(MAX_RESERVED));
-                reserved = true;
-            }
             point.encode(&mut metric.points);
-        }
-        if reserved {
-            // Only the first metric a family opens reserves for all of it: a family whose
-            // samples go to many metrics (other names, or each its own job and instance,
-            // as from a federation endpoint) must not reserve its size once per metric.
-            self.expected_points = 1;
         }
     }
 
@@ -672,12 +667,12 @@ impl<'m> Batch<'m> {
         samples: &[Relabeled<'_>],
         labels: &[Label<'_>],
     ) {
-        self.expected_points = samples.len();
+        self.reserve_points = Some(samples.len());
         match kind {
             MetricKind::Counter => self.counter_family(family, help, samples, labels),
             MetricKind::Histogram => match histogram_points(family, samples, labels) {
                 Some(groups) => {
-                    self.expected_points = groups.len();
+                    self.reserve_points = Some(groups.len());
                     for mut g in groups {
                         let explicit_time = g.point.time_unix_nano != 0;
                         if !explicit_time {
@@ -697,7 +692,7 @@ impl<'m> Batch<'m> {
             },
             MetricKind::Summary => match summary_points(family, samples, labels) {
                 Some(groups) => {
-                    self.expected_points = groups.len();
+                    self.reserve_points = Some(groups.len());
                     for mut g in groups {
                         let explicit_time = g.point.time_unix_nano != 0;
                         if !explicit_time {
@@ -723,7 +718,7 @@ impl<'m> Batch<'m> {
             | MetricKind::StateSet
             | MetricKind::GaugeHistogram => self.gauges(help, samples, labels),
         }
-        self.expected_points = 1;
+        self.reserve_points = None;
     }
 
     fn gauges(&mut self, help: &str, samples: &[Relabeled<'_>], labels: &[Label<'_>]) {
