@@ -371,11 +371,14 @@ fn class(b: u8) -> u8 {
     CLASSES[usize::from(b)]
 }
 
+/// Whether `name` is non-empty and does not start with a digit.
+fn starts_name(name: &str) -> bool {
+    matches!(name.as_bytes().first(), Some(&b) if class(b) & FIRST != 0)
+}
+
 /// Whether `name` is non-empty, of bytes of class `kind`, and does not start with a digit.
 fn is_name(name: &str, kind: u8) -> bool {
-    let bytes = name.as_bytes();
-    matches!(bytes.first(), Some(&b) if class(b) & FIRST != 0)
-        && bytes.iter().all(|&b| class(b) & kind != 0)
+    starts_name(name) && name.bytes().all(|b| class(b) & kind != 0)
 }
 
 fn is_metric_name(name: &str) -> bool {
@@ -434,9 +437,7 @@ fn parse_sample<'a>(
             .map_or(bytes.len(), |i| valid_end + i),
     };
     let name = &line[..name_end];
-    if name_end != valid_end
-        || !matches!(name.as_bytes().first(), Some(&b) if class(b) & FIRST != 0)
-    {
+    if name_end != valid_end || !starts_name(name) {
         return Err(format!("invalid metric name `{name}`"));
     }
     let mut rest = skip_blanks(&line[name_end..]);
