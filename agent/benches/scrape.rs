@@ -16,35 +16,31 @@ use std::time::Instant;
 
 use vigil_agent::scrape::{ScrapeConfig, Scraper, StaticTarget};
 
-/// `(HELP/TYPE header, sample line prefixes)` of one family.
-type Family = (String, Vec<String>);
-
-fn family(families: &mut Vec<Family>, name: &str, kind: &str, label_sets: Vec<String>) {
+/// Appends the line prefixes (all but the value) of one family's samples; its HELP/TYPE
+/// header rides on the first.
+fn family(prefixes: &mut Vec<String>, name: &str, kind: &str, label_sets: Vec<String>) {
     let header = format!(
         "# HELP {name} {}.\n# TYPE {name} {kind}\n",
         name.replace('_', " ")
     );
-    let prefixes = label_sets
-        .iter()
-        .map(|ls| match ls.is_empty() {
-            true => format!("{name} "),
-            false => format!("{name}{{{ls}}} "),
-        })
-        .collect();
-    families.push((header, prefixes));
+    for (j, ls) in label_sets.iter().enumerate() {
+        let header = if j == 0 { header.as_str() } else { "" };
+        prefixes.push(match ls.is_empty() {
+            true => format!("{header}{name} "),
+            false => format!("{header}{name}{{{ls}}} "),
+        });
+    }
 }
 
-/// The families of `scripts/bench`'s targets, in its order.
-fn families() -> Vec<Family> {
-    let mut families = Vec::new();
-    let mut family = |name: &str, kind: &str, label_sets: Vec<String>| {
-        family(&mut families, name, kind, label_sets)
-    };
+/// The sample line prefixes of `scripts/bench`'s targets, in its order.
+fn prefixes() -> Vec<String> {
+    let mut prefixes = Vec::new();
     let modes = [
         "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user",
     ];
     let cpus = || (0..32).map(|c| format!("cpu=\"{c}\""));
     family(
+        &mut prefixes,
         "node_cpu_seconds_total",
         "counter",
         cpus()
@@ -66,7 +62,12 @@ fn families() -> Vec<Family> {
         "transmit_drop",
     ] {
         let sets = devices.iter().map(|d| format!("device=\"{d}\"")).collect();
-        family(&format!("node_network_{n}_total"), "counter", sets);
+        family(
+            &mut prefixes,
+            &format!("node_network_{n}_total"),
+            "counter",
+            sets,
+        );
     }
     let disks: Vec<String> = (0..4)
         .map(|i| format!("nvme{i}n1"))
@@ -82,7 +83,12 @@ fn families() -> Vec<Family> {
         "write_time_seconds",
     ] {
         let sets = disks.iter().map(|d| format!("device=\"{d}\"")).collect();
-        family(&format!("node_disk_{n}_total"), "counter", sets);
+        family(
+            &mut prefixes,
+            &format!("node_disk_{n}_total"),
+            "counter",
+            sets,
+        );
     }
     for n in [
         "size_bytes",
@@ -99,7 +105,12 @@ fn families() -> Vec<Family> {
                 )
             })
             .collect();
-        family(&format!("node_filesystem_{n}"), "gauge", sets);
+        family(
+            &mut prefixes,
+            &format!("node_filesystem_{n}"),
+            "gauge",
+            sets,
+        );
     }
     for m in [
         "MemTotal",
@@ -124,21 +135,23 @@ fn families() -> Vec<Family> {
         "Percpu",
     ] {
         family(
+            &mut prefixes,
             &format!("node_memory_{m}_bytes"),
             "gauge",
             vec![String::new()],
         );
     }
-    family("node_load1", "gauge", vec![String::new()]);
+    family(&mut prefixes, "node_load1", "gauge", vec![String::new()]);
     family(
+        &mut prefixes,
         "node_schedstat_running_seconds_total",
         "counter",
         cpus().collect(),
     );
     // Pad to 1,000 with per-CPU interrupt counters.
-    let remaining = 1000 - families.iter().map(|(_, p)| p.len()).sum::<usize>();
-    self::family(
-        &mut families,
+    let remaining = 1000 - prefixes.len();
+    family(
+        &mut prefixes,
         "node_interrupts_total",
         "counter",
         (0..remaining)
@@ -152,7 +165,7 @@ fn families() -> Vec<Family> {
             })
             .collect(),
     );
-    families
+    prefixes
 }
 
 /// The body of scrape `k`: every value changes from one scrape to the next.
@@ -171,16 +184,7 @@ fn main() {
         .position(|a| a == "--scrapes")
         .and_then(|i| args.get(i + 1)?.parse::<usize>().ok())
         .unwrap_or(2_000);
-    // The HELP/TYPE header of a family rides on its first sample's prefix.
-    let prefixes: Vec<String> = families()
-        .into_iter()
-        .flat_map(|(header, prefixes)| {
-            prefixes
-                .into_iter()
-                .enumerate()
-                .map(move |(j, p)| if j == 0 { format!("{header}{p}") } else { p })
-        })
-        .collect();
+    let prefixes = prefixes();
     let series = prefixes.len();
     let config = ScrapeConfig {
         static_targets: vec![StaticTarget {
