@@ -203,11 +203,11 @@ fn main() {
     let wall = Instant::now();
     for k in 0..scrapes {
         let body = bodies[k % bodies.len()].clone();
-        let started = vigil_core::process::cpu_seconds();
+        let started = vigil_core::testing::cpu_seconds();
         let encoded = scraper
             .record_body(body)
             .expect("the bench's config has one target");
-        cpu += vigil_core::process::cpu_seconds() - started;
+        cpu += vigil_core::testing::cpu_seconds() - started;
         otlp_bytes += encoded.iter().map(Vec::len).sum::<usize>();
     }
     let wall = wall.elapsed().as_secs_f64();

@@ -382,7 +382,7 @@ fn main() {
 
         // Receive: decode, validate, count and durably store, 16 requests in flight so
         // concurrent pushes share fsyncs as they do under load.
-        let (wall, cpu) = (Instant::now(), vigil_core::process::cpu_seconds());
+        let (wall, cpu) = (Instant::now(), vigil_core::testing::cpu_seconds());
         let mut in_flight: tokio::task::JoinSet<Result<_, vigil_collector::receiver::Refusal>> =
             tokio::task::JoinSet::new();
         for body in requests {
@@ -397,10 +397,10 @@ fn main() {
         while let Some(r) = in_flight.join_next().await {
             r.expect("join").expect("accepted");
         }
-        let receive = (wall.elapsed().as_secs_f64(), vigil_core::process::cpu_seconds() - cpu);
+        let receive = (wall.elapsed().as_secs_f64(), vigil_core::testing::cpu_seconds() - cpu);
 
         // Export side: read back, convert to remote write, snappy-encode, ack.
-        let (wall, cpu) = (Instant::now(), vigil_core::process::cpu_seconds());
+        let (wall, cpu) = (Instant::now(), vigil_core::testing::cpu_seconds());
         let mut consumer = buffer.consumer(Signal::Metrics).await.expect("consumer");
         let mut seen = 0.0;
         let mut encoded = 0usize;
@@ -416,7 +416,7 @@ fn main() {
             let ids: Vec<_> = batch.iter().map(|d| d.id).collect();
             consumer.ack(&ids).await.expect("ack");
         }
-        let export = (wall.elapsed().as_secs_f64(), vigil_core::process::cpu_seconds() - cpu);
+        let export = (wall.elapsed().as_secs_f64(), vigil_core::testing::cpu_seconds() - cpu);
 
         let total = (receive.0 + export.0, receive.1 + export.1);
         let kind = if histograms { "histogram (10 buckets)" } else { "counter and gauge" };

@@ -101,21 +101,6 @@ pub fn trim_malloc_periodically() {
     let _ = interval;
 }
 
-/// CPU seconds (user + system) this process has used so far, to the nanosecond, for
-/// benchmarks: a quick run uses a few tenths of a second, where /proc's 10 ms ticks alone
-/// would be ±5%. 0 where the clock is not available.
-pub fn cpu_seconds() -> f64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec it is handed, which outlives the call.
-    match unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } {
-        0 => now.tv_sec as f64 + now.tv_nsec as f64 / 1e9,
-        _ => 0.0,
-    }
-}
-
 /// TLS for every outgoing and incoming connection uses rustls with the ring provider;
 /// installing it once per process is enough. Call it before building any TLS client or
 /// server.
