@@ -193,11 +193,14 @@ where
         let method = ExportMethod(self.export.clone());
         let max = self.max_message_bytes;
         Box::pin(async move {
-            let mut encodings = EnabledCompressionEncodings::default();
-            encodings.enable(CompressionEncoding::Gzip);
-            encodings.enable(CompressionEncoding::Zstd);
+            let mut accepted = EnabledCompressionEncodings::default();
+            accepted.enable(CompressionEncoding::Gzip);
+            accepted.enable(CompressionEncoding::Zstd);
+            // Answers go uncompressed whatever the client accepts: an export response is a
+            // few bytes, and compressing one cost a new zstd context (megabytes allocated
+            // and zeroed) or gzip state per request, on both ends, for nothing.
             let mut grpc = Grpc::new(PassThrough)
-                .apply_compression_config(encodings, encodings)
+                .apply_compression_config(accepted, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(method, request).await)
         })
@@ -374,11 +377,9 @@ mod tests {
         assert_eq!(refused(&telemetry, Signal::Logs, "invalid"), (1, 0));
     }
 
-    #[tokio::test]
-    async fn delta_metrics_get_a_partial_success() {
-        let buffer = MemoryBuffer::new(1 << 20);
-        let (svc, _) = service(&buffer, [true; 3], Signal::Metrics);
-        let request = ExportMetricsServiceRequest {
+    /// Two delta points, which the collector refuses in a partial success.
+    fn delta_metrics() -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 scope_metrics: vec![ScopeMetrics {
                     metrics: vec![Metric {
@@ -394,14 +395,58 @@ mod tests {
                 }],
                 ..Default::default()
             }],
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn delta_metrics_get_a_partial_success() {
+        let buffer = MemoryBuffer::new(1 << 20);
+        let (svc, _) = service(&buffer, [true; 3], Signal::Metrics);
         let response = svc
-            .export(super::tests::request(request))
+            .export(super::tests::request(delta_metrics()))
             .await
             .unwrap()
             .into_inner();
         let response = ExportMetricsServiceResponse::decode(response).unwrap();
         let partial = response.partial_success.unwrap();
         assert_eq!(partial.rejected_data_points, 2);
+    }
+
+    #[tokio::test]
+    async fn answers_are_not_compressed_even_when_the_client_accepts_it() {
+        use http_body_util::BodyExt;
+        use tower::Service;
+
+        let buffer = MemoryBuffer::new(1 << 20);
+        let telemetry = Telemetry::new();
+        let ingest = Ingest::new(Arc::new(buffer), telemetry, [true; 3], None);
+        let mut server = server::<Metrics>(Arc::new(ingest), "x-scope-orgid", 1 << 20);
+
+        let message = delta_metrics().encode_to_vec();
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&message);
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("/{}/Export", Metrics::NAME))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-accept-encoding", "zstd,gzip")
+            .body(http_body_util::Full::new(Bytes::from(frame)))
+            .unwrap();
+        let response = server.call(request).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(response.headers().get("grpc-encoding"), None);
+
+        let body = response.into_body().collect().await.unwrap();
+        let trailers = body.trailers().cloned().unwrap_or_default();
+        assert_eq!(
+            trailers.get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"0"[..])
+        );
+        let bytes = body.to_bytes();
+        assert_eq!(bytes[0], 0, "the answer's frame is flagged uncompressed");
+        let answer = ExportMetricsServiceResponse::decode(&bytes[5..]).unwrap();
+        assert_eq!(answer.partial_success.unwrap().rejected_data_points, 2);
     }
 }
