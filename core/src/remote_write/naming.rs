@@ -153,6 +153,25 @@ fn is_label_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
+/// Whether a non-empty key is a label name as it stands: label characters only, not
+/// starting with a digit, no `__` anywhere (which [`push_replaced`] would squeeze). One pass
+/// over the bytes: this runs for every attribute of every data point.
+fn is_clean_label(key: &[u8]) -> bool {
+    if key.first().is_some_and(u8::is_ascii_digit) {
+        return false;
+    }
+    let mut after_underscore = false;
+    for &b in key {
+        match b {
+            b'_' if after_underscore => return false,
+            b'_' => after_underscore = true,
+            _ if b.is_ascii_alphanumeric() => after_underscore = false,
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// The Prometheus name of an OTLP metric, without the `_bucket`/`_sum`/`_count` series
 /// suffixes. With `add_suffixes`, the unit comes first (unless a `_`-separated part of the
 /// name already is that unit), then `_total` for counters; a counter already ending in
@@ -209,10 +228,7 @@ fn has_part(name: &str, part: &str) -> bool {
 /// can carry. Valid keys (the common case) are borrowed.
 pub fn label_name(key: &str) -> Option<Cow<'_, str>> {
     let first = key.chars().next()?;
-    let valid = !first.is_ascii_digit()
-        && key.chars().all(is_label_char)
-        && !key.as_bytes().windows(2).any(|w| w == b"__");
-    if valid {
+    if is_clean_label(key.as_bytes()) {
         return Some(Cow::Borrowed(key));
     }
     let mut out = String::with_capacity(key.len() + 4);
@@ -397,6 +413,20 @@ mod tests {
         assert_eq!(unit.word(), "seconds");
         assert_eq!(PromUnit::from_otlp("By/s", true).word(), "bytes_per_second");
         assert_eq!(PromUnit::from_otlp("{x}", true).word(), "");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::testing::cases(1024))]
+
+        /// The one-pass check says what the rule says: label characters only, no digit
+        /// first, no `__`.
+        #[test]
+        fn a_clean_label_is_exactly_one_the_rule_allows(key in "[a-z0-9_.é]{1,8}") {
+            let rule = !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(is_label_char)
+                && !key.contains("__");
+            proptest::prop_assert_eq!(is_clean_label(key.as_bytes()), rule);
+        }
     }
 
     #[test]
