@@ -127,7 +127,9 @@ pub(super) fn gather<'a>(
         }
     }
     scratch.sort_unstable_by(|a, b| {
-        (a.name.as_ref(), b.priority, a.key).cmp(&(b.name.as_ref(), a.priority, b.key))
+        by_name(&a.name, &b.name)
+            .then(b.priority.cmp(&a.priority))
+            .then_with(|| a.key.cmp(b.key))
     });
     // The first of each name has the highest priority; equals of the same priority (two
     // attributes sanitised to one name) are joined, the rest give way.
@@ -142,6 +144,15 @@ pub(super) fn gather<'a>(
         }
         true
     });
+}
+
+/// Names in byte order. Most names of a point differ in their first byte, which decides
+/// without a call to `memcmp`.
+fn by_name(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
 }
 
 /// Calls `label` with each label of one series, sorted by name: the gathered ones plus
