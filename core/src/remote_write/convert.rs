@@ -19,11 +19,11 @@ use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, DataPointF
 
 use super::EncodeError;
 use super::input::{
-    Data, ExponentialHistogramDataPoint, HistogramDataPoint, InstrumentationScope, KeyValue,
-    Metric, MetricsRequest, NumberDataPoint, NumberValue, SummaryDataPoint, text, value_text,
+    Attribute, Data, ExponentialHistogramDataPoint, HistogramDataPoint, InstrumentationScope,
+    KeyValue, Metric, MetricsRequest, NumberPoint, NumberValue, SummaryDataPoint, text, value_text,
 };
 use super::labels::{
-    Entry, FixedLabel, IDENTITY, Identity, PROMOTED, each_series_label, gather, push_fixed,
+    self, Entry, FixedLabel, IDENTITY, Identity, PROMOTED, each_series_label, gather, push_fixed,
 };
 use super::naming::{PromUnit, format_float, metric_name};
 use super::proto::{MetricMetadata, MetricType, WriteRequest, wire};
@@ -141,7 +141,7 @@ pub fn convert_payloads<'p>(
         .into_iter()
         .map(|payload| MetricsRequest::decode(payload.clone()))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(convert_requests(&requests, opts))
+    convert_requests(&requests, opts)
 }
 
 /// [`convert_payloads`] for requests already decoded: for tests and tools.
@@ -154,7 +154,10 @@ pub fn convert(requests: &[ExportMetricsServiceRequest], opts: &ConvertOptions) 
     convert_payloads(&payloads, opts).unwrap_or_default()
 }
 
-fn convert_requests(requests: &[MetricsRequest], opts: &ConvertOptions) -> Converted {
+fn convert_requests(
+    requests: &[MetricsRequest],
+    opts: &ConvertOptions,
+) -> Result<Converted, prost::DecodeError> {
     let mut out = Output::with_capacity(estimate_series(requests).saturating_mul(SERIES_BYTES));
     let mut targets_written: HashSet<(String, String)> = HashSet::new();
     for resource_metrics in requests.iter().flat_map(|r| &r.resource_metrics) {
@@ -188,11 +191,13 @@ fn convert_requests(requests: &[MetricsRequest], opts: &ConvertOptions) -> Conve
                 );
             }
             let mut scratch = Vec::with_capacity(scope_fixed.len() + 8);
+            let mut point_attributes = Vec::with_capacity(8);
             for metric in &scope_metrics.metrics {
                 MetricWriter {
                     out: &mut out,
                     fixed: &scope_fixed,
                     scratch: &mut scratch,
+                    attributes: &mut point_attributes,
                     opts,
                 }
                 .write(metric);
@@ -207,7 +212,10 @@ fn convert_requests(requests: &[MetricsRequest], opts: &ConvertOptions) -> Conve
             }
         }
     }
-    out.finish()
+    match out.damaged.take() {
+        Some(e) => Err(e),
+        None => Ok(out.finish()),
+    }
 }
 
 /// What an encoded series usually takes (labels of a typical service), to reserve the
@@ -233,6 +241,9 @@ struct Output {
     dropped: [u64; DropReason::ALL.len()],
     /// Newest sample timestamp of the current resource: the `target_info` timestamp.
     latest_ms: Option<i64>,
+    /// Why a point that stayed bytes did not read, if one did not: the payload is refused
+    /// as a whole, as if it had not decoded.
+    damaged: Option<prost::DecodeError>,
 }
 
 impl Output {
@@ -248,6 +259,7 @@ impl Output {
             samples: 0,
             dropped: [0; DropReason::ALL.len()],
             latest_ms: None,
+            damaged: None,
         }
     }
 
@@ -415,9 +427,8 @@ fn write_target_info(
     attributes: &[KeyValue],
     ts: i64,
 ) -> bool {
-    let mut others = attributes
-        .iter()
-        .filter(|kv| !Identity::is_identifying(text(&kv.key)))
+    let mut others = labels::attributes(attributes)
+        .filter(|(key, _)| !Identity::is_identifying(key))
         .peekable();
     if others.peek().is_none() {
         return false;
@@ -440,6 +451,8 @@ struct MetricWriter<'o, 's, 'a> {
     out: &'o mut Output,
     fixed: &'a [FixedLabel],
     scratch: &'s mut Vec<Entry<'a>>,
+    /// A number point's attributes as read (reused).
+    attributes: &'s mut Vec<Attribute<'a>>,
     opts: &'o ConvertOptions,
 }
 
@@ -510,8 +523,17 @@ impl<'a> MetricWriter<'_, '_, 'a> {
         }
     }
 
-    fn numbers(&mut self, name: &str, points: &'a [NumberDataPoint]) {
-        for p in points {
+    fn numbers(&mut self, name: &str, points: &'a [Bytes]) {
+        for bytes in points {
+            self.attributes.clear();
+            let p = match NumberPoint::read(bytes, self.attributes) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The receiver checked every point, so this payload was damaged since.
+                    self.out.damaged.get_or_insert(e);
+                    return;
+                }
+            };
             let value = match (&p.value, is_stale(p.flags)) {
                 (_, true) => STALE_NAN,
                 (Some(NumberValue::AsDouble(d)), false) => *d,
@@ -521,7 +543,7 @@ impl<'a> MetricWriter<'_, '_, 'a> {
                     continue;
                 }
             };
-            gather(self.scratch, self.fixed, &p.attributes);
+            gather(self.scratch, self.fixed, self.attributes.drain(..));
             self.out
                 .push(self.scratch, name, None, value, millis(p.time_unix_nano));
         }
@@ -539,7 +561,7 @@ impl<'a> MetricWriter<'_, '_, 'a> {
         }
         let stale = is_stale(p.flags);
         let ts = millis(p.time_unix_nano);
-        gather(self.scratch, self.fixed, &p.attributes);
+        gather(self.scratch, self.fixed, labels::attributes(&p.attributes));
         let mut buckets = Buckets::new(self, names, stale, ts);
         // Without bucket counts only the +Inf bucket (the count) is known.
         if !counts.is_empty() {
@@ -568,7 +590,7 @@ impl<'a> MetricWriter<'_, '_, 'a> {
         let bound = |index: i64| f64::exp2(index as f64 * step);
         let stale = is_stale(p.flags);
         let ts = millis(p.time_unix_nano);
-        gather(self.scratch, self.fixed, &p.attributes);
+        gather(self.scratch, self.fixed, labels::attributes(&p.attributes));
         let mut buckets = Buckets::new(self, names, stale, ts);
         let negative = p
             .negative
@@ -599,7 +621,7 @@ impl<'a> MetricWriter<'_, '_, 'a> {
         let stale = is_stale(p.flags);
         let value = |v: f64| if stale { STALE_NAN } else { v };
         let ts = millis(p.time_unix_nano);
-        gather(self.scratch, self.fixed, &p.attributes);
+        gather(self.scratch, self.fixed, labels::attributes(&p.attributes));
         for q in &p.quantile_values {
             let quantile = format_float(q.quantile);
             let extra = Some(("quantile", quantile.as_str()));

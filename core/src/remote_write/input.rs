@@ -6,7 +6,7 @@
 //! thrown away. These messages have the same fields on the wire (tags and types from
 //! `opentelemetry/proto/metrics/v1/metrics.proto` and `common/v1/common.proto`) and are
 //! decoded by the same `prost` derive, so merging, oneofs, packed and unpacked repeats and
-//! unknown fields behave exactly alike. Two things differ:
+//! unknown fields behave exactly alike. Three things differ:
 //!
 //! - Strings are [`Bytes`] slices of the request's buffer (a reference count, no copy);
 //!   [`text`] reads them.
@@ -15,13 +15,20 @@
 //!   string-table indexes) are not declared, so prost skips them as unknown fields instead
 //!   of building them. None of them is part of a oneof, where skipping would change which
 //!   value wins.
+//! - The points of gauges and sums, most of what arrives, stay bytes. [`NumberPoint::read`]
+//!   reads one with prost's field readers, and an attribute of the usual shape (a key and
+//!   one string value) in place, without building a message for it.
 //!
-//! A property test (`tests.rs`) holds these to `opentelemetry-proto`: any request read
-//! here and written back decodes there to the original with only the skipped fields gone.
+//! Property tests (`tests.rs`) hold these to `opentelemetry-proto`: any request read here
+//! and written back decodes there to the original with only the skipped fields gone; and
+//! any number point, mutated or not, reads here as prost's decoding reads it, and fails
+//! where that fails.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use prost::encoding::WireType;
+use prost::{DecodeError, Message};
 
 /// The text of a string field. The receiver refuses a request with a string that is not
 /// UTF-8 (prost's rule, see [`crate::otlp::skim`]), so a buffered one always is; should one
@@ -143,16 +150,20 @@ pub enum Data {
     Summary(Summary),
 }
 
+/// `Gauge`. Its points stay bytes, read one at a time by [`NumberPoint::read`]: decoded
+/// as messages, each point's vector of attributes, each attribute's value and their
+/// reference counts were a third of the conversion of a scrape.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Gauge {
-    #[prost(message, repeated, tag = "1")]
-    pub data_points: Vec<NumberDataPoint>,
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    pub data_points: Vec<Bytes>,
 }
 
+/// `Sum`; its points stay bytes as [`Gauge`]'s do.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Sum {
-    #[prost(message, repeated, tag = "1")]
-    pub data_points: Vec<NumberDataPoint>,
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    pub data_points: Vec<Bytes>,
     #[prost(int32, tag = "2")]
     pub aggregation_temporality: i32,
     #[prost(bool, tag = "3")]
@@ -181,6 +192,8 @@ pub struct Summary {
     pub data_points: Vec<SummaryDataPoint>,
 }
 
+/// `NumberDataPoint` as a message: what [`NumberPoint::read`] must read alike.
+#[cfg(test)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NumberDataPoint {
     #[prost(message, repeated, tag = "7")]
@@ -320,4 +333,130 @@ fn owned_value(value: &Value) -> opentelemetry_proto::tonic::common::v1::AnyValu
         }),
     };
     otel::AnyValue { value: Some(value) }
+}
+
+/// An attribute as label text: its key and its value by [`value_text`].
+pub type Attribute<'a> = (&'a str, Cow<'a, str>);
+
+/// The fields of a `NumberDataPoint` the conversion uses, read from the point's bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NumberPoint {
+    pub time_unix_nano: u64,
+    pub flags: u32,
+    pub value: Option<NumberValue>,
+}
+
+impl NumberPoint {
+    /// Reads a point as prost reads [`NumberDataPoint`], with prost's own field readers: the
+    /// last value of a field wins, unknown fields are skipped, a wrong wire type or a cut
+    /// field is an error. Its attributes are appended to `attributes`.
+    pub fn read<'a>(
+        point: &'a Bytes,
+        attributes: &mut Vec<Attribute<'a>>,
+    ) -> Result<NumberPoint, DecodeError> {
+        use prost::encoding::{DecodeContext, decode_key, double, fixed64, sfixed64, uint32};
+        let mut read = NumberPoint {
+            time_unix_nano: 0,
+            flags: 0,
+            value: None,
+        };
+        let mut buf: &'a [u8] = point;
+        while !buf.is_empty() {
+            let (tag, wire) = decode_key(&mut buf)?;
+            let ctx = DecodeContext::default();
+            match tag {
+                3 => fixed64::merge(wire, &mut read.time_unix_nano, &mut buf, ctx)?,
+                4 => {
+                    let mut v = 0.0;
+                    double::merge(wire, &mut v, &mut buf, ctx)?;
+                    read.value = Some(NumberValue::AsDouble(v));
+                }
+                6 => {
+                    let mut v = 0;
+                    sfixed64::merge(wire, &mut v, &mut buf, ctx)?;
+                    read.value = Some(NumberValue::AsInt(v));
+                }
+                7 => {
+                    prost::encoding::check_wire_type(WireType::LengthDelimited, wire)?;
+                    // Skipped by prost first, so a cut field fails as it fails there.
+                    let field = buf;
+                    prost::encoding::skip_field(wire, tag, &mut buf, ctx)?;
+                    let mut kv = &field[..field.len() - buf.len()];
+                    prost::encoding::decode_varint(&mut kv)?;
+                    attributes.push(attribute(point, kv)?);
+                }
+                8 => uint32::merge(wire, &mut read.flags, &mut buf, ctx)?,
+                _ => prost::encoding::skip_field(wire, tag, &mut buf, ctx)?,
+            }
+        }
+        Ok(read)
+    }
+}
+
+/// One `KeyValue` from its bytes `kv`, which lie in `point`. The usual attribute (its key,
+/// then a value holding one string, each once) is read in place; any other shape goes
+/// through prost's decoding of [`KeyValue`], so merged and repeated fields mean what they
+/// mean there.
+fn attribute<'a>(point: &'a Bytes, kv: &'a [u8]) -> Result<Attribute<'a>, DecodeError> {
+    if let Some((key, value)) = plain_attribute(kv) {
+        return Ok((text_of(key), Cow::Borrowed(text_of(value))));
+    }
+    let decoded = KeyValue::decode(point.slice_ref(kv))?;
+    // A decoded key that is not empty shares the point's buffer: borrow it from there.
+    let key = match decoded.key.is_empty() {
+        true => "",
+        false => within(kv, &decoded.key).map_or("\u{FFFD}", text_of),
+    };
+    Ok((
+        key,
+        Cow::Owned(value_text(decoded.value.as_ref()).into_owned()),
+    ))
+}
+
+/// The key and string value of a `KeyValue` that is exactly `key` (1) and `value` (2)
+/// holding only `string_value` (1), in either order, each once; `None` for anything else.
+fn plain_attribute(mut kv: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (mut key, mut value) = (None, None);
+    while !kv.is_empty() {
+        let field = kv[0];
+        let body = short_delimited(&mut kv)?;
+        match field {
+            0x0a if key.is_none() => key = Some(body),
+            0x12 if value.is_none() => {
+                let mut any = body;
+                if any.first() != Some(&0x0a) {
+                    return None;
+                }
+                let string = short_delimited(&mut any)?;
+                if !any.is_empty() {
+                    return None;
+                }
+                value = Some(string);
+            }
+            _ => return None,
+        }
+    }
+    Some((key?, value?))
+}
+
+/// Past a one-byte key and a one-byte length (under 128), the field's bytes; `None` if
+/// the length takes more bytes or runs past the end.
+fn short_delimited<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = usize::from(*buf.get(1)?);
+    if len >= 0x80 {
+        return None;
+    }
+    let body = buf.get(2..2 + len)?;
+    *buf = &buf[2 + len..];
+    Some(body)
+}
+
+/// `inner` as a subslice of `outer` with `outer`'s lifetime, if it lies there.
+fn within<'a>(outer: &'a [u8], inner: &[u8]) -> Option<&'a [u8]> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    outer.get(start..start + inner.len())
+}
+
+fn text_of(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or("\u{FFFD}")
 }

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use super::input::{KeyValue, text, value_text};
+use super::input::{Attribute, KeyValue, text, value_text};
 use super::naming::label_name;
 
 // Precedence of labels with the same name, lowest first (see the module doc of the parent).
@@ -99,10 +99,10 @@ pub(super) struct Entry<'a> {
 }
 
 /// Fills `scratch` with the labels of one data point, sorted by name, one per name.
-pub(super) fn gather<'a>(
+pub(super) fn gather<'a, 'b: 'a>(
     scratch: &mut Vec<Entry<'a>>,
     fixed: &'a [FixedLabel],
-    attributes: impl IntoIterator<Item = &'a KeyValue>,
+    attributes: impl IntoIterator<Item = Attribute<'b>>,
 ) {
     scratch.clear();
     scratch.extend(fixed.iter().map(|f| Entry {
@@ -111,12 +111,10 @@ pub(super) fn gather<'a>(
         value: Cow::Borrowed(&f.value),
         priority: f.priority,
     }));
-    for kv in attributes {
-        let key = text(&kv.key);
+    for (key, value) in attributes {
         let Some(name) = label_name(key) else {
             continue;
         };
-        let value = value_text(kv.value.as_ref());
         if !value.is_empty() {
             scratch.push(Entry {
                 name,
@@ -153,6 +151,12 @@ fn by_name(a: &str, b: &str) -> std::cmp::Ordering {
         (Some(x), Some(y)) if x != y => x.cmp(y),
         _ => a.cmp(b),
     }
+}
+
+/// The attributes of a message as label text.
+pub(super) fn attributes(kvs: &[KeyValue]) -> impl Iterator<Item = Attribute<'_>> {
+    kvs.iter()
+        .map(|kv| (text(&kv.key), value_text(kv.value.as_ref())))
 }
 
 /// Calls `label` with each label of one series, sorted by name: the gathered ones plus
