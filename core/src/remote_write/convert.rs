@@ -19,8 +19,8 @@ use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, DataPointF
 
 use super::EncodeError;
 use super::input::{
-    Attribute, Data, ExponentialHistogramDataPoint, HistogramDataPoint, InstrumentationScope,
-    KeyValue, Metric, MetricsRequest, NumberPoint, NumberValue, SummaryDataPoint, text, value_text,
+    Attribute, Data, ExponentialHistogramDataPoint, HistogramPoint, InstrumentationScope, KeyValue,
+    Metric, MetricsRequest, NumberPoint, NumberValue, SummaryDataPoint, text, value_text,
 };
 use super::labels::{
     self, Entry, FixedLabel, IDENTITY, Identity, PROMOTED, each_series_label, gather, push_fixed,
@@ -192,12 +192,14 @@ fn convert_requests(
             }
             let mut scratch = Vec::with_capacity(scope_fixed.len() + 8);
             let mut point_attributes = Vec::with_capacity(8);
+            let mut histogram_scratch = Default::default();
             for metric in &scope_metrics.metrics {
                 MetricWriter {
                     out: &mut out,
                     fixed: &scope_fixed,
                     scratch: &mut scratch,
                     attributes: &mut point_attributes,
+                    histogram_scratch: &mut histogram_scratch,
                     opts,
                 }
                 .write(metric);
@@ -378,11 +380,8 @@ fn estimate_series(requests: &[MetricsRequest]) -> usize {
         .map(|m| match &m.data {
             Some(Data::Gauge(g)) => g.data_points.len(),
             Some(Data::Sum(s)) => s.data_points.len(),
-            Some(Data::Histogram(h)) => h
-                .data_points
-                .iter()
-                .map(|p| p.explicit_bounds.len() + 3)
-                .sum(),
+            // A bucket is 16 bytes of a point (its count and its bound).
+            Some(Data::Histogram(h)) => h.data_points.iter().map(|p| p.len() / 16 + 3).sum(),
             Some(Data::ExponentialHistogram(h)) => h
                 .data_points
                 .iter()
@@ -451,8 +450,10 @@ struct MetricWriter<'o, 's, 'a> {
     out: &'o mut Output,
     fixed: &'a [FixedLabel],
     scratch: &'s mut Vec<Entry<'a>>,
-    /// A number point's attributes as read (reused).
+    /// A number or histogram point's attributes as read (reused).
     attributes: &'s mut Vec<Attribute<'a>>,
+    /// A histogram point's bucket counts and bounds as read (reused).
+    histogram_scratch: &'s mut (Vec<u64>, Vec<f64>),
     opts: &'o ConvertOptions,
 }
 
@@ -549,9 +550,27 @@ impl<'a> MetricWriter<'_, '_, 'a> {
         }
     }
 
-    fn histogram(&mut self, names: &SeriesNames, p: &'a HistogramDataPoint) {
-        let bounds = &p.explicit_bounds;
-        let counts = &p.bucket_counts;
+    fn histogram(&mut self, names: &SeriesNames, bytes: &'a Bytes) {
+        self.attributes.clear();
+        // Taken out while the point is written, which needs the writer whole.
+        let (mut counts, mut bounds) = std::mem::take(self.histogram_scratch);
+        counts.clear();
+        bounds.clear();
+        match HistogramPoint::read(bytes, self.attributes, &mut counts, &mut bounds) {
+            Ok(p) => self.classic_histogram(names, &p, &counts, &bounds),
+            // The receiver checked every point, so this payload was damaged since.
+            Err(e) => drop(self.out.damaged.get_or_insert(e)),
+        }
+        *self.histogram_scratch = (counts, bounds);
+    }
+
+    fn classic_histogram(
+        &mut self,
+        names: &SeriesNames,
+        p: &HistogramPoint,
+        counts: &[u64],
+        bounds: &[f64],
+    ) {
         let fits = counts.is_empty() || counts.len() == bounds.len() + 1;
         let increasing =
             bounds.iter().all(|b| b.is_finite()) && bounds.windows(2).all(|w| w[0] < w[1]);
@@ -561,7 +580,7 @@ impl<'a> MetricWriter<'_, '_, 'a> {
         }
         let stale = is_stale(p.flags);
         let ts = millis(p.time_unix_nano);
-        gather(self.scratch, self.fixed, labels::attributes(&p.attributes));
+        gather(self.scratch, self.fixed, self.attributes.drain(..));
         let mut buckets = Buckets::new(self, names, stale, ts);
         // Without bucket counts only the +Inf bucket (the count) is known.
         if !counts.is_empty() {

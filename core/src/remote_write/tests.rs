@@ -702,16 +702,9 @@ fn read_fields(mut request: ExportMetricsServiceRequest) -> ExportMetricsService
             for metric in &mut sm.metrics {
                 metric.metadata.clear();
                 match &mut metric.data {
-                    // Number points stay bytes (`input::NumberPoint` reads them), so they
-                    // are written back whole.
-                    Some(Data::Gauge(_) | Data::Sum(_)) => {}
-                    Some(Data::Histogram(h)) => {
-                        for p in &mut h.data_points {
-                            attributes(&mut p.attributes);
-                            (p.start_time_unix_nano, p.min, p.max) = (0, None, None);
-                            p.exemplars.clear();
-                        }
-                    }
+                    // Number and histogram points stay bytes (`input::NumberPoint` and
+                    // `input::HistogramPoint` read them), so they are written back whole.
+                    Some(Data::Gauge(_) | Data::Sum(_) | Data::Histogram(_)) => {}
                     Some(Data::ExponentialHistogram(h)) => {
                         for p in &mut h.data_points {
                             attributes(&mut p.attributes);
@@ -799,6 +792,87 @@ fn both_readings(body: &[u8]) -> (Option<PointReading>, Option<PointReading>) {
         (p.time_unix_nano, p.flags, bits(p.value), text.collect())
     });
     (ours, prost)
+}
+
+/// A histogram point read by [`input::HistogramPoint`] and by prost's decoding of
+/// [`input::HistogramDataPoint`]: (time, count, sum bits, flags, counts, bound bits,
+/// attributes as text).
+type HistogramReading = (
+    u64,
+    u64,
+    Option<u64>,
+    u32,
+    Vec<u64>,
+    Vec<u64>,
+    Vec<(String, String)>,
+);
+
+fn both_histogram_readings(body: &[u8]) -> (Option<HistogramReading>, Option<HistogramReading>) {
+    let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let bytes = bytes::Bytes::copy_from_slice(body);
+    let (mut attributes, mut counts, mut bounds) = (Vec::new(), Vec::new(), Vec::new());
+    let ours = input::HistogramPoint::read(&bytes, &mut attributes, &mut counts, &mut bounds)
+        .ok()
+        .map(|p| {
+            let text = attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()));
+            let sum = p.sum.map(f64::to_bits);
+            let bounds = bits(&bounds);
+            (
+                p.time_unix_nano,
+                p.count,
+                sum,
+                p.flags,
+                counts,
+                bounds,
+                text.collect(),
+            )
+        });
+    let prost = input::HistogramDataPoint::decode(bytes.clone())
+        .ok()
+        .map(|p| {
+            let text = p.attributes.iter().map(|kv| {
+                let value = input::value_text(kv.value.as_ref());
+                (input::text(&kv.key).to_owned(), value.into_owned())
+            });
+            let sum = p.sum.map(f64::to_bits);
+            let bounds = bits(&p.explicit_bounds);
+            let counts = p.bucket_counts;
+            (
+                p.time_unix_nano,
+                p.count,
+                sum,
+                p.flags,
+                counts,
+                bounds,
+                text.collect(),
+            )
+        });
+    (ours, prost)
+}
+
+/// The histogram point of the test request: every kind of attribute value, min and max.
+fn rich_histogram_point() -> HistogramDataPoint {
+    let request = crate::otlp::skim::tests::metrics_request();
+    match &request.resource_metrics[0].scope_metrics[0].metrics[2].data {
+        Some(Data::Histogram(h)) => h.data_points[0].clone(),
+        other => panic!("the test request's third metric is a histogram, not {other:?}"),
+    }
+}
+
+#[test]
+fn histogram_points_read_as_prost_reads_them() {
+    let mut unpacked = Vec::new();
+    // Bucket counts and bounds one field each instead of packed: prost takes both.
+    crate::wire::fixed64(&mut unpacked, 6, 4);
+    crate::wire::fixed64(&mut unpacked, 6, 5);
+    crate::wire::fixed64(&mut unpacked, 7, 0.25f64.to_bits());
+    for body in [rich_histogram_point().encode_to_vec(), unpacked] {
+        let (ours, prost) = both_histogram_readings(&body);
+        assert!(prost.is_some());
+        assert_eq!(ours, prost);
+    }
 }
 
 /// The gauge's first point of the test request: every kind of attribute value, exemplars,
@@ -893,6 +967,16 @@ fn a_damaged_number_point_fails_the_payload() {
 
 proptest::proptest! {
     #![proptest_config(crate::testing::cases(512))]
+
+    /// A histogram point read in place gives what prost's decoding gives, and fails where
+    /// it fails.
+    #[test]
+    fn mutated_histogram_points_read_as_prost_reads_them(
+        body in crate::otlp::skim::tests::mutated(rich_histogram_point().encode_to_vec())
+    ) {
+        let (ours, prost) = both_histogram_readings(&body);
+        proptest::prop_assert_eq!(ours, prost);
+    }
 
     /// A point read in place gives what prost's decoding gives, and fails where it fails.
     #[test]
