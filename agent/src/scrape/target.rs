@@ -8,7 +8,7 @@ use url::Url;
 use super::config::StaticTarget;
 use super::http::{ScrapeError, fetch};
 use super::otlp::{Batch, Relabeled, SampleLabels};
-use super::parse::{Family, Format, Label, MetricKind, Parsed, Sample, parse};
+use super::parse::{Family, Format, Label, MetricKind, Parsed, Sample, parse_expecting};
 use super::relabel::{Labels, RelabelRule, relabel};
 use super::staleness::SeriesMemory;
 use super::telemetry::ScrapeTelemetry;
@@ -55,6 +55,8 @@ pub(crate) struct Target {
     memory: SeriesMemory,
     /// Bytes of the last body scraped: the next one is read into a buffer that size.
     last_body: usize,
+    /// Labels in the last body parsed: room for the next one's.
+    last_labels: usize,
     /// Whether the last scrape succeeded (true before the first, so a target that is down
     /// from the start is reported once).
     was_up: bool,
@@ -136,6 +138,7 @@ impl Target {
             labels,
             memory: SeriesMemory::default(),
             last_body: 0,
+            last_labels: 0,
             was_up: true,
         }))
     }
@@ -209,7 +212,7 @@ impl Target {
             Ok((text, format)) => {
                 body = text;
                 self.last_body = body.len();
-                samples(&body, format, &own, context)
+                samples(&body, format, &own, context, &mut self.last_labels)
             }
             Err(e) => Err(e),
         };
@@ -276,11 +279,13 @@ fn samples<'a>(
     format: Format,
     target: &TargetLabels<'a>,
     context: &ScrapeContext,
+    last_labels: &mut usize,
 ) -> Result<Scraped<'a>, ScrapeError> {
     let Parsed {
         families,
         labels: mut parsed_labels,
-    } = parse(body, format)?;
+    } = parse_expecting(body, format, *last_labels)?;
+    *last_labels = parsed_labels.len();
     let scraped = families.iter().map(|f| f.samples.len()).sum();
     let mut kept = 0;
     let mut out = Vec::with_capacity(families.len());
