@@ -27,7 +27,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use prost::encoding::WireType;
+use prost::encoding::{DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
 /// The text of a string field. The receiver refuses a request with a string that is not
@@ -357,33 +357,31 @@ impl NumberPoint {
         point: &'a Bytes,
         attributes: &mut Vec<Attribute<'a>>,
     ) -> Result<NumberPoint, DecodeError> {
-        use prost::encoding::{DecodeContext, decode_key, double, fixed64, sfixed64, uint32};
+        use prost::encoding::{double, fixed64, sfixed64, skip_field, uint32};
         let mut read = NumberPoint {
             time_unix_nano: 0,
             flags: 0,
             value: None,
         };
-        let mut buf: &'a [u8] = point;
-        while !buf.is_empty() {
-            let (tag, wire) = decode_key(&mut buf)?;
-            let ctx = DecodeContext::default();
+        each_field(point, |tag, wire, buf, ctx| {
             match tag {
-                3 => fixed64::merge(wire, &mut read.time_unix_nano, &mut buf, ctx)?,
+                3 => fixed64::merge(wire, &mut read.time_unix_nano, buf, ctx)?,
                 4 => {
                     let mut v = 0.0;
-                    double::merge(wire, &mut v, &mut buf, ctx)?;
+                    double::merge(wire, &mut v, buf, ctx)?;
                     read.value = Some(NumberValue::AsDouble(v));
                 }
                 6 => {
                     let mut v = 0;
-                    sfixed64::merge(wire, &mut v, &mut buf, ctx)?;
+                    sfixed64::merge(wire, &mut v, buf, ctx)?;
                     read.value = Some(NumberValue::AsInt(v));
                 }
-                7 => attributes.push(attribute_field(point, &mut buf, tag, wire)?),
-                8 => uint32::merge(wire, &mut read.flags, &mut buf, ctx)?,
-                _ => prost::encoding::skip_field(wire, tag, &mut buf, ctx)?,
+                7 => attributes.push(attribute_field(point, buf, tag, wire)?),
+                8 => uint32::merge(wire, &mut read.flags, buf, ctx)?,
+                _ => skip_field(wire, tag, buf, ctx)?,
             }
-        }
+            Ok(())
+        })?;
         Ok(read)
     }
 }
@@ -409,30 +407,41 @@ impl HistogramPoint {
         counts: &mut Vec<u64>,
         bounds: &mut Vec<f64>,
     ) -> Result<HistogramPoint, DecodeError> {
-        use prost::encoding::{DecodeContext, decode_key, double, fixed64, uint32};
+        use prost::encoding::{double, fixed64, skip_field, uint32};
         let mut read = HistogramPoint {
             time_unix_nano: 0,
             count: 0,
             sum: None,
             flags: 0,
         };
-        let mut buf: &'a [u8] = point;
-        while !buf.is_empty() {
-            let (tag, wire) = decode_key(&mut buf)?;
-            let ctx = DecodeContext::default();
+        each_field(point, |tag, wire, buf, ctx| {
             match tag {
-                3 => fixed64::merge(wire, &mut read.time_unix_nano, &mut buf, ctx)?,
-                4 => fixed64::merge(wire, &mut read.count, &mut buf, ctx)?,
-                5 => double::merge(wire, read.sum.get_or_insert(0.0), &mut buf, ctx)?,
-                6 => fixed64::merge_repeated(wire, counts, &mut buf, ctx)?,
-                7 => double::merge_repeated(wire, bounds, &mut buf, ctx)?,
-                9 => attributes.push(attribute_field(point, &mut buf, tag, wire)?),
-                10 => uint32::merge(wire, &mut read.flags, &mut buf, ctx)?,
-                _ => prost::encoding::skip_field(wire, tag, &mut buf, ctx)?,
+                3 => fixed64::merge(wire, &mut read.time_unix_nano, buf, ctx)?,
+                4 => fixed64::merge(wire, &mut read.count, buf, ctx)?,
+                5 => double::merge(wire, read.sum.get_or_insert(0.0), buf, ctx)?,
+                6 => fixed64::merge_repeated(wire, counts, buf, ctx)?,
+                7 => double::merge_repeated(wire, bounds, buf, ctx)?,
+                9 => attributes.push(attribute_field(point, buf, tag, wire)?),
+                10 => uint32::merge(wire, &mut read.flags, buf, ctx)?,
+                _ => skip_field(wire, tag, buf, ctx)?,
             }
-        }
+            Ok(())
+        })?;
         Ok(read)
     }
+}
+
+/// Calls `field` with each field's tag and wire type and `buf` at its value, which `field`
+/// reads or skips with prost's readers.
+fn each_field<'a>(
+    mut buf: &'a [u8],
+    mut field: impl FnMut(u32, WireType, &mut &'a [u8], DecodeContext) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    while !buf.is_empty() {
+        let (tag, wire) = prost::encoding::decode_key(&mut buf)?;
+        field(tag, wire, &mut buf, DecodeContext::default())?;
+    }
+    Ok(())
 }
 
 /// The attribute in the `KeyValue` field at the front of `buf` (its key just read), which
@@ -446,7 +455,7 @@ fn attribute_field<'a>(
     prost::encoding::check_wire_type(WireType::LengthDelimited, wire)?;
     // Skipped by prost first, so a cut field fails as it fails there.
     let field = *buf;
-    prost::encoding::skip_field(wire, tag, buf, prost::encoding::DecodeContext::default())?;
+    prost::encoding::skip_field(wire, tag, buf, DecodeContext::default())?;
     let mut kv = &field[..field.len() - buf.len()];
     prost::encoding::decode_varint(&mut kv)?;
     attribute(point, kv)

@@ -808,7 +808,18 @@ type HistogramReading = (
 );
 
 fn both_histogram_readings(body: &[u8]) -> (Option<HistogramReading>, Option<HistogramReading>) {
-    let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let reading = |time, count, sum: Option<f64>, flags, counts, bounds: &[f64], text| {
+        let bounds = bounds.iter().map(|v| v.to_bits()).collect();
+        (
+            time,
+            count,
+            sum.map(f64::to_bits),
+            flags,
+            counts,
+            bounds,
+            text,
+        )
+    };
     let bytes = bytes::Bytes::copy_from_slice(body);
     let (mut attributes, mut counts, mut bounds) = (Vec::new(), Vec::new(), Vec::new());
     let ours = input::HistogramPoint::read(&bytes, &mut attributes, &mut counts, &mut bounds)
@@ -817,17 +828,8 @@ fn both_histogram_readings(body: &[u8]) -> (Option<HistogramReading>, Option<His
             let text = attributes
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()));
-            let sum = p.sum.map(f64::to_bits);
-            let bounds = bits(&bounds);
-            (
-                p.time_unix_nano,
-                p.count,
-                sum,
-                p.flags,
-                counts,
-                bounds,
-                text.collect(),
-            )
+            let (time, count, sum, flags) = (p.time_unix_nano, p.count, p.sum, p.flags);
+            reading(time, count, sum, flags, counts, &bounds, text.collect())
         });
     let prost = input::HistogramDataPoint::decode(bytes.clone())
         .ok()
@@ -836,16 +838,14 @@ fn both_histogram_readings(body: &[u8]) -> (Option<HistogramReading>, Option<His
                 let value = input::value_text(kv.value.as_ref());
                 (input::text(&kv.key).to_owned(), value.into_owned())
             });
-            let sum = p.sum.map(f64::to_bits);
-            let bounds = bits(&p.explicit_bounds);
-            let counts = p.bucket_counts;
-            (
-                p.time_unix_nano,
-                p.count,
+            let (time, count, sum, flags) = (p.time_unix_nano, p.count, p.sum, p.flags);
+            reading(
+                time,
+                count,
                 sum,
-                p.flags,
-                counts,
-                bounds,
+                flags,
+                p.bucket_counts,
+                &p.explicit_bounds,
                 text.collect(),
             )
         });
