@@ -33,7 +33,7 @@ use prost::{DecodeError, Message};
 /// The text of a string field. The receiver refuses a request with a string that is not
 /// UTF-8 (prost's rule, see [`crate::otlp::skim`]), so a buffered one always is; should one
 /// have been damaged after that, its text is U+FFFD rather than a panic or a lost batch.
-pub fn text(bytes: &Bytes) -> &str {
+pub fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or("\u{FFFD}")
 }
 
@@ -467,13 +467,13 @@ fn attribute_field<'a>(
 /// mean there.
 fn attribute<'a>(point: &'a Bytes, kv: &'a [u8]) -> Result<Attribute<'a>, DecodeError> {
     if let Some((key, value)) = plain_attribute(kv) {
-        return Ok((text_of(key), Cow::Borrowed(text_of(value))));
+        return Ok((text(key), Cow::Borrowed(text(value))));
     }
     let decoded = KeyValue::decode(point.slice_ref(kv))?;
     // A decoded key that is not empty shares the point's buffer: borrow it from there.
     let key = match decoded.key.is_empty() {
         true => "",
-        false => within(kv, &decoded.key).map_or("\u{FFFD}", text_of),
+        false => within(kv, &decoded.key).map_or("\u{FFFD}", text),
     };
     Ok((
         key,
@@ -523,8 +523,4 @@ fn short_delimited<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
 fn within<'a>(outer: &'a [u8], inner: &[u8]) -> Option<&'a [u8]> {
     let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
     outer.get(start..start + inner.len())
-}
-
-fn text_of(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).unwrap_or("\u{FFFD}")
 }
