@@ -326,6 +326,12 @@ impl Output {
         self.latest_ms = Some(self.latest_ms.map_or(timestamp, |t| t.max(timestamp)));
     }
 
+    /// A point that stayed bytes did not read. The receiver checked every point, so the
+    /// payload was damaged since: it is refused whole (the first error is kept).
+    fn point_damaged(&mut self, e: prost::DecodeError) {
+        self.damaged.get_or_insert(e);
+    }
+
     fn drop_points(&mut self, reason: DropReason, points: usize) {
         if let Some(slot) = DropReason::ALL.iter().position(|r| *r == reason) {
             self.dropped[slot] += points as u64;
@@ -529,11 +535,7 @@ impl<'a> MetricWriter<'_, '_, 'a> {
             self.attributes.clear();
             let p = match NumberPoint::read(bytes, self.attributes) {
                 Ok(p) => p,
-                Err(e) => {
-                    // The receiver checked every point, so this payload was damaged since.
-                    self.out.damaged.get_or_insert(e);
-                    return;
-                }
+                Err(e) => return self.out.point_damaged(e),
             };
             let value = match (&p.value, is_stale(p.flags)) {
                 (_, true) => STALE_NAN,
@@ -558,8 +560,7 @@ impl<'a> MetricWriter<'_, '_, 'a> {
         bounds.clear();
         match HistogramPoint::read(bytes, self.attributes, &mut counts, &mut bounds) {
             Ok(p) => self.classic_histogram(names, &p, &counts, &bounds),
-            // The receiver checked every point, so this payload was damaged since.
-            Err(e) => drop(self.out.damaged.get_or_insert(e)),
+            Err(e) => self.out.point_damaged(e),
         }
         *self.histogram_scratch = (counts, bounds);
     }

@@ -15,14 +15,15 @@
 //!   string-table indexes) are not declared, so prost skips them as unknown fields instead
 //!   of building them. None of them is part of a oneof, where skipping would change which
 //!   value wins.
-//! - The points of gauges and sums, most of what arrives, stay bytes. [`NumberPoint::read`]
-//!   reads one with prost's field readers, and an attribute of the usual shape (a key and
-//!   one string value) in place, without building a message for it.
+//! - The points of gauges, sums and histograms, most of what arrives, stay bytes.
+//!   [`NumberPoint::read`] and [`HistogramPoint::read`] read one with prost's field
+//!   readers, and an attribute of the usual shape (a key and one string value) in place,
+//!   without building a message for it.
 //!
 //! Property tests (`tests.rs`) hold these to `opentelemetry-proto`: any request read here
 //! and written back decodes there to the original with only the skipped fields gone; and
-//! any number point, mutated or not, reads here as prost's decoding reads it, and fails
-//! where that fails.
+//! any number or histogram point, mutated or not, reads here as prost's decoding reads it,
+//! and fails where that fails.
 
 use std::borrow::Cow;
 
