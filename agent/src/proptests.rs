@@ -181,7 +181,7 @@ proptest! {
     #[test]
     fn prom_parser_never_panics(body in text(200)) {
         for format in [Format::Text, Format::OpenMetrics] {
-            let _ = parse(&body, format);
+            let _ = parse(&body, format, 0);
         }
     }
 
@@ -196,7 +196,7 @@ proptest! {
     ) {
         let body = lines.join("\n");
         for format in [Format::Text, Format::OpenMetrics] {
-            let _ = parse(&body, format);
+            let _ = parse(&body, format, 0);
         }
     }
 
@@ -211,7 +211,7 @@ proptest! {
         let families: Vec<(String, String, Vec<GenSample>)> =
             families.into_iter().map(|(n, (h, s))| (n, h, s)).collect();
         let body = render(&families);
-        let parsed = parse(&body, Format::Text).map_err(|e| {
+        let parsed = parse(&body, Format::Text, 0).map_err(|e| {
             TestCaseError::fail(format!("{e} in {body:?}"))
         })?;
         prop_assert_eq!(parsed.families.len(), families.len());

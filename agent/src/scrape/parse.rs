@@ -148,19 +148,10 @@ fn error<T>(line: usize, message: impl Into<String>) -> Result<T, ParseError> {
     })
 }
 
-/// Parses a whole body into its families.
-pub fn parse(body: &str, format: Format) -> Result<Parsed<'_>, ParseError> {
-    parse_expecting(body, format, 0)
-}
-
-/// [`parse`], with room made up front for `labels` labels: a target's last body tells
-/// how many its next one has, and growing the one label vector of a scrape from empty
-/// copied it a dozen times.
-pub fn parse_expecting(
-    body: &str,
-    format: Format,
-    labels: usize,
-) -> Result<Parsed<'_>, ParseError> {
+/// Parses a whole body into its families, with room made up front for `labels` labels: a
+/// target's last body tells how many its next one has (growing the one label vector of a
+/// scrape from empty copied it a dozen times); 0 when unknown.
+pub fn parse(body: &str, format: Format, labels: usize) -> Result<Parsed<'_>, ParseError> {
     let mut parser = Parser {
         families: Vec::new(),
         labels: Vec::with_capacity(labels),

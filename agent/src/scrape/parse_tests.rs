@@ -34,7 +34,7 @@ go_gc_nan NaN
 
 #[test]
 fn parses_the_documented_text_example() {
-    let parsed = parse(TEXT, Format::Text).unwrap();
+    let parsed = parse(TEXT, Format::Text, 0).unwrap();
     let families = &parsed.families;
     let names: Vec<_> = families
         .iter()
@@ -111,7 +111,7 @@ help_escapes -Inf
 
 #[test]
 fn parses_openmetrics() {
-    let families = parse(OPENMETRICS, Format::OpenMetrics).unwrap().families;
+    let families = parse(OPENMETRICS, Format::OpenMetrics, 0).unwrap().families;
     let names: Vec<_> = families
         .iter()
         .map(|f| (f.name, f.kind, f.samples.len()))
@@ -138,14 +138,17 @@ fn parses_openmetrics() {
 
 #[test]
 fn openmetrics_needs_eof_and_nothing_after_it() {
-    let err = parse("a 1\n", Format::OpenMetrics).unwrap_err();
+    let err = parse("a 1\n", Format::OpenMetrics, 0).unwrap_err();
     assert!(err.message.contains("# EOF"), "{err}");
-    let err = parse("a 1\n# EOF\nb 2\n", Format::OpenMetrics).unwrap_err();
+    let err = parse("a 1\n# EOF\nb 2\n", Format::OpenMetrics, 0).unwrap_err();
     assert_eq!(err.line, 3);
-    assert!(parse("a 1\n# EOF", Format::OpenMetrics).is_ok());
+    assert!(parse("a 1\n# EOF", Format::OpenMetrics, 0).is_ok());
     // In 0.0.4 `# EOF` is just a comment.
     assert_eq!(
-        parse("# EOF\na 1\n", Format::Text).unwrap().families.len(),
+        parse("# EOF\na 1\n", Format::Text, 0)
+            .unwrap()
+            .families
+            .len(),
         1
     );
 }
@@ -172,7 +175,7 @@ fn malformed_lines_are_errors_with_line_numbers() {
         ("a 1\n# TYPE a counter\n", 2),
     ];
     for (body, line) in cases {
-        let err = parse(body, Format::Text).expect_err(body);
+        let err = parse(body, Format::Text, 0).expect_err(body);
         assert_eq!(err.line, line, "{body:?}: {err}");
     }
 }
@@ -180,7 +183,7 @@ fn malformed_lines_are_errors_with_line_numbers() {
 #[test]
 fn odd_but_valid_lines() {
     let body = "a{} 1\nb{x=\"1\",} 2\nc { y = \"z\" } 3\n# just a comment\n\r\nd\t4\t5\r\ne{u=\"ü\\t\"} 6\n";
-    let parsed = parse(body, Format::Text).unwrap();
+    let parsed = parse(body, Format::Text, 0).unwrap();
     let families = &parsed.families;
     assert_eq!(families.len(), 5);
     assert_eq!(parsed.label(&families[1].samples[0], "x"), Some("1"));
@@ -192,7 +195,7 @@ fn odd_but_valid_lines() {
 #[test]
 fn samples_of_a_family_declared_earlier_find_it() {
     let body = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n# TYPE g gauge\ng 1\nh_bucket{le=\"+Inf\"} 2\nh_count 2\nh_other 3\n";
-    let parsed = parse(body, Format::Text).unwrap();
+    let parsed = parse(body, Format::Text, 0).unwrap();
     let families = &parsed.families;
     let names: Vec<_> = families.iter().map(|f| (f.name, f.samples.len())).collect();
     assert_eq!(names, [("h", 3), ("g", 1), ("h_other", 1)]);
@@ -211,11 +214,11 @@ fn garbage_never_panics() {
             seed ^= seed << 17;
             s.push(alphabet[(seed % alphabet.len() as u64) as usize] as char);
         }
-        let _ = parse(&s, Format::Text);
-        let _ = parse(&s, Format::OpenMetrics);
+        let _ = parse(&s, Format::Text, 0);
+        let _ = parse(&s, Format::OpenMetrics, 0);
     }
     for prefix in ["a{b=\"ü", "# HELP ü", "é{"] {
-        let _ = parse(prefix, Format::Text);
+        let _ = parse(prefix, Format::Text, 0);
     }
 }
 
@@ -253,9 +256,9 @@ fn name_classes_follow_the_spec() {
     assert!(!is_metric_name("é") && !is_label_name("aé") && !is_metric_name(""));
     // A sample line's name is checked in the same pass that finds its end.
     for bad in ["é 1\n", "a-b 1\n", "1a 1\n", "a.b{x=\"y\"} 1\n"] {
-        assert!(parse(bad, Format::Text).is_err(), "{bad:?}");
+        assert!(parse(bad, Format::Text, 0).is_err(), "{bad:?}");
     }
     for good in [":a 1\n", "_ 1\n", "a:b_c9{x=\"y\"} 1\n", "a\t1\n"] {
-        assert!(parse(good, Format::Text).is_ok(), "{good:?}");
+        assert!(parse(good, Format::Text, 0).is_ok(), "{good:?}");
     }
 }

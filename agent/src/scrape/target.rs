@@ -8,7 +8,7 @@ use url::Url;
 use super::config::StaticTarget;
 use super::http::{ScrapeError, fetch};
 use super::otlp::{Batch, Relabeled, SampleLabels};
-use super::parse::{Family, Format, Label, MetricKind, Parsed, Sample, parse_expecting};
+use super::parse::{Family, Format, Label, MetricKind, Parsed, Sample, parse};
 use super::relabel::{Labels, RelabelRule, relabel};
 use super::staleness::SeriesMemory;
 use super::telemetry::ScrapeTelemetry;
@@ -284,7 +284,7 @@ fn samples<'a>(
     let Parsed {
         families,
         labels: mut parsed_labels,
-    } = parse_expecting(body, format, *last_labels)?;
+    } = parse(body, format, *last_labels)?;
     *last_labels = parsed_labels.len();
     let scraped = families.iter().map(|f| f.samples.len()).sum();
     let mut kept = 0;
